@@ -1,0 +1,311 @@
+//! The `RentedHost` custom resource (`xuandashi.dev/v1alpha1`): spec, status and the CRD
+//! generated from them. Doc comments on fields become `kubectl explain` text.
+
+mod conditions;
+
+pub use conditions::{ConditionType, conditions_equal, set_condition};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every resource this operator owns.
+pub const GROUP: &str = "xuandashi.dev";
+/// Finalizer that keeps an object until its host is released (or orphaned).
+pub const FINALIZER: &str = "xuandashi.dev/release-host";
+/// Annotation that allows a new createRent after an ambiguous outcome.
+pub const CREATE_NOT_RENTED_ANNOTATION: &str = "xuandashi.dev/create-not-rented";
+/// Annotation whose every new value reboots the host once.
+pub const REBOOT_ANNOTATION: &str = "xuandashi.dev/reboot-requested-at";
+
+/// Rule text shared by the immutability rules: a host is rented once status.hostId is set.
+macro_rules! immutable_once_rented {
+    ($field:literal) => {
+        concat!(
+            "!has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == '' || self.spec.",
+            $field,
+            " == oldSelf.spec.",
+            $field
+        )
+    };
+}
+
+/// A prepaid host rented from the Xuandashi cloud. The operator calls `createRent` once for
+/// the object, records the host id in `status.hostId`, keeps the status true to the host, and
+/// releases the host when the object is deleted (unless `deletionPolicy` is `Orphan`).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "xuandashi.dev",
+    version = "v1alpha1",
+    kind = "RentedHost",
+    namespaced,
+    shortname = "rh",
+    status = "RentedHostStatus",
+    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".status.hostId"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.host.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new(immutable_once_rented!("packageId"))
+        .message("spec.packageId is immutable once a host is rented (status.hostId is set)")
+        .field_path(".spec.packageId"),
+    validation = Rule::new(immutable_once_rented!("imageId"))
+        .message("spec.imageId is immutable once a host is rented (status.hostId is set)")
+        .field_path(".spec.imageId"),
+    validation = Rule::new(immutable_once_rented!("period"))
+        .message("spec.period is immutable once a host is rented (status.hostId is set)")
+        .field_path(".spec.period"),
+)]
+#[x_kube(
+    validation = Rule::new("!has(oldSelf.hostId) || oldSelf.hostId == '' || (has(self.hostId) && self.hostId == oldSelf.hostId)")
+        .message("spec.hostId is immutable once set")
+        .field_path(".hostId")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RentedHostSpec {
+    /// Host configuration to rent: a `packageId` from the provider's rental package list
+    /// (`packAge/1`). Its `type` must equal the image's `type`. Immutable once a host is rented.
+    #[schemars(length(min = 1, max = 64))]
+    pub package_id: String,
+
+    /// System image to install: an `imageId` from the provider's image list (numeric-looking,
+    /// but a string). Its `type` must equal the package's `type`. Immutable once a host is rented.
+    #[schemars(length(min = 1, max = 64))]
+    pub image_id: String,
+
+    /// Prepaid rental period, paid for when the host is created. Immutable once a host is rented.
+    pub period: RentalPeriod,
+
+    /// What happens to the host when this object is deleted: `Delete` releases it on the
+    /// provider, `Orphan` keeps it running (and billed) there.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Desired power state of the host: `Running` or `Stopped`.
+    #[serde(default)]
+    pub power_state: PowerState,
+
+    /// Adopt this existing host instead of renting a new one. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub host_id: Option<String>,
+
+    /// Name of the Secret that receives the host's login details (`hostAccount`, `hostPw`,
+    /// `address`, `port`). Default: `<metadata.name>-connection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub connection_secret_name: Option<String>,
+
+    /// Provider credentials (account `uuid` and app `secret`) in a Secret of this object's
+    /// namespace. Default: the operator's own credentials Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
+}
+
+/// A rental period: `count` units of `unit`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RentalPeriod {
+    /// Number of units to rent for (at least 1).
+    #[schemars(range(min = 1, max = 1000))]
+    pub count: u32,
+    /// Unit of the period: Hour, Day, Week, Month, Quarter or Year.
+    pub unit: PeriodUnit,
+}
+
+/// Unit of a rental period; the provider's `periodType` 0..5.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeriodUnit {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl PeriodUnit {
+    /// The provider's `periodType` code for this unit.
+    pub fn period_type(self) -> u8 {
+        match self {
+            PeriodUnit::Hour => 0,
+            PeriodUnit::Day => 1,
+            PeriodUnit::Week => 2,
+            PeriodUnit::Month => 3,
+            PeriodUnit::Quarter => 4,
+            PeriodUnit::Year => 5,
+        }
+    }
+}
+
+/// What deleting the object does to its host.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Release the host on the provider.
+    #[default]
+    Delete,
+    /// Keep the host on the provider.
+    Orphan,
+}
+
+/// Desired power state.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PowerState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+/// Where the provider credentials are.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret, in the RentedHost's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the account id. Default: `uuid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid_key: Option<String>,
+    /// Key holding the app secret. Default: `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+}
+
+/// Observed state, written by the controller only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RentedHostStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Id of the rented (or adopted) host at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// Lifecycle phase: Pending, Creating, Provisioning, Running, Stopped, Expired, Failed or Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Number of createRent calls made for this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_attempts: Option<u32>,
+    /// Present only while a createRent call's outcome is not yet known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_pending: Option<CreatePending>,
+    /// The last provider error, kept until a success replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+    /// The host as last observed at the provider (never its login secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<ObservedHost>,
+    /// Ready, Rented and Synced conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions::schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Lifecycle phase of a RentedHost.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Creating,
+    Provisioning,
+    Running,
+    Stopped,
+    Expired,
+    Failed,
+    Deleting,
+}
+
+/// A createRent call whose outcome is not yet known.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePending {
+    /// When the call was about to be made (RFC 3339).
+    pub since: String,
+}
+
+/// The last error the provider (or the controller's view of it) reported.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// Provider error code, when the provider gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// Reason, as in the Ready condition.
+    pub reason: String,
+    /// Explanation; the provider's `msg` verbatim is kept in `providerMessage`.
+    pub message: String,
+    /// The provider's own message, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message: Option<String>,
+    /// The provider's request id, for its support desk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// Host state observed at the provider.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedHost {
+    /// Stopped, Starting, Running, Billing, Stopping or Expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Address to connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Port to connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    /// Operating system of the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_system: Option<String>,
+    /// CPU cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<i64>,
+    /// Memory in GB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gb: Option<i64>,
+    /// Disk in GB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gb: Option<i64>,
+    /// Creation time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// Expiry time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// The CRD as YAML, as checked in under `crds/`.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&RentedHost::crd()).expect("a CRD always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_crd_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/rentedhost.yaml");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == crd_yaml(),
+            "crds/rentedhost.yaml is stale: run `cargo run -- crd > crds/rentedhost.yaml`"
+        );
+    }
+
+    #[test]
+    fn period_types_follow_the_provider() {
+        let units = [
+            PeriodUnit::Hour,
+            PeriodUnit::Day,
+            PeriodUnit::Week,
+            PeriodUnit::Month,
+            PeriodUnit::Quarter,
+            PeriodUnit::Year,
+        ];
+        let codes: Vec<u8> = units.iter().map(|u| u.period_type()).collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
+    }
+}

@@ -1,0 +1,3 @@
+//! rentedhost-operator: rents prepaid hosts from the Xuandashi cloud for `RentedHost` objects.
+
+pub mod api;

@@ -1,0 +1,5 @@
+//! End-to-end tests against a real kube-apiserver and etcd (see `support::control_plane`).
+
+mod support;
+
+mod harness;

@@ -1,0 +1,350 @@
+//! A real Kubernetes control plane for tests, in the manner of controller-runtime's envtest:
+//! etcd and kube-apiserver from `KUBEBUILDER_ASSETS` (built by `make testenv`) on free
+//! loopback ports, generated certificates, and an admin identity in `system:masters`.
+//! Everything is stopped and its files removed on drop; the shared instance is stopped at
+//! process exit, and its processes die with the test process even when it is killed.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+const BINARIES: [&str; 4] = ["etcd", "kube-apiserver", "kubectl", "helm"];
+
+pub struct ControlPlane {
+    dir: Mutex<Option<tempfile::TempDir>>,
+    processes: Mutex<Vec<Child>>,
+    assets: PathBuf,
+    kubeconfig: PathBuf,
+    root: PathBuf,
+}
+
+/// The directory holding the control-plane binaries; fails with instructions when missing.
+pub fn assets_dir() -> PathBuf {
+    let dir = match std::env::var_os("KUBEBUILDER_ASSETS") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testenv/build.sh");
+            let out = Command::new(&script).arg("--dir").output().unwrap_or_else(|e| {
+                panic!("cannot run {}: {e}; the Go toolchain is needed to build the test control plane (run `make testenv`)", script.display())
+            });
+            assert!(
+                out.status.success(),
+                "{} --dir failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+    };
+    for binary in BINARIES {
+        assert!(
+            dir.join(binary).is_file(),
+            "{} is missing from {}: run `make testenv` to build the test control plane (needs Go >= 1.26)",
+            binary,
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The control plane shared by every test of this binary (tests isolate by namespace).
+pub fn shared() -> &'static ControlPlane {
+    static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        extern "C" fn stop_shared() {
+            if let Some(plane) = SHARED.get() {
+                plane.stop();
+            }
+        }
+        let plane = ControlPlane::start();
+        // SAFETY: registers a plain function; runs once at normal process exit.
+        unsafe { libc::atexit(stop_shared) };
+        plane
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Spawns `command` from a thread that lives as long as the process, so that
+/// PR_SET_PDEATHSIG (which follows the spawning thread) kills the child only when the
+/// whole test process is gone.
+fn spawn_tied_to_process(mut command: Command) -> std::io::Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::spawn(move || {
+            for (mut command, reply) in rx {
+                let _ = reply.send(command.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap()
+        .send((command, reply))
+        .expect("spawner thread alive");
+    answer.recv().expect("spawner answered")
+}
+
+struct Pki {
+    ca: String,
+    serving_cert: String,
+    serving_key: String,
+    admin_cert: String,
+    admin_key: String,
+    service_account_key: String,
+    service_account_pub: String,
+}
+
+fn generate_pki() -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "rentedhost-testenv-ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let serving_key = KeyPair::generate().unwrap();
+    let mut serving =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_cert = serving.signed_by(&serving_key, &issuer).unwrap();
+
+    let admin_key = KeyPair::generate().unwrap();
+    let mut admin = CertificateParams::new(Vec::<String>::new()).unwrap();
+    admin
+        .distinguished_name
+        .push(DnType::CommonName, "testenv-admin");
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = admin.signed_by(&admin_key, &issuer).unwrap();
+
+    let service_account = KeyPair::generate().unwrap();
+    Pki {
+        ca: ca_cert.pem(),
+        serving_cert: serving_cert.pem(),
+        serving_key: serving_key.serialize_pem(),
+        admin_cert: admin_cert.pem(),
+        admin_key: admin_key.serialize_pem(),
+        service_account_key: service_account.serialize_pem(),
+        service_account_pub: service_account.public_key_pem(),
+    }
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver and waits until `/readyz` answers ok.
+    pub fn start() -> ControlPlane {
+        let assets = assets_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("rentedhost-testenv-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().to_path_buf();
+        let write = |name: &str, content: &str| {
+            let path = root.join(name);
+            std::fs::write(&path, content).unwrap();
+            path
+        };
+        let pki = generate_pki();
+        let ca = write("ca.crt", &pki.ca);
+        let serving_cert = write("apiserver.crt", &pki.serving_cert);
+        let serving_key = write("apiserver.key", &pki.serving_key);
+        let admin_cert = write("admin.crt", &pki.admin_cert);
+        let admin_key = write("admin.key", &pki.admin_key);
+        let sa_key = write("service-account.key", &pki.service_account_key);
+        let sa_pub = write("service-account.pub", &pki.service_account_pub);
+
+        let plane = ControlPlane {
+            dir: Mutex::new(Some(dir)),
+            processes: Mutex::new(Vec::new()),
+            kubeconfig: root.join("kubeconfig"),
+            assets,
+            root: root.clone(),
+        };
+
+        let etcd_port = free_port();
+        let peer_port = free_port();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Command::new(plane.assets.join("etcd"));
+        etcd.args([
+            "--name=testenv",
+            &format!("--data-dir={}", root.join("etcd").display()),
+            &format!("--listen-client-urls={etcd_url}"),
+            &format!("--advertise-client-urls={etcd_url}"),
+            &format!("--listen-peer-urls={peer_url}"),
+            &format!("--initial-advertise-peer-urls={peer_url}"),
+            &format!("--initial-cluster=testenv={peer_url}"),
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]);
+        plane.spawn("etcd", etcd);
+
+        let port = free_port();
+        let mut apiserver = Command::new(plane.assets.join("kube-apiserver"));
+        apiserver.args([
+            &format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--secure-port={port}"),
+            &format!("--cert-dir={}", root.join("certs").display()),
+            &format!("--tls-cert-file={}", serving_cert.display()),
+            &format!("--tls-private-key-file={}", serving_key.display()),
+            &format!("--client-ca-file={}", ca.display()),
+            &format!("--service-account-key-file={}", sa_pub.display()),
+            &format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-account-issuer=https://127.0.0.1/testenv",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            "--authorization-mode=RBAC",
+            "--v=1",
+        ]);
+        plane.spawn("kube-apiserver", apiserver);
+
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testenv\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: testenv\n  context:\n    cluster: testenv\n    user: admin\n    namespace: default\ncurrent-context: testenv\n",
+            ca.display(),
+            admin_cert.display(),
+            admin_key.display()
+        );
+        std::fs::write(&plane.kubeconfig, kubeconfig).unwrap();
+        plane.wait_ready(Duration::from_secs(90));
+        plane
+    }
+
+    fn spawn(&self, name: &str, mut command: Command) {
+        let log = std::fs::File::create(self.root.join(format!("{name}.log"))).unwrap();
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child =
+            spawn_tied_to_process(command).unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.processes().push(child);
+    }
+
+    fn log_tail(&self, name: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.root.join(format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("FLAG:")).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let out = self
+                .kubectl()
+                .args(["get", "--raw=/readyz"])
+                .output()
+                .unwrap();
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok" {
+                return;
+            }
+            let exited = ["etcd", "kube-apiserver"]
+                .into_iter()
+                .zip(self.processes().iter_mut())
+                .find_map(|(name, child)| Some((name, child.try_wait().ok()??)));
+            if let Some((name, status)) = exited {
+                panic!("{name} exited with {status}:\n{}", self.log_tail(name));
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "kube-apiserver not ready after {limit:?}: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    self.log_tail("kube-apiserver")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Directory of this control plane's files (certificates, logs, etcd data).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Process ids of etcd and kube-apiserver.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes().iter().map(|c| c.id()).collect()
+    }
+
+    /// A kube client with the admin identity, bound to the calling test's runtime.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// `kubectl` pointed at this control plane.
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new(self.assets.join("kubectl"));
+        command.arg(format!("--kubeconfig={}", self.kubeconfig.display()));
+        command
+    }
+
+    /// `helm` pointed at this control plane, with its caches inside the control plane's directory.
+    pub fn helm(&self) -> Command {
+        let mut command = Command::new(self.assets.join("helm"));
+        command
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .env("HELM_CACHE_HOME", self.root.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.root.join("helm/config"))
+            .env("HELM_DATA_HOME", self.root.join("helm/data"));
+        command
+    }
+
+    fn processes(&self) -> std::sync::MutexGuard<'_, Vec<Child>> {
+        self.processes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops the processes and removes the files; idempotent.
+    pub fn stop(&self) {
+        for mut child in self.processes().drain(..).rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

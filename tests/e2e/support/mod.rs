@@ -1,0 +1,60 @@
+//! Shared support for the end-to-end tests: the control plane and small helpers.
+
+pub mod control_plane;
+
+pub use control_plane::{ControlPlane, shared};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Runs a command and returns its stdout, failing the test with its stderr otherwise.
+pub fn run_ok(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs the checked-in CRD on the shared control plane once, with kubectl, and waits
+/// until it is established.
+pub fn install_crd() -> &'static ControlPlane {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    let plane = shared();
+    INSTALLED.get_or_init(|| {
+        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/rentedhost.yaml");
+        run_ok(
+            plane
+                .kubectl()
+                .args(["apply", "--server-side", "-f"])
+                .arg(&crd),
+        );
+        run_ok(plane.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/rentedhosts.xuandashi.dev",
+        ]));
+    });
+    plane
+}
+
+/// Creates a fresh namespace for one test.
+pub async fn test_namespace(client: &kube::Client, prefix: &str) -> String {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.generate_name = Some(format!("{prefix}-"));
+    let created = namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    created.metadata.name.unwrap()
+}
