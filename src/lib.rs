@@ -1,3 +1,7 @@
 //! rentedhost-operator: rents prepaid hosts from the Xuandashi cloud for `RentedHost` objects.
 
 pub mod api;
+pub mod controller;
+pub mod provider;
+pub mod simulator;
+pub mod telemetry;

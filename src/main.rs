@@ -1,40 +1,180 @@
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use rentedhost_operator::controller::{self, credentials::SecretRef};
+use rentedhost_operator::provider::{self, ClientSettings};
+use rentedhost_operator::simulator::{self, Simulator};
+use rentedhost_operator::telemetry::{self, LogFormat, parse_duration};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Kubernetes operator that rents prepaid hosts from the Xuandashi cloud for RentedHost objects.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the controller.
-    Run,
+    /// Run the controller against the cluster of the current kubeconfig or service account.
+    Run(RunArgs),
     /// Print the RentedHost CustomResourceDefinition as YAML.
     Crd,
-    /// Serve the provider simulator.
+    /// Serve the provider simulator (demo account `demo-account`, secret `demo-secret`).
     Simulate {
-        /// Port to listen on (127.0.0.1).
+        /// Port to listen on, on 127.0.0.1.
         #[arg(long, default_value_t = 8090)]
         port: u16,
+        /// Token lifetime the simulator grants.
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        token_lifetime: Duration,
+        /// Time a host takes to start or stop.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        transition_time: Duration,
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// Base URL of the provider API (production by default).
+    #[arg(long, env = "PROVIDER_URL", default_value = provider::PRODUCTION_URL)]
+    provider_url: String,
+    /// Use the provider's sandbox instead of production.
+    #[arg(long, conflicts_with = "provider_url")]
+    sandbox: bool,
+    /// Secret holding the default credentials (keys `uuid` and `secret`).
+    #[arg(long, env = "CREDENTIALS_SECRET")]
+    credentials_secret: Option<String>,
+    /// Namespace of the default credentials Secret.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    credentials_namespace: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Host poll interval.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// Poll interval while a host is starting or stopping.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    fast_poll_interval: Duration,
+    /// How long a createRent with a lost answer may take to show its host.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    create_grace: Duration,
+    /// Timeout of every provider call.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// Provider requests per second per account.
+    #[arg(long, default_value_t = 5.0)]
+    rate_limit: f64,
+    /// Provider request burst per account.
+    #[arg(long, default_value_t = 10)]
+    burst: u32,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
         Command::Crd => {
             print!("{}", rentedhost_operator::api::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Run => not_yet("run"),
-        Command::Simulate { .. } => not_yet("simulate"),
+        Command::Run(args) => runtime().block_on(run(args)),
+        Command::Simulate {
+            port,
+            token_lifetime,
+            transition_time,
+        } => runtime().block_on(simulate(port, token_lifetime, transition_time)),
     }
 }
 
-fn not_yet(command: &str) -> ExitCode {
-    eprintln!("rentedhost-operator {command}: not implemented yet");
-    ExitCode::FAILURE
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    provider::install_crypto_provider();
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(error) => {
+            eprintln!("rentedhost-operator run: cannot reach Kubernetes: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = controller::Config {
+        provider: ClientSettings {
+            base_url: if args.sandbox {
+                provider::SANDBOX_URL.to_string()
+            } else {
+                args.provider_url
+            },
+            timeout: args.request_timeout,
+            requests_per_second: args.rate_limit,
+            burst: args.burst,
+            ..ClientSettings::default()
+        },
+        default_credentials: args
+            .credentials_secret
+            .map(|name| SecretRef::new(&args.credentials_namespace, &name)),
+        namespace: args.namespace,
+        poll_interval: args.poll_interval,
+        fast_poll_interval: args.fast_poll_interval,
+        create_grace: args.create_grace,
+        concurrency: args.concurrency,
+        instance: std::env::var("POD_NAME").ok(),
+        ..controller::Config::default()
+    };
+    tracing::info!(provider = %config.provider.base_url, "starting controller");
+    controller::run(client, config, None, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn simulate(port: u16, token_lifetime: Duration, transition_time: Duration) -> ExitCode {
+    let sim = Simulator::default();
+    sim.state().timing = simulator::Timing {
+        token_lifetime,
+        ..simulator::fast_timing(transition_time)
+    };
+    match sim.serve(port).await {
+        Ok((addr, task)) => {
+            eprintln!(
+                "provider simulator on http://{addr} (account {})",
+                simulator::catalogue::DEMO_ACCOUNT.0
+            );
+            tokio::select! {
+                _ = task => {}
+                _ = shutdown_signal() => {}
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rentedhost-operator simulate: cannot listen on port {port}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,95 @@
+//! Where an object's provider credentials come from: its `credentialsSecretRef`, or the
+//! operator's default Secret.
+
+use crate::api::RentedHost;
+use crate::provider::Credentials;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+
+/// A Secret (namespace/name) holding credentials under two keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+    pub uuid_key: String,
+    pub secret_key: String,
+}
+
+impl SecretRef {
+    pub fn new(namespace: &str, name: &str) -> SecretRef {
+        SecretRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            uuid_key: "uuid".into(),
+            secret_key: "secret".into(),
+        }
+    }
+
+    pub fn is(&self, namespace: &str, name: &str) -> bool {
+        self.namespace == namespace && self.name == name
+    }
+}
+
+/// The Secret an object's credentials come from, if any is configured.
+pub fn secret_ref(obj: &RentedHost, default: Option<&SecretRef>) -> Option<SecretRef> {
+    match &obj.spec.credentials_secret_ref {
+        Some(r) => Some(SecretRef {
+            namespace: obj.namespace().unwrap_or_default(),
+            name: r.name.clone(),
+            uuid_key: r
+                .uuid_key
+                .clone()
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| "uuid".into()),
+            secret_key: r
+                .secret_key
+                .clone()
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| "secret".into()),
+        }),
+        None => default.cloned(),
+    }
+}
+
+/// Reads the credentials; the error explains what is missing (never a value).
+pub async fn load(client: &Client, r: &SecretRef) -> Result<Credentials, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+    let secret = match secrets.get_opt(&r.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(format!(
+                "credentials Secret {}/{} not found",
+                r.namespace, r.name
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "credentials Secret {}/{} could not be read: {e}",
+                r.namespace, r.name
+            ));
+        }
+    };
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|s| s.trim().to_string())
+            })
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "credentials Secret {}/{} has no key {key:?}",
+                    r.namespace, r.name
+                )
+            })
+    };
+    Ok(Credentials::new(value(&r.uuid_key)?, value(&r.secret_key)?))
+}

@@ -1,0 +1,85 @@
+//! The account's hosts as `mypage` lists them, shared by every object of one account: one
+//! listing serves all of them, and concurrent requests for a fresh listing share one fetch.
+
+use crate::provider::{Host, Package, ProviderClient, ProviderError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// All hosts of one account at one moment.
+#[derive(Debug)]
+pub struct Listing {
+    /// When the fetch started (anything created before this is in it).
+    pub started: Instant,
+    pub hosts: Vec<Host>,
+}
+
+impl Listing {
+    pub fn get(&self, id: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.id.as_deref() == Some(id))
+    }
+}
+
+#[derive(Default)]
+struct AccountHosts {
+    listing: tokio::sync::Mutex<Option<Arc<Listing>>>,
+    packages: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Package>>)>>,
+}
+
+/// Host listings and package catalogues per account.
+#[derive(Default)]
+pub struct HostDirectory {
+    accounts: Mutex<HashMap<String, Arc<AccountHosts>>>,
+}
+
+const PACKAGES_TTL: Duration = Duration::from_secs(600);
+
+impl HostDirectory {
+    fn account(&self, client: &ProviderClient) -> Arc<AccountHosts> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        accounts
+            .entry(client.account().to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// A listing whose fetch started no earlier than `not_before`.
+    pub async fn listing(
+        &self,
+        client: &ProviderClient,
+        not_before: Instant,
+    ) -> Result<Arc<Listing>, ProviderError> {
+        let account = self.account(client);
+        let mut slot = account.listing.lock().await;
+        if let Some(listing) = slot.as_ref().filter(|l| l.started >= not_before) {
+            return Ok(listing.clone());
+        }
+        let started = Instant::now();
+        let hosts = client.all_hosts().await?;
+        let listing = Arc::new(Listing { started, hosts });
+        *slot = Some(listing.clone());
+        Ok(listing)
+    }
+
+    /// The rental package with this id, from a catalogue cached for ten minutes.
+    pub async fn package(
+        &self,
+        client: &ProviderClient,
+        package_id: &str,
+    ) -> Result<Option<Package>, ProviderError> {
+        let account = self.account(client);
+        let mut slot = account.packages.lock().await;
+        let catalogue = match slot.as_ref().filter(|(at, _)| at.elapsed() < PACKAGES_TTL) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = Arc::new(client.packages(1).await?);
+                *slot = Some((Instant::now(), c.clone()));
+                c
+            }
+        };
+        Ok(catalogue
+            .iter()
+            .find(|p| p.package_id.as_deref() == Some(package_id))
+            .cloned())
+    }
+}

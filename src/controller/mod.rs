@@ -1,0 +1,292 @@
+//! The RentedHost controller: wiring (watches, predicates, the Secret watch), the shared
+//! context, and the error type. The decision is in `decision`, its I/O in `reconcile`.
+
+pub mod credentials;
+pub mod decision;
+pub mod hosts;
+pub mod reason;
+mod reconcile;
+pub mod writes;
+
+use crate::api::RentedHost;
+use crate::provider::{CallObserver, ClientPool, ClientSettings};
+use credentials::SecretRef;
+use futures::StreamExt;
+use hosts::HostDirectory;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Controller settings (flags of `run`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub provider: ClientSettings,
+    /// The operator's credentials Secret, used by objects without `credentialsSecretRef`.
+    pub default_credentials: Option<SecretRef>,
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Host poll interval, and the faster one while a host starts or stops.
+    pub poll_interval: Duration,
+    pub fast_poll_interval: Duration,
+    /// How long a createRent with a lost answer may take to show its host.
+    pub create_grace: Duration,
+    /// Clock difference allowed between us and the provider when matching creation times.
+    pub clock_skew: Duration,
+    /// Multiplies every delay of the retry table (tests shorten it; 1.0 in production).
+    pub retry_scale: f64,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Identity of this replica in events.
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            provider: ClientSettings::default(),
+            default_credentials: None,
+            namespace: None,
+            poll_interval: Duration::from_secs(60),
+            fast_poll_interval: Duration::from_secs(15),
+            create_grace: Duration::from_secs(120),
+            clock_skew: Duration::from_secs(30),
+            retry_scale: 1.0,
+            concurrency: 8,
+            instance: None,
+        }
+    }
+}
+
+/// Errors of a reconcile that the reconciler could not turn into status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object changed while it was being written; it is reconciled again")]
+    Conflict,
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] Box<kube::Error>),
+}
+
+impl Error {
+    pub fn from_kube(e: kube::Error) -> Error {
+        match &e {
+            kube::Error::Api(status) if status.code == 409 => Error::Conflict,
+            _ => Error::Kube(Box::new(e)),
+        }
+    }
+
+    /// Bounded label for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Conflict => "Conflict",
+            Error::Kube(_) => "KubernetesApiError",
+        }
+    }
+}
+
+/// State shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub providers: ClientPool,
+    pub hosts: HostDirectory,
+    pub store: Store<RentedHost>,
+    pub recorder: Recorder,
+    pub observer: Option<CallObserver>,
+    /// Retry attempts per object (uid), reset on success.
+    attempts: Mutex<HashMap<String, u32>>,
+    /// No createRent before this instant for this (uid, generation): a backoff holds even
+    /// when another trigger reconciles the object first.
+    hold: Mutex<HashMap<String, (Option<i64>, std::time::Instant)>>,
+    /// Host ids this process assigned, until the store shows them (object key by host id).
+    claims: Mutex<HashMap<String, String>>,
+}
+
+fn object_key(obj: &RentedHost) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+impl Context {
+    /// The object (namespace/name) other than `obj` that claims host `id`, if any.
+    pub fn claimed_by_other(&self, obj: &RentedHost, id: &str) -> Option<String> {
+        let me = object_key(obj);
+        let from_store = self.store.state().into_iter().find_map(|o| {
+            let key = object_key(&o);
+            let claims = o.status.as_ref().and_then(|s| s.host_id.as_deref()) == Some(id)
+                || o.spec.host_id.as_deref() == Some(id);
+            (claims && key != me).then_some(key)
+        });
+        from_store.or_else(|| {
+            let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+            claims.get(id).filter(|k| **k != me).cloned()
+        })
+    }
+
+    /// Every host id claimed by an object other than `obj`.
+    pub fn claimed_ids(&self, obj: &RentedHost) -> std::collections::HashSet<String> {
+        let me = object_key(obj);
+        let mut ids: std::collections::HashSet<String> = self
+            .store
+            .state()
+            .into_iter()
+            .filter(|o| object_key(o) != me)
+            .flat_map(|o| {
+                [
+                    o.status.as_ref().and_then(|s| s.host_id.clone()),
+                    o.spec.host_id.clone(),
+                ]
+            })
+            .flatten()
+            .collect();
+        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        ids.extend(
+            claims
+                .iter()
+                .filter(|(_, k)| **k != me)
+                .map(|(id, _)| id.clone()),
+        );
+        ids
+    }
+
+    pub fn claim(&self, obj: &RentedHost, id: &str) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), object_key(obj));
+    }
+
+    pub fn release_claim(&self, id: &str) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// The next retry attempt number for an object (0 first), counting it.
+    pub fn next_attempt(&self, obj: &RentedHost) -> u32 {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = attempts.entry(obj.uid().unwrap_or_default()).or_insert(0);
+        let current = *n;
+        *n = n.saturating_add(1);
+        current
+    }
+
+    pub fn reset_attempts(&self, obj: &RentedHost) {
+        let uid = obj.uid().unwrap_or_default();
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
+        self.hold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
+    }
+
+    /// Holds creates for this object's generation until `until`.
+    pub fn hold_creates(&self, obj: &RentedHost, until: std::time::Instant) {
+        let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        hold.insert(
+            obj.uid().unwrap_or_default(),
+            (obj.metadata.generation, until),
+        );
+    }
+
+    /// How long creates are still held for this object at its generation.
+    pub fn create_held_for(&self, obj: &RentedHost) -> Option<Duration> {
+        let hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        let (generation, until) = hold.get(&obj.uid().unwrap_or_default())?;
+        let left = until.checked_duration_since(std::time::Instant::now())?;
+        (*generation == obj.metadata.generation).then_some(left)
+    }
+}
+
+/// Objects whose credentials come from Secret `namespace/name`.
+fn users_of_secret(
+    store: &Store<RentedHost>,
+    default: Option<&SecretRef>,
+    namespace: &str,
+    name: &str,
+) -> Vec<ObjectRef<RentedHost>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|o| credentials::secret_ref(o, default).is_some_and(|r| r.is(namespace, name)))
+        .map(|o| ObjectRef::from_obj(&*o))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    observer: Option<CallObserver>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<RentedHost> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let secrets: Api<PartialObjectMeta<Secret>> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    // Only changes of spec (generation), annotations, finalizers and deletion trigger a
+    // reconcile: the controller's own status writes do not.
+    let triggers = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            Default::default(),
+        );
+    let reporter = Reporter {
+        controller: writes::MANAGER.into(),
+        instance: config.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        providers: ClientPool::default(),
+        hosts: HostDirectory::default(),
+        store: store.clone(),
+        observer,
+        attempts: Mutex::default(),
+        hold: Mutex::default(),
+        claims: Mutex::default(),
+        config: config.clone(),
+    });
+    let default_secret = config.default_credentials.clone();
+    let secret_store = store.clone();
+    let secret_changes = watcher(secrets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects();
+    Controller::for_stream(triggers, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .watches_stream(secret_changes, move |secret| {
+            users_of_secret(
+                &secret_store,
+                default_secret.as_ref(),
+                &secret.namespace().unwrap_or_default(),
+                &secret.name_any(),
+            )
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile failed");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,226 @@
+//! Reasons (condition, event and `lastError` reasons) and the one retry table.
+
+use crate::provider::ProviderError;
+use std::time::Duration;
+
+/// Why an object is in its state. `as_str` is a bounded label (metrics, events, conditions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Creating,
+    CreatePending,
+    InsufficientResources,
+    RealNameVerificationRequired,
+    WalletError,
+    InsufficientBalance,
+    TypeMismatch,
+    CredentialsInvalid,
+    CredentialsMissing,
+    ProviderUnavailable,
+    ProviderError,
+    CreateOutcomeUnknown,
+    AwaitingCreateOutcome,
+    HostNotFound,
+    HostClaimed,
+    Provisioning,
+    Running,
+    Stopped,
+    Stopping,
+    Starting,
+    Expired,
+    ReleaseFailed,
+    Deleting,
+}
+
+/// How a reason is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Exponential from `first`, doubling per attempt, capped at `max`.
+    Backoff { first: Duration, max: Duration },
+    /// Not until the spec changes (a new generation) or a watched input changes.
+    OnChange,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Creating => "Creating",
+            Reason::CreatePending => "CreatePending",
+            Reason::InsufficientResources => "InsufficientResources",
+            Reason::RealNameVerificationRequired => "RealNameVerificationRequired",
+            Reason::WalletError => "WalletError",
+            Reason::InsufficientBalance => "InsufficientBalance",
+            Reason::TypeMismatch => "TypeMismatch",
+            Reason::CredentialsInvalid => "CredentialsInvalid",
+            Reason::CredentialsMissing => "CredentialsMissing",
+            Reason::ProviderUnavailable => "ProviderUnavailable",
+            Reason::ProviderError => "ProviderError",
+            Reason::CreateOutcomeUnknown => "CreateOutcomeUnknown",
+            Reason::AwaitingCreateOutcome => "AwaitingCreateOutcome",
+            Reason::HostNotFound => "HostNotFound",
+            Reason::HostClaimed => "HostClaimed",
+            Reason::Provisioning => "Provisioning",
+            Reason::Running => "Running",
+            Reason::Stopped => "Stopped",
+            Reason::Stopping => "Stopping",
+            Reason::Starting => "Starting",
+            Reason::Expired => "Expired",
+            Reason::ReleaseFailed => "ReleaseFailed",
+            Reason::Deleting => "Deleting",
+        }
+    }
+
+    /// The reason for a provider error (the reasons table of design.md).
+    pub fn of(error: &ProviderError) -> Reason {
+        match error.code() {
+            Some(6005) => Reason::CreatePending,
+            Some(6002) => Reason::InsufficientResources,
+            Some(1037) => Reason::RealNameVerificationRequired,
+            Some(9000) => Reason::WalletError,
+            Some(9001) => Reason::InsufficientBalance,
+            Some(7005) => Reason::TypeMismatch,
+            Some(401) => Reason::CredentialsInvalid,
+            Some(_) => Reason::ProviderError,
+            None => Reason::ProviderUnavailable,
+        }
+    }
+
+    /// Whether this reason stops progress until a person acts (phase Failed).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Reason::TypeMismatch
+                | Reason::CredentialsInvalid
+                | Reason::CreateOutcomeUnknown
+                | Reason::HostNotFound
+                | Reason::HostClaimed
+        )
+    }
+
+    /// Whether a retry waits out its delay even when something else triggers a reconcile
+    /// first. Credential problems do not: a changed Secret must be tried at once.
+    pub fn holds_retries(self) -> bool {
+        !matches!(
+            self,
+            Reason::CredentialsInvalid | Reason::CredentialsMissing
+        )
+    }
+
+    /// The retry table: every retry delay of the controller comes from here.
+    pub fn retry(self) -> Retry {
+        let backoff = |first, max| Retry::Backoff {
+            first: secs(first),
+            max: secs(max),
+        };
+        match self {
+            Reason::CreatePending => backoff(15, 120),
+            Reason::InsufficientResources => backoff(30, 600),
+            Reason::RealNameVerificationRequired
+            | Reason::WalletError
+            | Reason::InsufficientBalance => backoff(600, 600),
+            Reason::CredentialsInvalid => backoff(600, 600),
+            Reason::TypeMismatch | Reason::CreateOutcomeUnknown | Reason::HostClaimed => {
+                Retry::OnChange
+            }
+            // The Secret watch brings the object back at once; this is a safety net.
+            Reason::CredentialsMissing => backoff(600, 600),
+            Reason::ProviderUnavailable | Reason::AwaitingCreateOutcome => backoff(5, 300),
+            Reason::ProviderError | Reason::ReleaseFailed => backoff(10, 300),
+            Reason::HostNotFound | Reason::Expired => backoff(600, 600),
+            Reason::Creating
+            | Reason::Provisioning
+            | Reason::Running
+            | Reason::Stopped
+            | Reason::Stopping
+            | Reason::Starting
+            | Reason::Deleting => backoff(5, 300),
+        }
+    }
+}
+
+impl Retry {
+    /// Delay before retry number `attempt` (0 for the first), with `jitter` in [0, 1)
+    /// spreading it over ±10 %; `None` means wait for a change.
+    pub fn delay(self, attempt: u32, jitter: f64) -> Option<Duration> {
+        match self {
+            Retry::OnChange => None,
+            Retry::Backoff { first, max } => {
+                let base = first
+                    .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+                    .min(max);
+                Some(base.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn business(code: i64) -> ProviderError {
+        ProviderError::Business {
+            code,
+            message: "m".into(),
+            trace_id: None,
+        }
+    }
+
+    #[test]
+    fn provider_codes_map_to_the_reasons_table() {
+        let table = [
+            (6005, Reason::CreatePending),
+            (6002, Reason::InsufficientResources),
+            (1037, Reason::RealNameVerificationRequired),
+            (9000, Reason::WalletError),
+            (9001, Reason::InsufficientBalance),
+            (7005, Reason::TypeMismatch),
+            (401, Reason::CredentialsInvalid),
+            (1003, Reason::ProviderError),
+            (500, Reason::ProviderError),
+        ];
+        for (code, reason) in table {
+            assert_eq!(Reason::of(&business(code)), reason, "code {code}");
+        }
+        for unknown in [
+            ProviderError::Transport("t".into()),
+            ProviderError::HttpStatus(502),
+            ProviderError::Malformed("x".into()),
+        ] {
+            assert_eq!(Reason::of(&unknown), Reason::ProviderUnavailable);
+        }
+    }
+
+    #[test]
+    fn retry_delays_follow_the_table() {
+        let d = |r: Reason, n| r.retry().delay(n, 0.5);
+        assert_eq!(d(Reason::CreatePending, 0), Some(secs(15)));
+        assert_eq!(d(Reason::CreatePending, 1), Some(secs(30)));
+        assert_eq!(d(Reason::CreatePending, 5), Some(secs(120)));
+        assert_eq!(d(Reason::InsufficientResources, 0), Some(secs(30)));
+        assert_eq!(d(Reason::InsufficientResources, 3), Some(secs(240)));
+        assert_eq!(d(Reason::InsufficientResources, 30), Some(secs(600)));
+        for slow in [
+            Reason::RealNameVerificationRequired,
+            Reason::WalletError,
+            Reason::InsufficientBalance,
+            Reason::CredentialsInvalid,
+        ] {
+            assert_eq!(d(slow, 0), Some(secs(600)));
+            assert_eq!(d(slow, 4), Some(secs(600)));
+        }
+        assert_eq!(d(Reason::TypeMismatch, 0), None);
+        assert_eq!(d(Reason::ProviderUnavailable, 0), Some(secs(5)));
+        assert_eq!(d(Reason::ProviderUnavailable, 10), Some(secs(300)));
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let r = Reason::InsufficientResources.retry();
+        assert_eq!(r.delay(0, 0.0), Some(secs(27)));
+        assert_eq!(r.delay(0, 1.0), Some(secs(33)));
+    }
+}

@@ -1,0 +1,94 @@
+//! The provider client's one error type. It keeps the provider's code, `msg` and `traceId`,
+//! and tells a proven business error (no side effect happened) from an unknown outcome.
+
+/// An error from a provider call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// A well-formed envelope with a non-zero code: the call was refused, nothing happened.
+    #[error("provider code {code}: {explanation} (provider message: {message:?}, traceId: {trace_id:?})", explanation = explain(*.code))]
+    Business {
+        code: i64,
+        message: String,
+        trace_id: Option<String>,
+    },
+    /// No answer: timeout, connection refused or reset. The call may have taken effect.
+    #[error("no answer from the provider: {0}")]
+    Transport(String),
+    /// An HTTP error status without a usable envelope. The call may have taken effect.
+    #[error("HTTP {0} from the provider")]
+    HttpStatus(u16),
+    /// An answer that is not the documented JSON. The call may have taken effect.
+    #[error("unreadable answer from the provider: {0}")]
+    Malformed(String),
+}
+
+impl ProviderError {
+    /// True when the provider proved the call had no effect; false when it may have had one.
+    pub fn is_proven_refusal(&self) -> bool {
+        matches!(self, ProviderError::Business { .. })
+    }
+
+    /// The provider's code, when it gave one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            ProviderError::Business { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The provider's `msg`, verbatim, when it gave one.
+    pub fn provider_message(&self) -> Option<&str> {
+        match self {
+            ProviderError::Business { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    pub fn trace_id(&self) -> Option<&str> {
+        match self {
+            ProviderError::Business { trace_id, .. } => trace_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A bounded label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Business { .. } => "business",
+            ProviderError::Transport(_) => "transport",
+            ProviderError::HttpStatus(_) => "http_status",
+            ProviderError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// English explanation of a provider code (the provider's own messages are often Chinese).
+pub fn explain(code: i64) -> &'static str {
+    match code {
+        0 => "ok",
+        401 => "authentication failed: the account id or app secret is wrong, or the token expired",
+        500 => "the provider reported a system error",
+        503 => "the provider reported an interface error",
+        1001 => "the account has no permission for this operation",
+        1003 => "the provider refused the request (custom business error)",
+        1005 => "the request is already being processed",
+        1007 => "a required parameter is missing",
+        1037 => {
+            "the account has not completed real-name verification; the account owner must complete it"
+        }
+        6000 => "the host is starting; wait",
+        6001 => "the host is stopping; wait",
+        6002 => {
+            "insufficient resources for this package; capacity may free up, or choose another package"
+        }
+        6003 => "the account balance is too low to start the host",
+        6005 => "host creation is waiting at the provider; retrying shortly",
+        7002 => "the host is not started, so it cannot be rebooted",
+        7003 => "the host is unavailable; retry later",
+        7004 => "the host is not running, so it cannot be rebooted",
+        7005 => "the package type and the image type differ; change spec.packageId or spec.imageId",
+        9000 => "the account wallet reported an error",
+        9001 => "the account balance is too low; top up the account",
+        _ => "the provider returned an undocumented error code",
+    }
+}

@@ -1,0 +1,511 @@
+//! Client of the Xuandashi (Finovy) host-rental API: typed calls, tolerant decoding, the
+//! token cache, a per-account rate limit and timeouts. Nothing secret reaches `Debug` or logs.
+
+mod error;
+mod limiter;
+mod token;
+pub mod wire;
+
+pub use error::{ProviderError, explain};
+pub use wire::{CreateRent, Host, HostPage, HostStatus, Image, Package};
+
+use limiter::RateLimiter;
+use reqwest::Method;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use token::TokenCache;
+use wire::Envelope;
+
+pub const PRODUCTION_URL: &str = "https://client.xuandashi.com";
+pub const SANDBOX_URL: &str = "https://client-sandbox.xuandashi.com";
+/// Most hosts `mypage` returns per call.
+pub const PAGE_SIZE: u32 = 25;
+/// Header carrying the token.
+pub const TOKEN_HEADER: &str = "Finovy-Access-Token";
+
+/// The endpoints, as bounded metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    GetToken,
+    Image,
+    Package,
+    CreateRent,
+    One,
+    MyPage,
+    Operate,
+    Reboot,
+    Delete,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::GetToken => "getToken",
+            Endpoint::Image => "image",
+            Endpoint::Package => "packAge",
+            Endpoint::CreateRent => "createRent",
+            Endpoint::One => "one",
+            Endpoint::MyPage => "mypage",
+            Endpoint::Operate => "operate",
+            Endpoint::Reboot => "reboot",
+            Endpoint::Delete => "delete",
+        }
+    }
+}
+
+/// Account id and app secret. `Debug` shows the account id only.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    pub uuid: String,
+    secret: String,
+}
+
+impl Credentials {
+    pub fn new(uuid: impl Into<String>, secret: impl Into<String>) -> Credentials {
+        Credentials {
+            uuid: uuid.into(),
+            secret: secret.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("uuid", &self.uuid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings shared by every account's client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub base_url: String,
+    pub timeout: Duration,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub concurrency: usize,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            base_url: PRODUCTION_URL.to_string(),
+            timeout: Duration::from_secs(15),
+            requests_per_second: 5.0,
+            burst: 10,
+            concurrency: 4,
+        }
+    }
+}
+
+/// Observes every provider call (for metrics): endpoint, outcome label, duration.
+pub type CallObserver = Arc<dyn Fn(Endpoint, &str, Duration) + Send + Sync>;
+
+/// A client for one account.
+pub struct ProviderClient {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    credentials: Credentials,
+    tokens: TokenCache,
+    limiter: RateLimiter,
+    observer: Option<CallObserver>,
+}
+
+impl std::fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderClient")
+            .field("base_url", &self.settings.base_url)
+            .field("account", &self.credentials.uuid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs the process-wide rustls crypto provider (ring); idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl ProviderClient {
+    pub fn new(
+        settings: ClientSettings,
+        credentials: Credentials,
+        observer: Option<CallObserver>,
+    ) -> ProviderClient {
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .build()
+            .expect("the HTTP client configuration is static");
+        ProviderClient {
+            limiter: RateLimiter::new(
+                settings.requests_per_second,
+                settings.burst,
+                settings.concurrency,
+            ),
+            http,
+            settings,
+            credentials,
+            tokens: TokenCache::default(),
+            observer,
+        }
+    }
+
+    pub fn account(&self) -> &str {
+        &self.credentials.uuid
+    }
+
+    async fn send(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Result<Envelope, ProviderError> {
+        let _permit = self.limiter.acquire().await;
+        let started = Instant::now();
+        let result = self.send_now(method, path, body, token).await;
+        if let Some(observe) = &self.observer {
+            let outcome = match &result {
+                Ok(_) => "0".to_string(),
+                Err(ProviderError::Business { code, .. }) => code.to_string(),
+                Err(e) => e.kind().to_string(),
+            };
+            observe(endpoint, bounded_code_label(&outcome), started.elapsed());
+        }
+        match &result {
+            Ok(envelope) => {
+                tracing::debug!(endpoint = endpoint.as_str(), trace_id = ?envelope.trace_id, "provider call ok")
+            }
+            Err(error) => {
+                tracing::info!(endpoint = endpoint.as_str(), %error, "provider call failed")
+            }
+        }
+        result
+    }
+
+    async fn send_now(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Result<Envelope, ProviderError> {
+        let url = format!("{}{}", self.settings.base_url.trim_end_matches('/'), path);
+        let mut request = self.http.request(method, url);
+        if let Some(token) = token {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+        match envelope {
+            Some(Envelope { code: Some(0), .. }) if status.is_success() => Ok(envelope.unwrap()),
+            Some(Envelope {
+                code: Some(code),
+                msg,
+                trace_id,
+                ..
+            }) if code != 0 && (status.is_success() || code == 401) => {
+                Err(ProviderError::Business {
+                    code,
+                    message: msg.unwrap_or_default(),
+                    trace_id,
+                })
+            }
+            _ if status == reqwest::StatusCode::UNAUTHORIZED => Err(ProviderError::Business {
+                code: 401,
+                message: String::new(),
+                trace_id: None,
+            }),
+            _ if !status.is_success() => Err(ProviderError::HttpStatus(status.as_u16())),
+            Some(_) => Err(ProviderError::Malformed(
+                "an envelope without a code".into(),
+            )),
+            None => Err(ProviderError::Malformed(format!(
+                "{} bytes that are not a JSON envelope",
+                bytes.len()
+            ))),
+        }
+    }
+
+    async fn fetch_token(&self) -> Result<(String, Duration), ProviderError> {
+        let body =
+            serde_json::json!({"uuid": self.credentials.uuid, "secret": self.credentials.secret});
+        let envelope = self
+            .send(
+                Endpoint::GetToken,
+                Method::POST,
+                "/v1/auth/getToken",
+                Some(&body),
+                None,
+            )
+            .await?;
+        let data: wire::TokenData = serde_json::from_value(envelope.data).map_err(|_| {
+            ProviderError::Malformed("getToken data is not {token, effectiveTime}".into())
+        })?;
+        let token = data
+            .token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ProviderError::Malformed("getToken returned no token".into()))?;
+        let lifetime = Duration::from_millis(
+            data.effective_time
+                .unwrap_or(0)
+                .clamp(0, 7 * 24 * 3_600_000) as u64,
+        );
+        Ok((token, lifetime))
+    }
+
+    /// Makes an authenticated call, renewing the token once if the provider answers 401.
+    async fn call(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ProviderError> {
+        let mut renewed = false;
+        loop {
+            let token = self.tokens.get(|| self.fetch_token()).await?;
+            match self
+                .send(endpoint, method.clone(), path, body, Some(&token.value))
+                .await
+            {
+                Err(ProviderError::Business { code: 401, .. }) if !renewed => {
+                    self.tokens.reject(token.generation());
+                    renewed = true;
+                }
+                other => return other.map(|e| e.data),
+            }
+        }
+    }
+
+    /// Fetches a token now (used to check credentials).
+    pub async fn authenticate(&self) -> Result<(), ProviderError> {
+        self.tokens.get(|| self.fetch_token()).await.map(|_| ())
+    }
+
+    pub async fn images(&self) -> Result<Vec<Image>, ProviderError> {
+        let data = self
+            .call(Endpoint::Image, Method::GET, "/v1/pve/open/image", None)
+            .await?;
+        decode(data, "image list")
+    }
+
+    /// Packages of a type: 0 pay-as-you-go, 1 rental.
+    pub async fn packages(&self, package_type: u8) -> Result<Vec<Package>, ProviderError> {
+        let path = format!("/v1/pve/open/packAge/{package_type}");
+        let data = self
+            .call(Endpoint::Package, Method::GET, &path, None)
+            .await?;
+        decode(data, "package list")
+    }
+
+    /// Rents a host; returns its id. Any error but `Business` is an unknown outcome.
+    pub async fn create_rent(&self, request: &CreateRent) -> Result<String, ProviderError> {
+        let body = serde_json::to_value(request).expect("CreateRent serializes");
+        let data = self
+            .call(
+                Endpoint::CreateRent,
+                Method::POST,
+                "/v1/pve/open/createRent",
+                Some(&body),
+            )
+            .await?;
+        match data {
+            Value::String(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+            Value::Number(n) => Ok(n.to_string()),
+            other => Err(ProviderError::Malformed(format!(
+                "createRent data is a {}, not a host id",
+                wire::kind(&other)
+            ))),
+        }
+    }
+
+    /// One host; `Ok(None)` when the provider answers without one.
+    pub async fn host(&self, id: &str) -> Result<Option<Host>, ProviderError> {
+        let path = format!("/v1/pve/open/one/{}", path_segment(id));
+        let data = self.call(Endpoint::One, Method::GET, &path, None).await?;
+        if data.is_null() {
+            return Ok(None);
+        }
+        decode(data, "host").map(Some)
+    }
+
+    /// One page (from 1) of the account's hosts.
+    pub async fn my_page(&self, page: u32, page_size: u32) -> Result<HostPage, ProviderError> {
+        let path = format!(
+            "/v1/pve/open/mypage?page={page}&pageSize={}",
+            page_size.min(PAGE_SIZE)
+        );
+        let data = self
+            .call(Endpoint::MyPage, Method::GET, &path, None)
+            .await?;
+        decode(data, "host page")
+    }
+
+    /// Every host of the account, page by page.
+    pub async fn all_hosts(&self) -> Result<Vec<Host>, ProviderError> {
+        let mut hosts = Vec::new();
+        for page in 1..=10_000 {
+            let batch = self.my_page(page, PAGE_SIZE).await?;
+            let got = batch.data.len();
+            hosts.extend(batch.data);
+            let total = batch.total_counts.unwrap_or(0).max(0) as usize;
+            if got < PAGE_SIZE as usize || hosts.len() >= total {
+                break;
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// Starts (`true`) or shuts down (`false`) a host.
+    pub async fn operate(&self, id: &str, start: bool) -> Result<bool, ProviderError> {
+        let path = format!(
+            "/v1/pve/open/operate/{}?type={}",
+            path_segment(id),
+            u8::from(start)
+        );
+        let data = self
+            .call(Endpoint::Operate, Method::GET, &path, None)
+            .await?;
+        Ok(data == Value::Bool(true))
+    }
+
+    pub async fn reboot(&self, id: &str) -> Result<bool, ProviderError> {
+        let path = format!("/v1/pve/open/reboot/{}", path_segment(id));
+        let data = self
+            .call(Endpoint::Reboot, Method::GET, &path, None)
+            .await?;
+        Ok(data == Value::Bool(true))
+    }
+
+    /// Releases a host; only `true` means it was deleted.
+    pub async fn delete(&self, id: &str) -> Result<bool, ProviderError> {
+        let path = format!("/v1/pve/open/delete/{}", path_segment(id));
+        let data = self
+            .call(Endpoint::Delete, Method::DELETE, &path, None)
+            .await?;
+        Ok(data == Value::Bool(true))
+    }
+}
+
+fn transport(error: reqwest::Error) -> ProviderError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the answer was cut off"
+    } else {
+        "the request failed"
+    };
+    ProviderError::Transport(what.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(data: Value, what: &str) -> Result<T, ProviderError> {
+    let shape = wire::kind(&data);
+    serde_json::from_value(data).map_err(|_| {
+        ProviderError::Malformed(format!("the {what} is a {shape} of an unexpected shape"))
+    })
+}
+
+/// Host ids are opaque: keep them from changing the path.
+fn path_segment(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// Metric label for a call outcome: documented codes and error kinds only.
+fn bounded_code_label(outcome: &str) -> &'static str {
+    const KNOWN: [&str; 26] = [
+        "0",
+        "401",
+        "500",
+        "503",
+        "1001",
+        "1003",
+        "1005",
+        "1007",
+        "1037",
+        "6000",
+        "6001",
+        "6002",
+        "6003",
+        "6005",
+        "7002",
+        "7003",
+        "7004",
+        "7005",
+        "9000",
+        "9001",
+        "transport",
+        "http_status",
+        "malformed",
+        "business",
+        "other",
+        "",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == outcome)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Clients shared per account, so that every object of one account shares one token cache
+/// and one rate limit.
+#[derive(Default)]
+pub struct ClientPool {
+    clients: Mutex<HashMap<Credentials, Arc<ProviderClient>>>,
+}
+
+impl ClientPool {
+    pub fn get(
+        &self,
+        settings: &ClientSettings,
+        credentials: Credentials,
+        observer: Option<CallObserver>,
+    ) -> Arc<ProviderClient> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        // A changed secret for the same account replaces the old client.
+        clients.retain(|k, _| k.uuid != credentials.uuid || *k == credentials);
+        clients
+            .entry(credentials.clone())
+            .or_insert_with(|| {
+                Arc::new(ProviderClient::new(settings.clone(), credentials, observer))
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_debug_hides_the_secret() {
+        let shown = format!("{:?}", Credentials::new("acct", "s3cr3t-value"));
+        assert!(shown.contains("acct") && !shown.contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn host_ids_cannot_change_the_path() {
+        assert_eq!(path_segment("../delete/x?y"), "deletexy");
+    }
+
+    #[test]
+    fn metric_labels_are_bounded() {
+        assert_eq!(bounded_code_label("6002"), "6002");
+        assert_eq!(bounded_code_label("12345"), "other");
+    }
+}

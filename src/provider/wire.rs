@@ -1,0 +1,322 @@
+//! Wire types of the Xuandashi API, decoded tolerantly: numbers may come as strings and
+//! strings as numbers, any field may be null or missing, unknown fields are ignored.
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The common response envelope. `success` is not relied on (the provider omits it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Envelope {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub code: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub msg: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, rename = "traceId", deserialize_with = "lenient_string")]
+    pub trace_id: Option<String>,
+}
+
+/// `data` of getToken.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenData {
+    #[serde(deserialize_with = "lenient_string")]
+    pub token: Option<String>,
+    /// Lifetime in milliseconds.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub effective_time: Option<i64>,
+}
+
+/// One system image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub image_id: Option<String>,
+    #[serde(default, rename = "type", deserialize_with = "lenient_string")]
+    pub type_: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub system_image_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub system_image_version: Option<String>,
+}
+
+/// One host configuration (package).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Package {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub package_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub gpu_number: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub gpu_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub memory_number: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub rigid_disk_number: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub cpu_number: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub band_width: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub amount: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub discount: Option<String>,
+    #[serde(default, rename = "type", deserialize_with = "lenient_string")]
+    pub type_: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pve_machine_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub area: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub use_type: Option<String>,
+}
+
+/// One host, as `one/{id}` and `mypage` return it. `host_account` and `host_pw` are the
+/// host's login secret: `Debug` hides them.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub gpu_configuration: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub gpu_number: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub memory: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub cpu: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub rigid_disk: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub operating_system: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub host_account: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub host_pw: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub address: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub port: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pve_machine_type: Option<String>,
+    /// Epoch milliseconds.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub create_time: Option<i64>,
+    /// Epoch milliseconds.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub expiration_time: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub mac: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub ipv4: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub use_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub area: Option<String>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("cpu", &self.cpu)
+            .field("memory", &self.memory)
+            .field("rigid_disk", &self.rigid_disk)
+            .field("gpu_number", &self.gpu_number)
+            .field("create_time", &self.create_time)
+            .field("expiration_time", &self.expiration_time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The provider's host status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostStatus {
+    Stopped,
+    Starting,
+    Running,
+    Billing,
+    Stopping,
+    Expired,
+}
+
+impl HostStatus {
+    pub fn from_code(code: &str) -> Option<HostStatus> {
+        Some(match code.trim() {
+            "0" => HostStatus::Stopped,
+            "1" => HostStatus::Starting,
+            "2" => HostStatus::Running,
+            "3" => HostStatus::Billing,
+            "4" => HostStatus::Stopping,
+            "5" => HostStatus::Expired,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            HostStatus::Stopped => "0",
+            HostStatus::Starting => "1",
+            HostStatus::Running => "2",
+            HostStatus::Billing => "3",
+            HostStatus::Stopping => "4",
+            HostStatus::Expired => "5",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HostStatus::Stopped => "Stopped",
+            HostStatus::Starting => "Starting",
+            HostStatus::Running => "Running",
+            HostStatus::Billing => "Billing",
+            HostStatus::Stopping => "Stopping",
+            HostStatus::Expired => "Expired",
+        }
+    }
+}
+
+impl Host {
+    pub fn host_status(&self) -> Option<HostStatus> {
+        self.status.as_deref().and_then(HostStatus::from_code)
+    }
+}
+
+/// `data` of mypage.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPage {
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub data: Vec<Host>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub total_counts: Option<i64>,
+}
+
+/// Body of createRent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRent {
+    pub package_id: String,
+    pub image_id: String,
+    pub period_number: u32,
+    pub period_type: u8,
+}
+
+/// An integer given as a number, a numeric string, or null.
+pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+        }
+        _ => None,
+    })
+}
+
+/// A string given as a string, a number, a boolean, or null.
+pub fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    })
+}
+
+/// A list whose malformed items are skipped rather than failing the whole page.
+fn lenient_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Value::deserialize(d)? {
+        Value::Array(items) => Ok(items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect()),
+        Value::Null => Ok(Vec::new()),
+        other => Err(de::Error::custom(format!(
+            "expected a list, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// The JSON kind of a value, for error messages that must not echo provider data.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_without_success_and_with_string_code() {
+        let e: Envelope =
+            serde_json::from_value(json!({"code": "6005", "msg": "创建等待", "traceId": 42}))
+                .unwrap();
+        assert_eq!(e.code, Some(6005));
+        assert_eq!(e.trace_id.as_deref(), Some("42"));
+        assert!(e.data.is_null());
+    }
+
+    #[test]
+    fn host_numbers_as_strings_nulls_and_unknown_fields() {
+        let h: Host = serde_json::from_value(json!({
+            "id": "dyMFQQgHIW", "gpuNumber": null, "memory": "16", "cpu": 4, "rigidDisk": "128",
+            "port": "54220", "createTime": "1764140400000", "expirationTime": null,
+            "status": 2, "somethingNew": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(h.memory, Some(16));
+        assert_eq!(h.port, Some(54220));
+        assert_eq!(h.create_time, Some(1_764_140_400_000));
+        assert_eq!(h.expiration_time, None);
+        assert_eq!(h.host_status(), Some(HostStatus::Running));
+    }
+
+    #[test]
+    fn page_accepts_total_as_string_and_skips_garbage_items() {
+        let p: HostPage = serde_json::from_value(
+            json!({"data": [{"id": "a"}, 7, {"id": "b"}], "totalCounts": "2"}),
+        )
+        .unwrap();
+        assert_eq!(p.data.len(), 2);
+        assert_eq!(p.total_counts, Some(2));
+    }
+
+    #[test]
+    fn debug_of_a_host_hides_its_login() {
+        let h = Host {
+            host_pw: Some("hunter2".into()),
+            host_account: Some("administrator".into()),
+            ..Default::default()
+        };
+        let shown = format!("{h:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("administrator"));
+    }
+}

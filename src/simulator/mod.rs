@@ -1,0 +1,318 @@
+//! An in-memory simulator of the Xuandashi host-rental API (see `xds-api.md`), served over
+//! real HTTP, with stateful accounts, catalogues, capacity and host lifecycles, fault
+//! injection per endpoint and per-endpoint call counters. Tests drive it through
+//! [`Simulator`]; users run it with `rentedhost-operator simulate`.
+
+pub mod catalogue;
+mod state;
+
+pub use state::{Account, Fault, SimHost, State, Timing};
+
+use crate::provider::{Endpoint, HostStatus, TOKEN_HEADER};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use serde_json::{Value, json};
+use state::Answer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A handle on a running simulator; clones share the state.
+#[derive(Clone, Default)]
+pub struct Simulator {
+    state: Arc<Mutex<State>>,
+}
+
+type Params = Query<HashMap<String, String>>;
+
+impl Simulator {
+    pub fn new(state: State) -> Simulator {
+        Simulator {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// Locks the state for inspection or changes.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves on 127.0.0.1 at `port` (0 picks a free one); returns the bound address.
+    pub async fn serve(
+        &self,
+        port: u16,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "simulator stopped");
+            }
+        });
+        Ok((addr, task))
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/auth/getToken", post(get_token))
+            .route("/v1/pve/open/image", get(images))
+            .route("/v1/pve/open/packAge/{type}", get(packages))
+            .route("/v1/pve/open/createRent", post(create_rent))
+            .route("/v1/pve/open/one/{id}", get(one))
+            .route("/v1/pve/open/mypage", get(my_page))
+            .route("/v1/pve/open/operate/{id}", get(operate))
+            .route("/v1/pve/open/reboot/{id}", get(reboot))
+            .route("/v1/pve/open/delete/{id}", delete(delete_host))
+            .with_state(self.clone())
+    }
+
+    /// Calls made to an endpoint so far (faulted ones included).
+    pub fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.state().calls.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    /// When each call of an endpoint arrived.
+    pub fn call_times(&self, endpoint: Endpoint) -> Vec<std::time::Instant> {
+        self.state()
+            .call_log
+            .iter()
+            .filter(|(e, _)| *e == endpoint)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    /// Queues faults for the next calls of an endpoint, one per call.
+    pub fn inject(&self, endpoint: Endpoint, faults: impl IntoIterator<Item = Fault>) {
+        self.state()
+            .faults
+            .entry(endpoint)
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Adds an account.
+    pub fn add_account(&self, uuid: &str, account: Account) {
+        self.state().accounts.insert(uuid.to_string(), account);
+    }
+
+    /// Sets how many more hosts a package can create.
+    pub fn set_capacity(&self, package_id: &str, hosts: u32) {
+        self.state().capacity.insert(package_id.to_string(), hosts);
+    }
+
+    /// Makes createRent answer 6005 for the next `n` calls that would otherwise succeed.
+    pub fn set_create_waits(&self, n: u32) {
+        self.state().create_waits = n;
+    }
+
+    /// Invalidates every issued token.
+    pub fn expire_tokens(&self) {
+        self.state().expire_tokens();
+    }
+
+    /// Ids of every host, of every account.
+    pub fn host_ids(&self) -> Vec<String> {
+        self.state().hosts.keys().cloned().collect()
+    }
+
+    /// A host's status as the provider would report it now.
+    pub fn host_status(&self, id: &str) -> Option<HostStatus> {
+        let mut state = self.state();
+        state.settle_hosts();
+        state.hosts.get(id).map(SimHost::status)
+    }
+
+    /// Changes a host's status at once (as if done from the provider's console).
+    pub fn set_host_status(&self, id: &str, status: HostStatus) {
+        if let Some(h) = self.state().hosts.get_mut(id) {
+            h.set_status(status);
+        }
+    }
+
+    /// Removes a host as if released outside the operator.
+    pub fn remove_host(&self, id: &str) {
+        self.state().hosts.remove(id);
+    }
+}
+
+async fn respond(
+    sim: Simulator,
+    endpoint: Endpoint,
+    work: impl FnOnce(&mut State) -> Answer,
+) -> Response {
+    let (fault, envelope) = {
+        let mut state = sim.state();
+        state.count(endpoint);
+        let fault = state.take_fault(endpoint);
+        let answer = match &fault {
+            Some(f) if !f.commits() => None,
+            _ => Some(work(&mut state)),
+        };
+        let envelope = answer.map(|a| {
+            json!({"code": a.code, "success": a.code == 0, "msg": a.msg, "data": a.data, "traceId": state.next_trace_id()})
+        });
+        (fault, envelope)
+    };
+    let json = |v: Value| {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(v.to_string()))
+            .expect("static response parts")
+    };
+    let gateway_page = || {
+        Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from(
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            ))
+            .expect("static response parts")
+    };
+    match (fault, envelope) {
+        (None, Some(v)) => json(v),
+        (Some(Fault::Latency(delay)), Some(v)) => {
+            tokio::time::sleep(delay).await;
+            json(v)
+        }
+        (Some(Fault::ServerError | Fault::ServerErrorAfterCommit), _) => gateway_page(),
+        (Some(Fault::NonJson), _) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from("<html>system busy</html>"))
+            .expect("static response parts"),
+        (Some(Fault::DropAfterCommit), _) => {
+            let cut = futures::stream::iter([
+                Ok(bytes::Bytes::from_static(b"{\"code\":0,")),
+                Err(std::io::Error::other(
+                    "connection dropped by fault injection",
+                )),
+            ]);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(cut))
+                .expect("static response parts")
+        }
+        (_, None) => gateway_page(),
+    }
+}
+
+/// The account of the request's token, or the 401 answer.
+async fn authenticated(
+    sim: Simulator,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    work: impl FnOnce(&mut State, &str) -> Answer,
+) -> Response {
+    let token = headers
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    respond(sim, endpoint, move |state| {
+        match state.authenticate(token.as_deref()) {
+            Some(account) => work(state, &account),
+            None => Answer {
+                code: 401,
+                msg: "token无效或已过期",
+                data: Value::Null,
+            },
+        }
+    })
+    .await
+}
+
+async fn get_token(AxumState(sim): AxumState<Simulator>, body: String) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    respond(sim, Endpoint::GetToken, |s| s.get_token(&body)).await
+}
+
+async fn images(AxumState(sim): AxumState<Simulator>, headers: HeaderMap) -> Response {
+    authenticated(sim, Endpoint::Image, &headers, |s, _| s.images()).await
+}
+
+async fn packages(
+    AxumState(sim): AxumState<Simulator>,
+    headers: HeaderMap,
+    Path(t): Path<String>,
+) -> Response {
+    authenticated(sim, Endpoint::Package, &headers, |s, _| s.packages(&t)).await
+}
+
+async fn create_rent(
+    AxumState(sim): AxumState<Simulator>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    authenticated(sim, Endpoint::CreateRent, &headers, |s, a| {
+        s.create_rent(a, &body)
+    })
+    .await
+}
+
+async fn one(
+    AxumState(sim): AxumState<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    authenticated(sim, Endpoint::One, &headers, |s, a| s.one(a, &id)).await
+}
+
+async fn my_page(
+    AxumState(sim): AxumState<Simulator>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    authenticated(sim, Endpoint::MyPage, &headers, |s, a| {
+        s.my_page(
+            a,
+            q.get("page").map(String::as_str),
+            q.get("pageSize").map(String::as_str),
+        )
+    })
+    .await
+}
+
+async fn operate(
+    AxumState(sim): AxumState<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
+    authenticated(sim, Endpoint::Operate, &headers, |s, a| {
+        s.operate(a, &id, q.get("type").map(String::as_str))
+    })
+    .await
+}
+
+async fn reboot(
+    AxumState(sim): AxumState<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    authenticated(sim, Endpoint::Reboot, &headers, |s, a| s.reboot(a, &id)).await
+}
+
+async fn delete_host(
+    AxumState(sim): AxumState<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    authenticated(sim, Endpoint::Delete, &headers, |s, a| s.delete(a, &id)).await
+}
+
+/// Timing for tests: hosts start and stop in `transition`.
+pub fn fast_timing(transition: Duration) -> Timing {
+    Timing {
+        start_delay: transition,
+        stop_delay: transition,
+        ..Timing::default()
+    }
+}

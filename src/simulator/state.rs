@@ -1,0 +1,482 @@
+//! The simulator's state and the provider's business rules, without HTTP.
+
+use super::catalogue;
+use crate::provider::{CreateRent, Endpoint, Host, HostStatus, Image, Package};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// An injected fault, consumed by one call of the endpoint it was queued for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Do the work, then answer after this delay.
+    Latency(Duration),
+    /// A gateway's HTTP 502 page; the work is not done.
+    ServerError,
+    /// The work is done, then a gateway's HTTP 502 page.
+    ServerErrorAfterCommit,
+    /// HTTP 200 with a body that is not JSON; the work is not done.
+    NonJson,
+    /// The work is done, then the connection drops mid-answer (the answer is lost).
+    DropAfterCommit,
+}
+
+impl Fault {
+    /// Whether the call's work happens despite the fault.
+    pub fn commits(&self) -> bool {
+        matches!(
+            self,
+            Fault::Latency(_) | Fault::ServerErrorAfterCommit | Fault::DropAfterCommit
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub secret: String,
+    pub balance: f64,
+    pub real_name_verified: bool,
+    pub wallet_error: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimHost {
+    pub host: Host,
+    pub owner: String,
+    pub package_id: String,
+    status: HostStatus,
+    /// Status reached when the current transition's delay has passed.
+    settles_to: Option<(HostStatus, Instant)>,
+}
+
+/// Timings of the simulated provider.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub token_lifetime: Duration,
+    pub start_delay: Duration,
+    pub stop_delay: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            token_lifetime: Duration::from_secs(1800),
+            start_delay: Duration::from_secs(3),
+            stop_delay: Duration::from_secs(3),
+        }
+    }
+}
+
+pub struct State {
+    pub accounts: HashMap<String, Account>,
+    tokens: HashMap<String, (String, Instant)>,
+    pub packages: Vec<Package>,
+    pub images: Vec<Image>,
+    /// Hosts each package can still create; a package absent here is unlimited.
+    pub capacity: HashMap<String, u32>,
+    pub hosts: BTreeMap<String, SimHost>,
+    /// createRent answers 6005 this many more times.
+    pub create_waits: u32,
+    pub faults: HashMap<Endpoint, VecDeque<Fault>>,
+    pub calls: HashMap<Endpoint, u64>,
+    /// When each call arrived, in order.
+    pub call_log: Vec<(Endpoint, Instant)>,
+    pub timing: Timing,
+    trace: u64,
+}
+
+/// What a handler answers: the envelope's code, msg and data.
+pub struct Answer {
+    pub code: i64,
+    pub msg: &'static str,
+    pub data: Value,
+}
+
+impl Answer {
+    fn ok(data: Value) -> Answer {
+        Answer {
+            code: 0,
+            msg: "success",
+            data,
+        }
+    }
+    fn err(code: i64, msg: &'static str) -> Answer {
+        Answer {
+            code,
+            msg,
+            data: Value::Null,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn random_letters(n: usize) -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (0..n)
+        .map(|_| LETTERS[rand::random_range(0..LETTERS.len())] as char)
+        .collect()
+}
+
+fn period_hours(period_type: u8) -> Option<f64> {
+    Some(match period_type {
+        0 => 1.0,
+        1 => 24.0,
+        2 => 168.0,
+        3 => 720.0,
+        4 => 2160.0,
+        5 => 8760.0,
+        _ => return None,
+    })
+}
+
+impl Default for State {
+    fn default() -> Self {
+        let (uuid, secret) = catalogue::DEMO_ACCOUNT;
+        let mut accounts = HashMap::new();
+        accounts.insert(
+            uuid.to_string(),
+            Account {
+                secret: secret.to_string(),
+                balance: 1_000_000.0,
+                real_name_verified: true,
+                wallet_error: false,
+            },
+        );
+        State {
+            accounts,
+            tokens: HashMap::new(),
+            packages: catalogue::packages(),
+            images: catalogue::images(),
+            capacity: HashMap::new(),
+            hosts: BTreeMap::new(),
+            create_waits: 0,
+            faults: HashMap::new(),
+            calls: HashMap::new(),
+            call_log: Vec::new(),
+            timing: Timing::default(),
+            trace: 0,
+        }
+    }
+}
+
+impl SimHost {
+    pub fn status(&self) -> HostStatus {
+        self.status
+    }
+
+    fn settle(&mut self, now: Instant) {
+        if let Some((to, at)) = self.settles_to
+            && now >= at
+        {
+            self.status = to;
+            self.settles_to = None;
+        }
+        if self.status != HostStatus::Expired
+            && self.host.expiration_time.is_some_and(|e| e <= now_ms())
+        {
+            self.status = HostStatus::Expired;
+            self.settles_to = None;
+        }
+        self.host.status = Some(self.status.code().to_string());
+    }
+
+    pub fn transition(&mut self, via: HostStatus, to: HostStatus, delay: Duration) {
+        self.status = via;
+        self.settles_to = Some((to, Instant::now() + delay));
+        self.host.status = Some(via.code().to_string());
+    }
+
+    pub fn set_status(&mut self, status: HostStatus) {
+        self.status = status;
+        self.settles_to = None;
+        self.host.status = Some(status.code().to_string());
+    }
+}
+
+impl State {
+    pub fn next_trace_id(&mut self) -> String {
+        self.trace += 1;
+        format!("sim-{:08x}-{}", self.trace, random_letters(6))
+    }
+
+    pub fn count(&mut self, endpoint: Endpoint) {
+        *self.calls.entry(endpoint).or_default() += 1;
+        self.call_log.push((endpoint, Instant::now()));
+    }
+
+    pub fn take_fault(&mut self, endpoint: Endpoint) -> Option<Fault> {
+        self.faults.get_mut(&endpoint).and_then(VecDeque::pop_front)
+    }
+
+    pub fn settle_hosts(&mut self) {
+        let now = Instant::now();
+        for host in self.hosts.values_mut() {
+            host.settle(now);
+        }
+    }
+
+    pub fn expire_tokens(&mut self) {
+        self.tokens.clear();
+    }
+
+    /// The account a token belongs to, if the token is valid.
+    pub fn authenticate(&self, token: Option<&str>) -> Option<String> {
+        let (uuid, expires) = self.tokens.get(token?)?;
+        (Instant::now() < *expires).then(|| uuid.clone())
+    }
+
+    pub fn get_token(&mut self, body: &Value) -> Answer {
+        let (Some(uuid), Some(secret)) = (
+            body.get("uuid").and_then(Value::as_str),
+            body.get("secret").and_then(Value::as_str),
+        ) else {
+            return Answer::err(1007, "缺少必要参数");
+        };
+        match self.accounts.get(uuid) {
+            Some(account) if account.secret == secret => {
+                let token = random_letters(22);
+                let lifetime = self.timing.token_lifetime;
+                self.tokens
+                    .insert(token.clone(), (uuid.to_string(), Instant::now() + lifetime));
+                Answer::ok(json!({"token": token, "effectiveTime": lifetime.as_millis() as i64}))
+            }
+            _ => Answer::err(401, "认证失败"),
+        }
+    }
+
+    pub fn images(&self) -> Answer {
+        Answer::ok(serde_json::to_value(&self.images).unwrap_or_default())
+    }
+
+    pub fn packages(&self, package_type: &str) -> Answer {
+        let wanted = match package_type {
+            "0" => ["0", "2"],
+            "1" => ["1", "2"],
+            _ => return Answer::err(1003, "主机配置类型错误"),
+        };
+        let list: Vec<&Package> = self
+            .packages
+            .iter()
+            .filter(|p| p.use_type.as_deref().is_some_and(|u| wanted.contains(&u)))
+            .collect();
+        Answer::ok(serde_json::to_value(list).unwrap_or_default())
+    }
+
+    pub fn create_rent(&mut self, account: &str, body: &Value) -> Answer {
+        let Ok(request) = serde_json::from_value::<CreateRent>(body.clone()) else {
+            return Answer::err(1007, "缺少必要参数");
+        };
+        let Some(hours) = period_hours(request.period_type).filter(|_| request.period_number >= 1)
+        else {
+            return Answer::err(1003, "购买周期错误");
+        };
+        let acct = self
+            .accounts
+            .get(account)
+            .cloned()
+            .expect("authenticated accounts exist");
+        if !acct.real_name_verified {
+            return Answer::err(1037, "未进行实名认证");
+        }
+        let Some(package) = self
+            .packages
+            .iter()
+            .find(|p| {
+                p.package_id.as_deref() == Some(request.package_id.as_str())
+                    && p.use_type.as_deref() != Some("0")
+            })
+            .cloned()
+        else {
+            return Answer::err(1003, "主机配置不存在");
+        };
+        let Some(image) = self
+            .images
+            .iter()
+            .find(|i| i.image_id.as_deref() == Some(request.image_id.as_str()))
+            .cloned()
+        else {
+            return Answer::err(1003, "镜像不存在");
+        };
+        if package.type_ != image.type_ {
+            return Answer::err(7005, "主机配置类型与镜像类型不一致");
+        }
+        if self.create_waits > 0 {
+            self.create_waits -= 1;
+            return Answer::err(6005, "创建等待");
+        }
+        if self.capacity.get(&request.package_id) == Some(&0) {
+            return Answer::err(6002, "资源不足, 请重新选择配置");
+        }
+        if acct.wallet_error {
+            return Answer::err(9000, "钱包异常");
+        }
+        let price = package
+            .amount
+            .as_deref()
+            .and_then(|a| a.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * hours
+            * f64::from(request.period_number);
+        if acct.balance < price {
+            return Answer::err(9001, "钱包余额不足");
+        }
+        if let Some(left) = self.capacity.get_mut(&request.package_id) {
+            *left -= 1;
+        }
+        if let Some(a) = self.accounts.get_mut(account) {
+            a.balance -= price;
+        }
+        let mut id = random_letters(10);
+        while self.hosts.contains_key(&id) {
+            id = random_letters(10);
+        }
+        let created = now_ms();
+        let expires = created + (hours * f64::from(request.period_number) * 3_600_000.0) as i64;
+        let host = Host {
+            id: Some(id.clone()),
+            name: package.name.clone(),
+            gpu_configuration: package.gpu_name.clone(),
+            gpu_number: package.gpu_number,
+            memory: package.memory_number,
+            cpu: package.cpu_number,
+            rigid_disk: package.rigid_disk_number,
+            operating_system: image.system_image_name.clone(),
+            host_account: Some("administrator".into()),
+            host_pw: Some(random_letters(16)),
+            address: Some("gx-xds-rdp.example".into()),
+            port: Some(rand::random_range(20_000..60_000)),
+            pve_machine_type: package.pve_machine_type.clone(),
+            create_time: Some(created),
+            expiration_time: Some(expires),
+            mac: None,
+            ipv4: None,
+            use_type: Some("1".into()),
+            status: None,
+            area: package.area.clone(),
+        };
+        let mut sim_host = SimHost {
+            host,
+            owner: account.to_string(),
+            package_id: request.package_id,
+            status: HostStatus::Starting,
+            settles_to: None,
+        };
+        sim_host.transition(
+            HostStatus::Starting,
+            HostStatus::Running,
+            self.timing.start_delay,
+        );
+        self.hosts.insert(id.clone(), sim_host);
+        Answer::ok(Value::String(id))
+    }
+
+    fn owned_host(&mut self, account: &str, id: &str) -> Option<&mut SimHost> {
+        self.settle_hosts();
+        self.hosts.get_mut(id).filter(|h| h.owner == account)
+    }
+
+    pub fn one(&mut self, account: &str, id: &str) -> Answer {
+        match self.owned_host(account, id) {
+            Some(h) => Answer::ok(serde_json::to_value(&h.host).unwrap_or_default()),
+            None => Answer::err(1003, "主机不存在"),
+        }
+    }
+
+    pub fn my_page(
+        &mut self,
+        account: &str,
+        page: Option<&str>,
+        page_size: Option<&str>,
+    ) -> Answer {
+        let page: usize = page
+            .and_then(|p| p.parse().ok())
+            .filter(|p| *p >= 1)
+            .unwrap_or(1);
+        let size: usize = page_size
+            .and_then(|p| p.parse().ok())
+            .filter(|p| *p >= 1)
+            .unwrap_or(10)
+            .min(25);
+        self.settle_hosts();
+        let mut mine: Vec<&SimHost> = self.hosts.values().filter(|h| h.owner == account).collect();
+        mine.sort_by_key(|h| (std::cmp::Reverse(h.host.create_time), h.host.id.clone()));
+        let total = mine.len();
+        let items: Vec<&Host> = mine
+            .into_iter()
+            .skip((page - 1) * size)
+            .take(size)
+            .map(|h| &h.host)
+            .collect();
+        Answer::ok(json!({"data": items, "totalCounts": total}))
+    }
+
+    pub fn operate(&mut self, account: &str, id: &str, op: Option<&str>) -> Answer {
+        let (start_delay, stop_delay) = (self.timing.start_delay, self.timing.stop_delay);
+        let balance = self.accounts.get(account).map_or(0.0, |a| a.balance);
+        let real_name = self
+            .accounts
+            .get(account)
+            .is_some_and(|a| a.real_name_verified);
+        let Some(host) = self.owned_host(account, id) else {
+            return Answer::err(1003, "主机不存在");
+        };
+        if !real_name {
+            return Answer::err(1037, "未进行实名认证");
+        }
+        match (op, host.status()) {
+            (Some("0") | Some("1"), HostStatus::Starting) => {
+                Answer::err(6000, "主机开机中，请稍候")
+            }
+            (Some("0") | Some("1"), HostStatus::Stopping) => {
+                Answer::err(6001, "主机关机中，请稍候")
+            }
+            (Some(_), HostStatus::Expired) => Answer::err(1003, "主机已到期"),
+            (Some("0"), HostStatus::Running | HostStatus::Billing) => {
+                host.transition(HostStatus::Stopping, HostStatus::Stopped, stop_delay);
+                Answer::ok(Value::Bool(true))
+            }
+            (Some("0"), HostStatus::Stopped) => Answer::ok(Value::Bool(true)),
+            (Some("1"), HostStatus::Stopped) if balance <= 0.0 => Answer::err(6003, "余额不足"),
+            (Some("1"), HostStatus::Stopped) => {
+                host.transition(HostStatus::Starting, HostStatus::Running, start_delay);
+                Answer::ok(Value::Bool(true))
+            }
+            (Some("1"), HostStatus::Running | HostStatus::Billing) => Answer::ok(Value::Bool(true)),
+            _ => Answer::err(1007, "缺少必要参数"),
+        }
+    }
+
+    pub fn reboot(&mut self, account: &str, id: &str) -> Answer {
+        let start_delay = self.timing.start_delay;
+        let Some(host) = self.owned_host(account, id) else {
+            return Answer::err(1003, "主机不存在");
+        };
+        match host.status() {
+            HostStatus::Running => {
+                host.transition(HostStatus::Starting, HostStatus::Running, start_delay);
+                Answer::ok(Value::Bool(true))
+            }
+            HostStatus::Stopped => Answer::err(7002, "主机未开机，无法重启"),
+            HostStatus::Expired => Answer::err(7003, "主机不可用，请稍后重试"),
+            _ => Answer::err(7004, "主机非运行状态，无法重启"),
+        }
+    }
+
+    pub fn delete(&mut self, account: &str, id: &str) -> Answer {
+        if self.owned_host(account, id).is_none() {
+            return Answer {
+                code: 1003,
+                msg: "主机不存在",
+                data: Value::Bool(false),
+            };
+        }
+        self.hosts.remove(id);
+        Answer::ok(Value::Bool(true))
+    }
+}

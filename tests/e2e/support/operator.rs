@@ -1,0 +1,215 @@
+//! One test's world: a namespace on the shared control plane, a provider simulator over
+//! HTTP, a credentials Secret, and the controller (in-process, scoped to the namespace),
+//! which a test can stop abruptly and start again.
+
+use super::install_crd;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use rentedhost_operator::api::RentedHost;
+use rentedhost_operator::controller::{self, Config, credentials::SecretRef};
+use rentedhost_operator::provider::ClientSettings;
+use rentedhost_operator::simulator::{self, Simulator, catalogue::DEMO_ACCOUNT};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub const CREDENTIALS: &str = "xds-credentials";
+
+pub struct World {
+    pub client: kube::Client,
+    pub ns: String,
+    pub sim: Simulator,
+    pub config: Config,
+    controller: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Test timings: the retry table at 1/50 (15 s → 0.3 s), fast polls, a 3 s create grace.
+pub fn test_config(sim_url: &str, ns: &str) -> Config {
+    Config {
+        provider: ClientSettings {
+            base_url: sim_url.to_string(),
+            timeout: Duration::from_secs(2),
+            requests_per_second: 200.0,
+            burst: 200,
+            concurrency: 16,
+        },
+        default_credentials: Some(SecretRef::new(ns, CREDENTIALS)),
+        namespace: Some(ns.to_string()),
+        poll_interval: Duration::from_secs(2),
+        fast_poll_interval: Duration::from_millis(300),
+        create_grace: Duration::from_secs(3),
+        clock_skew: Duration::from_secs(2),
+        retry_scale: 0.02,
+        concurrency: 16,
+        instance: None,
+    }
+}
+
+impl World {
+    /// A namespace, a simulator with hosts that start in 500 ms, the default Secret, and a
+    /// running controller. `tweak` adjusts the config before the controller starts.
+    pub async fn start(prefix: &str, tweak: impl FnOnce(&mut Config)) -> World {
+        let plane = install_crd();
+        let client = plane.client().await;
+        let ns = super::test_namespace(&client, prefix).await;
+        let sim = Simulator::default();
+        sim.state().timing = simulator::fast_timing(Duration::from_millis(500));
+        let (addr, _task) = sim.serve(0).await.unwrap();
+        let mut config = test_config(&format!("http://{addr}"), &ns);
+        tweak(&mut config);
+        let world = World {
+            client,
+            ns,
+            sim,
+            config,
+            controller: None,
+        };
+        world
+            .put_secret(CREDENTIALS, DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+            .await;
+        let mut world = world;
+        world.start_controller();
+        world
+    }
+
+    pub fn start_controller(&mut self) {
+        assert!(self.controller.is_none(), "controller already running");
+        let (client, config) = (self.client.clone(), self.config.clone());
+        self.controller = Some(tokio::spawn(controller::run(
+            client,
+            config,
+            None,
+            std::future::pending(),
+        )));
+    }
+
+    /// Stops the controller at once, wherever it is (as a crash would).
+    pub async fn kill_controller(&mut self) {
+        if let Some(task) = self.controller.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn api(&self) -> Api<RentedHost> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn put_secret(&self, name: &str, uuid: &str, secret: &str) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.to_string());
+        s.string_data = Some(BTreeMap::from([
+            ("uuid".to_string(), uuid.to_string()),
+            ("secret".to_string(), secret.to_string()),
+        ]));
+        secrets
+            .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&s))
+            .await
+            .unwrap();
+    }
+
+    pub async fn create(&self, name: &str, spec: serde_json::Value) -> RentedHost {
+        let obj: RentedHost = serde_json::from_value(serde_json::json!({
+            "apiVersion": "xuandashi.dev/v1alpha1",
+            "kind": "RentedHost",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.api()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, name: &str) -> RentedHost {
+        self.api().get(name).await.unwrap()
+    }
+
+    /// Polls the object every 50 ms until `done` holds; fails with the last state.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&RentedHost) -> bool,
+    ) -> RentedHost {
+        let start = Instant::now();
+        loop {
+            let obj = self.api().get_opt(name).await.unwrap();
+            if let Some(obj) = &obj
+                && done(obj)
+            {
+                return obj.clone();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{name}: not {what} within {limit:?}; last seen: {:#?}",
+                obj.map(|o| o.status)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_gone(&self, name: &str, limit: Duration) {
+        let start = Instant::now();
+        while self.api().get_opt(name).await.unwrap().is_some() {
+            assert!(
+                start.elapsed() < limit,
+                "{name} still exists after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Events about one object, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let mut list = events
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .unwrap()
+            .items;
+        list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        list
+    }
+
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events(name)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(task) = self.controller.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A condition's (status, reason) on an object.
+pub fn condition(obj: &RentedHost, type_: &str) -> Option<(String, String)> {
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+pub fn is(obj: &RentedHost, type_: &str, status: &str, reason: &str) -> bool {
+    condition(obj, type_) == Some((status.to_string(), reason.to_string()))
+}
+
+pub fn host_id(obj: &RentedHost) -> Option<String> {
+    obj.status.as_ref()?.host_id.clone()
+}
+
+/// The spec of the demo package and image, rented for 5 months.
+pub fn demo_spec() -> serde_json::Value {
+    serde_json::json!({"packageId": "teTapaSUFq", "imageId": "507", "period": {"count": 5, "unit": "Month"}})
+}
