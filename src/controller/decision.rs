@@ -917,3 +917,510 @@ pub fn after_release(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{RentedHostSpec, RentedHostStatus};
+    use crate::provider::HostStatus;
+
+    fn obj(status: Option<RentedHostStatus>) -> RentedHost {
+        let spec: RentedHostSpec = serde_json::from_value(serde_json::json!({
+            "packageId": "teTapaSUFq", "imageId": "507", "period": {"count": 5, "unit": "Month"}
+        }))
+        .unwrap();
+        let mut o = RentedHost::new("rh", spec);
+        o.metadata.namespace = Some("ns".into());
+        o.metadata.generation = Some(1);
+        o.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        o.status = status;
+        o
+    }
+
+    fn t0() -> Timestamp {
+        "2026-11-26T07:00:00Z".parse().unwrap()
+    }
+
+    fn later(secs: i64) -> Timestamp {
+        t0() + jiff::SignedDuration::from_secs(secs)
+    }
+
+    fn cond(s: &RentedHostStatus, t: ConditionType) -> (String, String) {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t.as_str())
+            .expect("condition set");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    fn business(code: i64) -> ProviderError {
+        ProviderError::Business {
+            code,
+            message: format!("msg {code}"),
+            trace_id: Some(format!("trace-{code}")),
+        }
+    }
+
+    fn pending(o: &RentedHost) -> RentedHostStatus {
+        creating(o, t0())
+    }
+
+    #[test]
+    fn plan_covers_every_state() {
+        let mut o = obj(None);
+        o.metadata.finalizers = None;
+        assert_eq!(plan(&o), Step::AddFinalizer);
+        let o = obj(None);
+        assert_eq!(plan(&o), Step::Create);
+        let o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            ..Default::default()
+        }));
+        assert_eq!(plan(&o), Step::Observe("h1".into()));
+        let mut o = obj(None);
+        o.spec.host_id = Some("h2".into());
+        assert_eq!(plan(&o), Step::Adopt("h2".into()));
+        let o = obj(Some(pending(&obj(None))));
+        assert_eq!(plan(&o), Step::ResolvePending);
+        let refused =
+            after_create(&obj(None), &pending(&obj(None)), &Err(business(7005)), t0()).status;
+        let o = obj(Some(refused.clone()));
+        assert_eq!(plan(&o), Step::WaitForSpecChange);
+        let mut changed = obj(Some(refused));
+        changed.metadata.generation = Some(2);
+        assert_eq!(
+            plan(&changed),
+            Step::Create,
+            "a new generation retries 7005"
+        );
+        let mut deleting = obj(None);
+        deleting.metadata.deletion_timestamp = Some(Time(t0()));
+        assert_eq!(plan(&deleting), Step::Finalize);
+        let empty = obj(Some(RentedHostStatus {
+            host_id: Some("  ".into()),
+            ..Default::default()
+        }));
+        assert_eq!(plan(&empty), Step::Create, "a blank host id is no host");
+    }
+
+    #[test]
+    fn creating_records_pending_before_the_call() {
+        let s = creating(&obj(None), t0());
+        assert_eq!(
+            s.create_pending.as_ref().unwrap().since,
+            "2026-11-26T07:00:00Z"
+        );
+        assert_eq!(s.create_attempts, Some(1));
+        assert_eq!(s.phase, Some(Phase::Creating));
+        assert_eq!(
+            cond(&s, ConditionType::Ready),
+            ("False".into(), "Creating".into())
+        );
+        let again = creating(&obj(Some(s)), later(10));
+        assert_eq!(again.create_attempts, Some(2));
+    }
+
+    #[test]
+    fn a_host_id_answer_rents() {
+        let o = obj(None);
+        let t = after_create(&o, &pending(&o), &Ok("dyMFQQgHIW".into()), t0());
+        assert_eq!(t.status.host_id.as_deref(), Some("dyMFQQgHIW"));
+        assert!(t.status.create_pending.is_none());
+        assert!(t.status.last_error.is_none());
+        assert_eq!(t.status.phase, Some(Phase::Provisioning));
+        assert_eq!(
+            cond(&t.status, ConditionType::Rented),
+            ("True".into(), "Rented".into())
+        );
+        assert_eq!(
+            cond(&t.status, ConditionType::Ready),
+            ("False".into(), "Provisioning".into())
+        );
+        assert_eq!(cond(&t.status, ConditionType::Synced).0, "True");
+        assert_eq!(t.note.unwrap().reason, "Created");
+        assert_eq!(t.requeue, Requeue::Observe { transitional: true });
+    }
+
+    #[test]
+    fn every_business_code_of_the_table_clears_pending_and_is_explained() {
+        let table: [(i64, Reason, Phase); 8] = [
+            (6005, Reason::CreatePending, Phase::Pending),
+            (6002, Reason::InsufficientResources, Phase::Pending),
+            (1037, Reason::RealNameVerificationRequired, Phase::Pending),
+            (9000, Reason::WalletError, Phase::Pending),
+            (9001, Reason::InsufficientBalance, Phase::Pending),
+            (7005, Reason::TypeMismatch, Phase::Failed),
+            (401, Reason::CredentialsInvalid, Phase::Failed),
+            (1003, Reason::ProviderError, Phase::Pending),
+        ];
+        for (code, reason, phase) in table {
+            let o = obj(None);
+            let t = after_create(&o, &pending(&o), &Err(business(code)), t0());
+            assert!(
+                t.status.create_pending.is_none(),
+                "{code}: a proven refusal means no host"
+            );
+            assert!(t.status.host_id.is_none());
+            let e = t.status.last_error.as_ref().unwrap();
+            assert_eq!(
+                (e.code, e.reason.as_str()),
+                (Some(code), reason.as_str()),
+                "{code}"
+            );
+            assert_eq!(
+                e.provider_message.as_deref(),
+                Some(format!("msg {code}").as_str())
+            );
+            assert_eq!(
+                e.trace_id.as_deref(),
+                Some(format!("trace-{code}").as_str())
+            );
+            assert!(e.message.contains(&code.to_string()) && e.message.contains(explain(code)));
+            assert_eq!(t.status.phase, Some(phase), "{code}");
+            for c in [
+                ConditionType::Ready,
+                ConditionType::Rented,
+                ConditionType::Synced,
+            ] {
+                assert_eq!(
+                    cond(&t.status, c),
+                    ("False".into(), reason.as_str().into()),
+                    "{code} {c:?}"
+                );
+            }
+            assert_eq!(t.requeue, Requeue::Retry(reason));
+            let note = t.note.expect("a first error is an event");
+            assert!(note.warning);
+            assert_eq!(note.reason, reason.as_str());
+        }
+    }
+
+    #[test]
+    fn a_repeated_error_is_not_a_new_event_but_a_different_one_is() {
+        let o = obj(None);
+        let first = after_create(&o, &pending(&o), &Err(business(6002)), t0());
+        let o2 = obj(Some(first.status));
+        let again = after_create(&o2, &pending(&o2), &Err(business(6002)), later(30));
+        assert!(again.note.is_none());
+        let o3 = obj(Some(again.status));
+        let other = after_create(&o3, &pending(&o3), &Err(business(9001)), later(60));
+        assert_eq!(other.note.unwrap().reason, "InsufficientBalance");
+    }
+
+    #[test]
+    fn unknown_outcomes_keep_create_pending() {
+        for error in [
+            ProviderError::Transport("timed out".into()),
+            ProviderError::HttpStatus(502),
+            ProviderError::Malformed("html".into()),
+        ] {
+            let o = obj(None);
+            let recorded = pending(&o);
+            let t = after_create(&o, &recorded, &Err(error.clone()), t0());
+            assert_eq!(
+                t.status.create_pending, recorded.create_pending,
+                "{error}: the host may exist"
+            );
+            assert!(t.status.host_id.is_none());
+            assert_eq!(
+                t.status.last_error.as_ref().unwrap().reason,
+                "AwaitingCreateOutcome"
+            );
+            assert_eq!(
+                cond(&t.status, ConditionType::Ready),
+                ("False".into(), "AwaitingCreateOutcome".into())
+            );
+            assert_eq!(t.requeue, Requeue::Retry(Reason::AwaitingCreateOutcome));
+            assert_eq!(
+                plan(&obj(Some(t.status))),
+                Step::ResolvePending,
+                "{error}: never createRent again directly"
+            );
+        }
+    }
+
+    fn host(id: &str, created: Timestamp, cpu: i64) -> Host {
+        Host {
+            id: Some(id.into()),
+            cpu: Some(cpu),
+            memory: Some(32),
+            rigid_disk: Some(128),
+            gpu_number: Some(1),
+            create_time: Some(created.as_millisecond()),
+            status: Some("2".into()),
+            ..Default::default()
+        }
+    }
+
+    fn package() -> Package {
+        Package {
+            package_id: Some("teTapaSUFq".into()),
+            cpu_number: Some(8),
+            memory_number: Some(32),
+            rigid_disk_number: Some(128),
+            gpu_number: Some(1),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn candidates_are_new_unclaimed_and_of_the_package() {
+        let hosts = [
+            host("old", later(-600), 8),
+            host("skewed", later(-20), 8),
+            host("new", later(5), 8),
+            host("claimed", later(5), 8),
+            host("other-config", later(5), 4),
+        ];
+        let claimed = HashSet::from(["claimed".to_string()]);
+        let found = candidates(
+            &hosts,
+            t0(),
+            Duration::from_secs(30),
+            &claimed,
+            Some(&package()),
+        );
+        assert_eq!(found, vec!["new".to_string(), "skewed".to_string()]);
+    }
+
+    #[test]
+    fn resolution_adopts_one_waits_for_none_and_stops_on_many() {
+        let o = obj(Some(pending(&obj(None))));
+        let grace = Duration::from_secs(120);
+        let one = after_resolution(&o, &["h1".into()], t0(), grace, later(10));
+        assert_eq!(one.status.host_id.as_deref(), Some("h1"));
+        assert!(one.status.create_pending.is_none());
+        assert_eq!(one.note.unwrap().reason, "AdoptedHost");
+
+        let early = after_resolution(&o, &[], t0(), grace, later(30));
+        assert!(
+            early.status.create_pending.is_some(),
+            "within the grace period the create may still show up"
+        );
+        assert_eq!(early.requeue, Requeue::After(Duration::from_secs(90)));
+        assert_eq!(
+            cond(&early.status, ConditionType::Ready).1,
+            "AwaitingCreateOutcome"
+        );
+
+        let late = after_resolution(&o, &[], t0(), grace, later(121));
+        assert!(late.status.create_pending.is_none());
+        assert!(late.status.host_id.is_none());
+        assert_eq!(late.note.unwrap().reason, "CreateNotCommitted");
+        assert_eq!(plan(&obj(Some(late.status))), Step::Create);
+
+        let many = after_resolution(&o, &["h1".into(), "h2".into()], t0(), grace, later(10));
+        assert!(many.status.host_id.is_none());
+        assert!(
+            many.status.create_pending.is_some(),
+            "no new create while ambiguous"
+        );
+        assert_eq!(many.status.phase, Some(Phase::Failed));
+        assert_eq!(
+            cond(&many.status, ConditionType::Ready).1,
+            "CreateOutcomeUnknown"
+        );
+        let msg = &many.status.last_error.as_ref().unwrap().message;
+        assert!(
+            msg.contains("h1, h2")
+                && msg.contains("spec.hostId")
+                && msg.contains(CREATE_NOT_RENTED_ANNOTATION)
+        );
+        assert_eq!(many.requeue, Requeue::Retry(Reason::CreateOutcomeUnknown));
+    }
+
+    #[test]
+    fn the_create_not_rented_annotation_allows_a_new_create() {
+        let mut o = obj(Some(pending(&obj(None))));
+        o.metadata.annotations =
+            Some([(CREATE_NOT_RENTED_ANNOTATION.to_string(), "true".to_string())].into());
+        for found in [
+            vec![],
+            vec!["h1".to_string()],
+            vec!["h1".to_string(), "h2".to_string()],
+        ] {
+            let t = after_resolution(&o, &found, t0(), Duration::from_secs(120), later(1));
+            assert!(t.status.create_pending.is_none(), "{found:?}");
+            assert!(t.status.host_id.is_none(), "{found:?}");
+            assert_eq!(t.requeue, Requeue::After(Duration::ZERO));
+        }
+    }
+
+    #[test]
+    fn observation_maps_host_status_and_power_state_to_phase_and_ready() {
+        let cases = [
+            (
+                HostStatus::Starting,
+                PowerState::Running,
+                Phase::Provisioning,
+                false,
+                true,
+            ),
+            (
+                HostStatus::Running,
+                PowerState::Running,
+                Phase::Running,
+                true,
+                false,
+            ),
+            (
+                HostStatus::Billing,
+                PowerState::Running,
+                Phase::Running,
+                true,
+                false,
+            ),
+            (
+                HostStatus::Stopping,
+                PowerState::Stopped,
+                Phase::Stopped,
+                false,
+                true,
+            ),
+            (
+                HostStatus::Stopped,
+                PowerState::Stopped,
+                Phase::Stopped,
+                true,
+                false,
+            ),
+            (
+                HostStatus::Stopped,
+                PowerState::Running,
+                Phase::Stopped,
+                false,
+                false,
+            ),
+            (
+                HostStatus::Running,
+                PowerState::Stopped,
+                Phase::Running,
+                false,
+                false,
+            ),
+            (
+                HostStatus::Expired,
+                PowerState::Running,
+                Phase::Expired,
+                false,
+                false,
+            ),
+        ];
+        for (host_status, power, phase, ready, transitional) in cases {
+            let mut o = obj(Some(RentedHostStatus {
+                host_id: Some("h1".into()),
+                phase: Some(Phase::Provisioning),
+                ..Default::default()
+            }));
+            o.spec.power_state = power;
+            let mut h = host("h1", t0(), 8);
+            h.status = Some(host_status.code().into());
+            h.host_pw = Some("secret-pw".into());
+            let t = after_observe(&o, "h1", Some(&h), later(5));
+            assert_eq!(t.status.phase, Some(phase), "{host_status:?}");
+            assert_eq!(
+                cond(&t.status, ConditionType::Ready).0 == "True",
+                ready,
+                "{host_status:?} {power:?}"
+            );
+            assert_eq!(
+                t.requeue,
+                Requeue::Observe { transitional },
+                "{host_status:?}"
+            );
+            assert!(
+                !serde_json::to_string(&t.status)
+                    .unwrap()
+                    .contains("secret-pw"),
+                "the login never reaches status"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_gone_from_the_account_is_not_found_and_never_rented_again() {
+        let o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            phase: Some(Phase::Running),
+            ..Default::default()
+        }));
+        let t = after_observe(&o, "h1", None, t0());
+        assert_eq!(
+            cond(&t.status, ConditionType::Ready),
+            ("False".into(), "HostNotFound".into())
+        );
+        assert_eq!(t.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(plan(&obj(Some(t.status))), Step::Observe("h1".into()));
+        assert_eq!(t.note.unwrap().reason, "HostNotFound");
+    }
+
+    #[test]
+    fn adoption_checks_claims_and_existence() {
+        let mut o = obj(None);
+        o.spec.host_id = Some("h1".into());
+        let claimed = after_adopt(&o, "h1", None, Some("ns/other"), t0());
+        assert_eq!(cond(&claimed.status, ConditionType::Ready).1, "HostClaimed");
+        assert!(claimed.status.host_id.is_none());
+        let missing = after_adopt(&o, "h1", None, None, t0());
+        assert_eq!(
+            cond(&missing.status, ConditionType::Ready).1,
+            "HostNotFound"
+        );
+        let h = host("h1", t0(), 8);
+        let adopted = after_adopt(&o, "h1", Some(&h), None, t0());
+        assert_eq!(adopted.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(adopted.note.unwrap().reason, "AdoptedHost");
+    }
+
+    #[test]
+    fn release_follows_the_deletion_policy() {
+        let mut o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            ..Default::default()
+        }));
+        assert_eq!(release_needed(&o), Some("h1".into()));
+        let (t, note) = after_release(&o, &Release::Released, t0());
+        assert!(t.is_none());
+        assert_eq!(note.unwrap().reason, "Released");
+        let (t, note) = after_release(
+            &o,
+            &Release::Failed(Some(ProviderError::HttpStatus(502))),
+            t0(),
+        );
+        let t = t.expect("the finalizer stays");
+        assert_eq!(cond(&t.status, ConditionType::Synced).1, "ReleaseFailed");
+        assert_eq!(t.requeue, Requeue::Retry(Reason::ReleaseFailed));
+        assert!(note.unwrap().warning);
+        o.spec.deletion_policy = crate::api::DeletionPolicy::Orphan;
+        assert_eq!(release_needed(&o), None);
+        let (t, note) = after_release(&o, &Release::NotNeeded, t0());
+        assert!(t.is_none());
+        assert_eq!(note.unwrap().reason, "Orphaned");
+        assert_eq!(release_needed(&obj(None)), None);
+    }
+
+    #[test]
+    fn missing_credentials_and_failed_observations_keep_what_is_known() {
+        let o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            phase: Some(Phase::Running),
+            ..Default::default()
+        }));
+        let t = credentials_missing(&o, "credentials Secret ns/x not found", t0());
+        assert_eq!(t.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(t.status.phase, Some(Phase::Running));
+        assert_eq!(
+            cond(&t.status, ConditionType::Synced).1,
+            "CredentialsMissing"
+        );
+        assert_eq!(t.requeue, Requeue::Retry(Reason::CredentialsMissing));
+        let t = provider_failed(&o, &ProviderError::Transport("timed out".into()), t0());
+        assert_eq!(t.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(
+            cond(&t.status, ConditionType::Synced).1,
+            "ProviderUnavailable"
+        );
+        assert_eq!(t.requeue, Requeue::Retry(Reason::ProviderUnavailable));
+    }
+}

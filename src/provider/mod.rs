@@ -206,7 +206,11 @@ impl ProviderClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
-        let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+        // Only a JSON object is an envelope (serde would read an array as a tuple struct).
+        let envelope: Option<Envelope> = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .filter(Value::is_object)
+            .and_then(|v| serde_json::from_value(v).ok());
         match envelope {
             Some(Envelope { code: Some(0), .. }) if status.is_success() => Ok(envelope.unwrap()),
             Some(Envelope {

@@ -4,3 +4,4 @@ mod support;
 
 mod create;
 mod harness;
+mod validation;

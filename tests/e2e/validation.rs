@@ -1,0 +1,206 @@
+//! What users see through kubectl: invalid manifests refused by the API server with the
+//! field named, immutability once rented, printer columns and `kubectl explain`.
+
+use crate::support::operator::{World, demo_spec, host_id, is};
+use crate::support::{install_crd, run_ok};
+use std::io::Write;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+fn kubectl_apply(ns: &str, manifest: &str) -> Output {
+    let mut child = install_crd()
+        .kubectl()
+        .args(["apply", "-n", ns, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn manifest(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: xuandashi.dev/v1alpha1\nkind: RentedHost\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}
+
+const VALID: &str =
+    "  packageId: teTapaSUFq\n  imageId: \"507\"\n  period:\n    count: 5\n    unit: Month\n";
+
+fn refused(ns: &str, name: &str, spec: &str, expected: &[&str]) {
+    let out = kubectl_apply(ns, &manifest(name, spec));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{name} was accepted");
+    for text in expected {
+        assert!(stderr.contains(text), "{name}: {text:?} not in {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_naming_the_field() {
+    let plane = install_crd();
+    let client = plane.client().await;
+    let ns = crate::support::test_namespace(&client, "invalid").await;
+    refused(
+        &ns,
+        "count-zero",
+        &VALID.replace("count: 5", "count: 0"),
+        &["spec.period.count", "greater than or equal to 1"],
+    );
+    refused(
+        &ns,
+        "fortnight",
+        &VALID.replace("unit: Month", "unit: Fortnight"),
+        &["spec.period.unit", "Unsupported value: \"Fortnight\""],
+    );
+    refused(
+        &ns,
+        "no-image",
+        &VALID.replace("  imageId: \"507\"\n", ""),
+        &["spec.imageId", "Required value"],
+    );
+    refused(
+        &ns,
+        "empty-package",
+        &VALID.replace("teTapaSUFq", "\"\""),
+        &["spec.packageId", "at least 1"],
+    );
+    refused(
+        &ns,
+        "unknown-field",
+        &format!("{VALID}  colour: blue\n"),
+        &["unknown field \"spec.colour\""],
+    );
+    refused(
+        &ns,
+        "bad-policy",
+        &format!("{VALID}  deletionPolicy: Shred\n"),
+        &["spec.deletionPolicy", "Unsupported value"],
+    );
+    let listed = run_ok(plane.kubectl().args(["get", "rh", "-n", &ns, "-o", "name"]));
+    assert!(
+        listed.trim().is_empty(),
+        "nothing invalid was stored: {listed}"
+    );
+    let out = kubectl_apply(&ns, &manifest("valid", VALID));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_rented_hosts_package_image_and_period_are_immutable() {
+    let world = World::start("immutable", |_| {}).await;
+    let out = kubectl_apply(&world.ns, &manifest("rh", VALID));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let obj = world
+        .wait_for("rh", Duration::from_secs(30), "ready", |o| {
+            is(o, "Ready", "True", "Running")
+        })
+        .await;
+    let id = host_id(&obj).unwrap();
+    refused(
+        &world.ns,
+        "rh",
+        &VALID.replace("teTapaSUFq", "kQvBmLtRzA"),
+        &["spec.packageId", "immutable once a host is rented"],
+    );
+    refused(
+        &world.ns,
+        "rh",
+        &VALID.replace("\"507\"", "\"508\""),
+        &["spec.imageId", "immutable once a host is rented"],
+    );
+    refused(
+        &world.ns,
+        "rh",
+        &VALID.replace("count: 5", "count: 6"),
+        &["spec.period", "immutable once a host is rented"],
+    );
+    // Fields that may change still can.
+    let out = kubectl_apply(
+        &world.ns,
+        &manifest("rh", &format!("{VALID}  deletionPolicy: Orphan\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A set spec.hostId is immutable too.
+    let adopted = format!("{VALID}  hostId: {id}\n");
+    let out = kubectl_apply(&world.ns, &manifest("rh", &adopted));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refused(
+        &world.ns,
+        "rh",
+        &format!("{VALID}  hostId: other\n"),
+        &["spec.hostId", "immutable once set"],
+    );
+}
+
+#[tokio::test]
+async fn kubectl_get_shows_host_phase_and_ready_and_explain_documents_the_spec() {
+    let world = World::start("columns", |_| {}).await;
+    world.create("render-01", demo_spec()).await;
+    let obj = world
+        .wait_for("render-01", Duration::from_secs(30), "ready", |o| {
+            is(o, "Ready", "True", "Running")
+        })
+        .await;
+    let id = host_id(&obj).unwrap();
+    let plane = install_crd();
+    let table = run_ok(plane.kubectl().args(["get", "rh", "-n", &world.ns]));
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "HOST", "PHASE", "READY", "EXPIRES", "AGE"]);
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["render-01", id.as_str(), "Running", "True"]);
+    assert!(
+        row[4].starts_with("20"),
+        "EXPIRES is an RFC 3339 time: {table}"
+    );
+    let explain = run_ok(plane.kubectl().args(["explain", "rentedhost.spec"]));
+    for field in [
+        "packageId",
+        "imageId",
+        "period",
+        "deletionPolicy",
+        "powerState",
+        "hostId",
+        "connectionSecretName",
+        "credentialsSecretRef",
+    ] {
+        assert!(
+            explain.contains(field),
+            "{field} missing from kubectl explain: {explain}"
+        );
+    }
+    assert!(explain.contains("Host configuration to rent"), "{explain}");
+    let period = run_ok(
+        plane
+            .kubectl()
+            .args(["explain", "rentedhost.spec.period.unit"]),
+    );
+    assert!(
+        period.contains("Hour, Day, Week, Month, Quarter or Year"),
+        "{period}"
+    );
+}
