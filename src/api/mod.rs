@@ -194,6 +194,9 @@ pub struct RentedHostStatus {
     /// The last provider error, kept until a success replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The last `xuandashi.dev/reboot-requested-at` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reboot_request: Option<String>,
     /// The host as last observed at the provider (never its login secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<ObservedHost>,

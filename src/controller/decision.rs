@@ -5,7 +5,7 @@
 use super::reason::Reason;
 use crate::api::{
     CREATE_NOT_RENTED_ANNOTATION, ConditionType, CreatePending, FINALIZER, LastError, ObservedHost,
-    Phase, PowerState, RentedHost, RentedHostStatus, set_condition,
+    Phase, PowerState, REBOOT_ANNOTATION, RentedHost, RentedHostStatus, set_condition,
 };
 use crate::provider::{Host, HostStatus, Package, ProviderError, explain};
 use jiff::Timestamp;
@@ -202,37 +202,11 @@ fn error_note(before: &RentedHostStatus, error: &LastError) -> Option<Note> {
 }
 
 fn reason_label(reason: &str) -> &'static str {
-    ALL_REASONS
+    Reason::ALL
         .iter()
         .find(|r| r.as_str() == reason)
         .map_or("ProviderError", |r| r.as_str())
 }
-
-const ALL_REASONS: [Reason; 23] = [
-    Reason::Creating,
-    Reason::CreatePending,
-    Reason::InsufficientResources,
-    Reason::RealNameVerificationRequired,
-    Reason::WalletError,
-    Reason::InsufficientBalance,
-    Reason::TypeMismatch,
-    Reason::CredentialsInvalid,
-    Reason::CredentialsMissing,
-    Reason::ProviderUnavailable,
-    Reason::ProviderError,
-    Reason::CreateOutcomeUnknown,
-    Reason::AwaitingCreateOutcome,
-    Reason::HostNotFound,
-    Reason::HostClaimed,
-    Reason::Provisioning,
-    Reason::Running,
-    Reason::Stopped,
-    Reason::Stopping,
-    Reason::Starting,
-    Reason::Expired,
-    Reason::ReleaseFailed,
-    Reason::Deleting,
-];
 
 /// The status recorded (and confirmed by the API server) before createRent is called.
 pub fn creating(obj: &RentedHost, now: Timestamp) -> RentedHostStatus {
@@ -916,6 +890,213 @@ pub fn after_release(
             )
         }
     }
+}
+
+/// Whether the provider's view of the host differs from what the object shows: the poll
+/// triggers a reconcile only then.
+pub fn host_changed(obj: &RentedHost, host: Option<&Host>) -> bool {
+    let status = obj.status.clone().unwrap_or_default();
+    match host {
+        Some(host) => status.host.as_ref() != Some(&observed(host)),
+        None => status
+            .last_error
+            .as_ref()
+            .is_none_or(|e| e.reason != Reason::HostNotFound.as_str()),
+    }
+}
+
+/// The power operation the spec asks of this host: `Some(true)` start, `Some(false)` stop.
+pub fn power_action(obj: &RentedHost, host: &Host) -> Option<bool> {
+    match (obj.spec.power_state, host.host_status()?) {
+        (PowerState::Running, HostStatus::Stopped) => Some(true),
+        (PowerState::Stopped, HostStatus::Running | HostStatus::Billing) => Some(false),
+        _ => None,
+    }
+}
+
+/// The answer of `operate`, folded into the observation's transition.
+pub fn after_power(
+    obj: &RentedHost,
+    observed: Transition,
+    start: bool,
+    answer: &Result<bool, ProviderError>,
+    now: Timestamp,
+) -> Transition {
+    let mut t = observed;
+    let generation = obj.metadata.generation;
+    let id = t.status.host_id.clone().unwrap_or_default();
+    match answer {
+        Ok(_)
+        | Err(ProviderError::Business {
+            code: 6000 | 6001, ..
+        }) => {
+            let (reason, verb) = if start {
+                (Reason::Starting, "starting")
+            } else {
+                (Reason::Stopping, "stopping")
+            };
+            let msg = format!(
+                "{verb} host {id} for spec.powerState {:?}",
+                obj.spec.power_state
+            );
+            set_condition(
+                &mut t.status.conditions,
+                ConditionType::Ready,
+                false,
+                reason.as_str(),
+                &msg,
+                generation,
+                time(now),
+            );
+            if answer.is_ok() {
+                t.note = Some(Note {
+                    warning: false,
+                    reason: if start { "PowerOn" } else { "PowerOff" },
+                    message: msg,
+                });
+            }
+            t.requeue = Requeue::Observe { transitional: true };
+        }
+        Err(error) => {
+            let reason = Reason::of(error);
+            let e = LastError {
+                message: format!(
+                    "cannot {} host {id}: {}",
+                    if start { "start" } else { "stop" },
+                    last_error(reason, error).message
+                ),
+                ..last_error(reason, error)
+            };
+            let msg = error_message(&e);
+            t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+            t.status.last_error = Some(e);
+            set_condition(
+                &mut t.status.conditions,
+                ConditionType::Ready,
+                false,
+                reason.as_str(),
+                &msg,
+                generation,
+                time(now),
+            );
+            set_condition(
+                &mut t.status.conditions,
+                ConditionType::Synced,
+                false,
+                reason.as_str(),
+                &msg,
+                generation,
+                time(now),
+            );
+            t.requeue = Requeue::Retry(reason);
+        }
+    }
+    t
+}
+
+/// A reboot request (annotation value) not yet acted on.
+pub fn reboot_due(obj: &RentedHost) -> Option<String> {
+    let requested = obj
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(REBOOT_ANNOTATION)?
+        .trim()
+        .to_string();
+    let handled = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_reboot_request.as_deref());
+    (!requested.is_empty() && handled != Some(requested.as_str())).then_some(requested)
+}
+
+/// The answer of `reboot` for request `value`, folded into the observation's transition.
+pub fn after_reboot(
+    obj: &RentedHost,
+    observed: Transition,
+    value: &str,
+    answer: &Result<bool, ProviderError>,
+    now: Timestamp,
+) -> Transition {
+    let mut t = observed;
+    let generation = obj.metadata.generation;
+    let id = t.status.host_id.clone().unwrap_or_default();
+    match answer {
+        Ok(_) => {
+            t.status.last_reboot_request = Some(value.to_string());
+            let msg = format!("rebooting host {id} (requested at {value})");
+            set_condition(
+                &mut t.status.conditions,
+                ConditionType::Ready,
+                false,
+                Reason::Starting.as_str(),
+                &msg,
+                generation,
+                time(now),
+            );
+            t.note = Some(Note {
+                warning: false,
+                reason: "Rebooting",
+                message: msg,
+            });
+            t.requeue = Requeue::Observe { transitional: true };
+        }
+        Err(error) => {
+            let reason = Reason::of(error);
+            // "Not running" is final for this request; "unavailable" is retried.
+            if reason != Reason::HostUnavailable && error.is_proven_refusal() {
+                t.status.last_reboot_request = Some(value.to_string());
+            }
+            let e = LastError {
+                message: format!(
+                    "cannot reboot host {id}: {}",
+                    last_error(reason, error).message
+                ),
+                ..last_error(reason, error)
+            };
+            let msg = error_message(&e);
+            t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+            t.status.last_error = Some(e);
+            set_condition(
+                &mut t.status.conditions,
+                ConditionType::Synced,
+                false,
+                reason.as_str(),
+                &msg,
+                generation,
+                time(now),
+            );
+            if t.status.last_reboot_request.as_deref() != Some(value) {
+                t.requeue = Requeue::Retry(reason);
+            }
+        }
+    }
+    t
+}
+
+/// Name of the object's connection Secret.
+pub fn connection_secret_name(obj: &RentedHost) -> String {
+    nonempty(&obj.spec.connection_secret_name).unwrap_or_else(|| {
+        format!(
+            "{}-connection",
+            obj.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+/// The connection Secret's data for a host: its login and where to connect.
+pub fn connection_data(host: &Host) -> std::collections::BTreeMap<String, String> {
+    let mut data = std::collections::BTreeMap::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            data.insert(k.to_string(), v);
+        }
+    };
+    put("hostAccount", host.host_account.clone());
+    put("hostPw", host.host_pw.clone());
+    put("address", host.address.clone());
+    put("port", host.port.map(|p| p.to_string()));
+    data
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod decision;
 pub mod hosts;
+pub mod poller;
 pub mod reason;
 mod reconcile;
 pub mod writes;
@@ -95,7 +96,8 @@ pub struct Context {
     pub client: Client,
     pub config: Config,
     pub providers: ClientPool,
-    pub hosts: HostDirectory,
+    pub hosts: Arc<HostDirectory>,
+    pub poller: Arc<poller::Poller>,
     pub store: Store<RentedHost>,
     pub recorder: Recorder,
     pub observer: Option<CallObserver>,
@@ -222,6 +224,14 @@ fn users_of_secret(
         .collect()
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
     client: Client,
@@ -258,7 +268,8 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         client,
         providers: ClientPool::default(),
-        hosts: HostDirectory::default(),
+        hosts: Arc::new(HostDirectory::default()),
+        poller: Arc::new(poller::Poller::default()),
         store: store.clone(),
         observer,
         attempts: Mutex::default(),
@@ -266,6 +277,20 @@ pub async fn run(
         claims: Mutex::default(),
         config: config.clone(),
     });
+    // The poller wakes objects whose host changed at the provider; it ends with the controller.
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1024);
+    let poll = tokio::spawn(ctx.poller.clone().run(
+        ctx.hosts.clone(),
+        store.clone(),
+        config.poll_interval,
+        wake_tx,
+    ));
+    let _stop_poll = AbortOnDrop(poll);
+    let wakes =
+        futures::stream::unfold(
+            wake_rx,
+            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        );
     let default_secret = config.default_credentials.clone();
     let secret_store = store.clone();
     let secret_changes = watcher(secrets, watcher::Config::default().any_semantic())
@@ -281,6 +306,7 @@ pub async fn run(
                 &secret.name_any(),
             )
         })
+        .reconcile_on(wakes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {

@@ -29,6 +29,8 @@ pub enum Reason {
     Expired,
     ReleaseFailed,
     Deleting,
+    HostNotRunning,
+    HostUnavailable,
 }
 
 /// How a reason is retried.
@@ -45,6 +47,34 @@ const fn secs(s: u64) -> Duration {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 25] = [
+        Reason::Creating,
+        Reason::CreatePending,
+        Reason::InsufficientResources,
+        Reason::RealNameVerificationRequired,
+        Reason::WalletError,
+        Reason::InsufficientBalance,
+        Reason::TypeMismatch,
+        Reason::CredentialsInvalid,
+        Reason::CredentialsMissing,
+        Reason::ProviderUnavailable,
+        Reason::ProviderError,
+        Reason::CreateOutcomeUnknown,
+        Reason::AwaitingCreateOutcome,
+        Reason::HostNotFound,
+        Reason::HostClaimed,
+        Reason::Provisioning,
+        Reason::Running,
+        Reason::Stopped,
+        Reason::Stopping,
+        Reason::Starting,
+        Reason::Expired,
+        Reason::ReleaseFailed,
+        Reason::Deleting,
+        Reason::HostNotRunning,
+        Reason::HostUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Creating => "Creating",
@@ -70,6 +100,8 @@ impl Reason {
             Reason::Expired => "Expired",
             Reason::ReleaseFailed => "ReleaseFailed",
             Reason::Deleting => "Deleting",
+            Reason::HostNotRunning => "HostNotRunning",
+            Reason::HostUnavailable => "HostUnavailable",
         }
     }
 
@@ -80,7 +112,11 @@ impl Reason {
             Some(6002) => Reason::InsufficientResources,
             Some(1037) => Reason::RealNameVerificationRequired,
             Some(9000) => Reason::WalletError,
-            Some(9001) => Reason::InsufficientBalance,
+            Some(9001 | 6003) => Reason::InsufficientBalance,
+            Some(6000) => Reason::Starting,
+            Some(6001) => Reason::Stopping,
+            Some(7002 | 7004) => Reason::HostNotRunning,
+            Some(7003) => Reason::HostUnavailable,
             Some(7005) => Reason::TypeMismatch,
             Some(401) => Reason::CredentialsInvalid,
             Some(_) => Reason::ProviderError,
@@ -127,7 +163,10 @@ impl Reason {
             }
             // The Secret watch brings the object back at once; this is a safety net.
             Reason::CredentialsMissing => backoff(600, 600),
-            Reason::ProviderUnavailable | Reason::AwaitingCreateOutcome => backoff(5, 300),
+            Reason::ProviderUnavailable
+            | Reason::AwaitingCreateOutcome
+            | Reason::HostUnavailable => backoff(5, 300),
+            Reason::HostNotRunning => Retry::OnChange,
             Reason::ProviderError | Reason::ReleaseFailed => backoff(10, 300),
             Reason::HostNotFound | Reason::Expired => backoff(600, 600),
             Reason::Creating

@@ -142,18 +142,7 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Action, E
                 }
             }
         }
-        Step::Observe(id) => match observe(&obj, &id, &provider, ctx).await {
-            Ok(t) => finish(ctx, &obj, t, "Observe").await,
-            Err(e) => {
-                finish(
-                    ctx,
-                    &obj,
-                    decision::provider_failed(&obj, &e, now()),
-                    "Observe",
-                )
-                .await
-            }
-        },
+        Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await,
         Step::Adopt(id) => {
             let other = ctx.claimed_by_other(&obj, &id);
             let result = match other {
@@ -166,6 +155,7 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Action, E
                         decision::after_adopt(&obj, &id, host.as_ref(), other.as_deref(), now());
                     if t.status.host_id.is_some() {
                         ctx.claim(&obj, &id);
+                        ctx.poller.register(&provider, &obj);
                     }
                     finish(ctx, &obj, t, "Adopt").await
                 }
@@ -301,23 +291,58 @@ async fn lookup(
     Ok(ctx.hosts.listing(provider, start).await?.get(id).cloned())
 }
 
-async fn observe(
-    obj: &RentedHost,
+async fn observe_and_operate(
+    obj: RentedHost,
     id: &str,
-    provider: &ProviderClient,
+    provider: &Arc<ProviderClient>,
     ctx: &Context,
-) -> Result<Transition, ProviderError> {
+) -> Result<Action, Error> {
+    ctx.poller.register(provider, &obj);
     let transitional = !matches!(
         obj.status.as_ref().and_then(|s| s.phase),
         Some(crate::api::Phase::Running | crate::api::Phase::Stopped | crate::api::Phase::Expired)
     );
-    let interval = if transitional {
-        ctx.config.fast_poll_interval
+    // Steady hosts are kept fresh by the poller: use its listing rather than fetching.
+    let max_age = if transitional {
+        ctx.config.fast_poll_interval / 2
     } else {
-        ctx.config.poll_interval
+        ctx.config.poll_interval * 2
     };
-    let host = lookup(provider, ctx, id, interval / 2).await?;
-    Ok(decision::after_observe(obj, id, host.as_ref(), now()))
+    let host = match lookup(provider, ctx, id, max_age).await {
+        Ok(host) => host,
+        Err(e) => {
+            return finish(
+                ctx,
+                &obj,
+                decision::provider_failed(&obj, &e, now()),
+                "Observe",
+            )
+            .await;
+        }
+    };
+    let mut t = decision::after_observe(&obj, id, host.as_ref(), now());
+    if let Some(host) = &host {
+        let data = decision::connection_data(host);
+        let digest = super::poller::digest(&data);
+        if !ctx.poller.connection_current(&obj, digest) {
+            writes::apply_connection_secret(
+                &ctx.client,
+                &obj,
+                &decision::connection_secret_name(&obj),
+                &data,
+            )
+            .await?;
+            ctx.poller.connection_written(&obj, digest);
+        }
+        if let Some(start) = decision::power_action(&obj, host) {
+            let answer = provider.operate(id, start).await;
+            t = decision::after_power(&obj, t, start, &answer, now());
+        } else if let Some(value) = decision::reboot_due(&obj) {
+            let answer = provider.reboot(id).await;
+            t = decision::after_reboot(&obj, t, &value, &answer, now());
+        }
+    }
+    finish(ctx, &obj, t, "Observe").await
 }
 
 fn needs_provider_to_finalize(obj: &RentedHost) -> bool {
@@ -373,7 +398,14 @@ async fn finalize(
             if let Some(note) = &note {
                 writes::publish(&ctx.recorder, &obj, note, "Release").await;
             }
+            writes::delete_connection_secret(
+                &ctx.client,
+                &obj,
+                &decision::connection_secret_name(&obj),
+            )
+            .await?;
             writes::remove_finalizer(&ctx.client, &obj).await?;
+            ctx.poller.forget(&obj);
             if let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_deref()) {
                 ctx.release_claim(id);
             }

@@ -149,3 +149,65 @@ pub async fn publish(recorder: &Recorder, obj: &RentedHost, note: &Note, action:
         tracing::warn!(%error, reason = note.reason, "could not publish event");
     }
 }
+
+/// Writes the connection Secret (owned by the object, so it goes with it).
+pub async fn apply_connection_secret(
+    client: &kube::Client,
+    obj: &RentedHost,
+    name: &str,
+    data: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Error> {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(name.to_string());
+    secret.metadata.namespace = obj.namespace();
+    secret.metadata.owner_references = obj.controller_owner_ref(&()).map(|r| vec![r]);
+    secret.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGER.to_string(),
+        )]
+        .into(),
+    );
+    secret.type_ = Some("Opaque".into());
+    secret.data = Some(
+        data.iter()
+            .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+    );
+    let api: Api<Secret> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::from_kube)
+}
+
+/// Deletes the connection Secret if this object owns it.
+pub async fn delete_connection_secret(
+    client: &kube::Client,
+    obj: &RentedHost,
+    name: &str,
+) -> Result<(), Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(secret) = api.get_opt(name).await.map_err(Error::from_kube)? else {
+        return Ok(());
+    };
+    let owned = secret
+        .owner_references()
+        .iter()
+        .any(|r| Some(&r.uid) == obj.uid().as_ref());
+    if owned {
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::from_kube(e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Observation at N/25 cost: one task lists each account's hosts (`mypage`, 25 a page) once
+//! per poll interval and wakes only the objects whose host changed on the provider's side.
+//! Objects register here when they observe their host; deleted objects drop out.
+
+use super::decision;
+use crate::api::RentedHost;
+use crate::provider::ProviderClient;
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use super::hosts::HostDirectory;
+
+#[derive(Default)]
+struct Watched {
+    client: Option<Arc<ProviderClient>>,
+    objects: HashSet<ObjectRef<RentedHost>>,
+}
+
+/// Which objects observe their hosts through which account.
+#[derive(Default)]
+pub struct Poller {
+    accounts: Mutex<HashMap<String, Watched>>,
+    /// Digest of the login details last written per object, to notice a changed password.
+    connections: Mutex<HashMap<ObjectRef<RentedHost>, u64>>,
+}
+
+pub fn digest(data: &std::collections::BTreeMap<String, String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+impl Poller {
+    pub fn register(&self, client: &Arc<ProviderClient>, obj: &RentedHost) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let reference = ObjectRef::from_obj(obj);
+        for (account, watched) in accounts.iter_mut() {
+            if account != client.account() {
+                watched.objects.remove(&reference);
+            }
+        }
+        let watched = accounts.entry(client.account().to_string()).or_default();
+        watched.client = Some(client.clone());
+        watched.objects.insert(reference);
+    }
+
+    pub fn forget(&self, obj: &RentedHost) {
+        let reference = ObjectRef::from_obj(obj);
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        for watched in accounts.values_mut() {
+            watched.objects.remove(&reference);
+        }
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&reference);
+    }
+
+    /// Whether the connection Secret already holds `data` (as far as this process wrote it).
+    pub fn connection_current(&self, obj: &RentedHost, data_digest: u64) -> bool {
+        let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        connections.get(&ObjectRef::from_obj(obj)) == Some(&data_digest)
+    }
+
+    pub fn connection_written(&self, obj: &RentedHost, data_digest: u64) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ObjectRef::from_obj(obj), data_digest);
+    }
+
+    fn snapshot(&self) -> Vec<(Arc<ProviderClient>, Vec<ObjectRef<RentedHost>>)> {
+        let accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        accounts
+            .values()
+            .filter_map(|w| Some((w.client.clone()?, w.objects.iter().cloned().collect())))
+            .filter(|(_, objects): &(_, Vec<_>)| !objects.is_empty())
+            .collect()
+    }
+
+    /// One poll of every account: the objects to reconcile.
+    pub async fn poll_once(
+        &self,
+        hosts: &HostDirectory,
+        store: &Store<RentedHost>,
+    ) -> Vec<ObjectRef<RentedHost>> {
+        let mut wake = Vec::new();
+        for (client, objects) in self.snapshot() {
+            let listing = match hosts.listing(&client, Instant::now()).await {
+                Ok(listing) => listing,
+                Err(error) => {
+                    tracing::warn!(account = client.account(), %error, "polling hosts failed");
+                    continue;
+                }
+            };
+            for reference in objects {
+                let Some(obj) = store.get(&reference) else {
+                    let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(w) = accounts.get_mut(client.account()) {
+                        w.objects.remove(&reference);
+                    }
+                    continue;
+                };
+                let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.clone()) else {
+                    continue;
+                };
+                let host = listing.get(&id);
+                let login_changed = host.is_some_and(|h| {
+                    !self.connection_current(&obj, digest(&decision::connection_data(h)))
+                });
+                if decision::host_changed(&obj, host) || login_changed {
+                    wake.push(reference);
+                }
+            }
+        }
+        wake
+    }
+
+    /// Polls every `interval` (jittered ±10 %) until the receiver is gone.
+    pub async fn run(
+        self: Arc<Self>,
+        hosts: Arc<HostDirectory>,
+        store: Store<RentedHost>,
+        interval: Duration,
+        wake: mpsc::Sender<ObjectRef<RentedHost>>,
+    ) {
+        loop {
+            tokio::time::sleep(interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0))).await;
+            for reference in self.poll_once(&hosts, &store).await {
+                if wake.send(reference).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
