@@ -61,6 +61,12 @@ impl HostDirectory {
         Ok(listing)
     }
 
+    /// Drops the account's listing: after an operation changed a host, the next look must
+    /// be fresh.
+    pub async fn invalidate(&self, client: &ProviderClient) {
+        *self.account(client).listing.lock().await = None;
+    }
+
     /// The rental package with this id, from a catalogue cached for ten minutes.
     pub async fn package(
         &self,

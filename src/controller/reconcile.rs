@@ -336,9 +336,11 @@ async fn observe_and_operate(
         }
         if let Some(start) = decision::power_action(&obj, host) {
             let answer = provider.operate(id, start).await;
+            ctx.hosts.invalidate(provider).await;
             t = decision::after_power(&obj, t, start, &answer, now());
         } else if let Some(value) = decision::reboot_due(&obj) {
             let answer = provider.reboot(id).await;
+            ctx.hosts.invalidate(provider).await;
             t = decision::after_reboot(&obj, t, &value, &answer, now());
         }
     }

@@ -4,4 +4,5 @@ mod support;
 
 mod create;
 mod harness;
+mod observe;
 mod validation;

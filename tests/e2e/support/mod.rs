@@ -1,6 +1,7 @@
 //! Shared support for the end-to-end tests: the control plane and small helpers.
 
 pub mod control_plane;
+pub mod logs;
 pub mod operator;
 
 pub use control_plane::{ControlPlane, shared};

@@ -48,6 +48,7 @@ impl World {
     /// A namespace, a simulator with hosts that start in 500 ms, the default Secret, and a
     /// running controller. `tweak` adjusts the config before the controller starts.
     pub async fn start(prefix: &str, tweak: impl FnOnce(&mut Config)) -> World {
+        super::logs::init();
         let plane = install_crd();
         let client = plane.client().await;
         let ns = super::test_namespace(&client, prefix).await;
@@ -174,12 +175,39 @@ impl World {
         list
     }
 
+    /// Reasons of the events about one object, once per occurrence (a series repeats its
+    /// reason as often as it counted it).
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        self.events(name)
-            .await
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect()
+        let mut reasons = Vec::new();
+        for e in self.events(name).await {
+            let times = e
+                .series
+                .as_ref()
+                .and_then(|s| s.count)
+                .or(e.count)
+                .unwrap_or(1)
+                .max(1);
+            for _ in 0..times {
+                reasons.extend(e.reason.clone());
+            }
+        }
+        reasons
+    }
+
+    /// Waits until `reason` was reported `count` times about `name`; returns all reasons.
+    pub async fn wait_events(&self, name: &str, reason: &str, count: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let reasons = self.event_reasons(name).await;
+            if reasons.iter().filter(|r| *r == reason).count() >= count {
+                return reasons;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name}: {count} x {reason} expected, got {reasons:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

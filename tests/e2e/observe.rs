@@ -1,0 +1,346 @@
+//! Observing and operating rented hosts: the account-wide poll at N/25 cost, power state,
+//! the connection Secret, adoption, drift and reboot.
+
+use crate::support::operator::{World, demo_spec, host_id, is};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use rentedhost_operator::provider::{Endpoint, HostStatus};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn rented(world: &World, name: &str) -> String {
+    let obj = world
+        .wait_for(name, LIMIT, "ready", |o| is(o, "Ready", "True", "Running"))
+        .await;
+    host_id(&obj).unwrap()
+}
+
+async fn annotate(world: &World, name: &str, key: &str, value: &str) {
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    world
+        .api()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sixty_objects_cost_at_most_three_mypage_calls_per_poll() {
+    let world = World::start("sixty", |c| c.poll_interval = Duration::from_secs(2)).await;
+    for i in 0..60 {
+        world.create(&format!("rh-{i:02}"), demo_spec()).await;
+    }
+    for i in 0..60 {
+        rented(&world, &format!("rh-{i:02}")).await;
+    }
+    // Let the last transitional polls settle, then count whole poll intervals.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (pages, ones) = (
+        world.sim.calls(Endpoint::MyPage),
+        world.sim.calls(Endpoint::One),
+    );
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let pages = world.sim.calls(Endpoint::MyPage) - pages;
+    let polls = (window.as_secs_f64() / 2.0 / 0.9).ceil() as u64;
+    println!(
+        "60 idle objects: {pages} mypage calls in {window:?} at a 2 s poll ({:.1} per poll)",
+        pages as f64 / 5.0
+    );
+    assert!(pages <= 3 * polls, "{pages} mypage calls for {polls} polls");
+    assert!(pages >= 3, "the poll runs");
+    assert_eq!(
+        world.sim.calls(Endpoint::One) - ones,
+        0,
+        "no one/{{id}} in steady state"
+    );
+    assert_eq!(world.sim.calls(Endpoint::One), 0);
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 60);
+}
+
+#[tokio::test]
+async fn a_host_stopped_at_the_provider_is_seen_within_one_poll_and_started_again() {
+    let world = World::start("drift-power", |c| c.poll_interval = Duration::from_secs(2)).await;
+    world.create("rh", demo_spec()).await;
+    let id = rented(&world, "rh").await;
+    world.sim.set_host_status(&id, HostStatus::Stopped);
+    let stopped_at = Instant::now();
+    world
+        .wait_for("rh", LIMIT, "seen stopped", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.host.as_ref())
+                .and_then(|h| h.status.as_deref())
+                == Some("Stopped")
+        })
+        .await;
+    assert!(
+        stopped_at.elapsed() < Duration::from_millis(2200 + 1000),
+        "seen after {:?}",
+        stopped_at.elapsed()
+    );
+    rented(&world, "rh").await;
+    assert_eq!(world.sim.calls(Endpoint::Operate), 1);
+    assert_eq!(world.sim.host_status(&id), Some(HostStatus::Running));
+    world.wait_events("rh", "PowerOn", 1).await;
+}
+
+#[tokio::test]
+async fn power_state_stopped_stops_the_host_and_running_starts_it() {
+    let world = World::start("power", |_| {}).await;
+    world.create("rh", demo_spec()).await;
+    let id = rented(&world, "rh").await;
+    let patch = serde_json::json!({"spec": {"powerState": "Stopped"}});
+    world
+        .api()
+        .patch("rh", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let obj = world
+        .wait_for("rh", LIMIT, "stopped and ready", |o| {
+            is(o, "Ready", "True", "Stopped")
+        })
+        .await;
+    assert_eq!(format!("{:?}", obj.status.unwrap().phase), "Some(Stopped)");
+    assert_eq!(world.sim.host_status(&id), Some(HostStatus::Stopped));
+    let patch = serde_json::json!({"spec": {"powerState": "Running"}});
+    world
+        .api()
+        .patch("rh", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    rented(&world, "rh").await;
+    assert_eq!(world.sim.calls(Endpoint::Operate), 2);
+}
+
+#[tokio::test]
+async fn starting_without_balance_is_explained() {
+    let world = World::start("power6003", |_| {}).await;
+    world.create("rh", demo_spec()).await;
+    let id = rented(&world, "rh").await;
+    world
+        .sim
+        .state()
+        .accounts
+        .get_mut("demo-account")
+        .unwrap()
+        .balance = 0.0;
+    world.sim.set_host_status(&id, HostStatus::Stopped);
+    let obj = world
+        .wait_for("rh", LIMIT, "InsufficientBalance", |o| {
+            is(o, "Ready", "False", "InsufficientBalance")
+        })
+        .await;
+    let e = obj.status.unwrap().last_error.unwrap();
+    assert_eq!(e.code, Some(6003));
+    assert!(e.message.contains("cannot start"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn the_connection_secret_holds_the_login_and_goes_with_its_object() {
+    let world = World::start("connection", |_| {}).await;
+    let mut spec = demo_spec();
+    spec["connectionSecretName"] = "render-login".into();
+    world.create("rh", spec).await;
+    world.create("plain", demo_spec()).await;
+    let id = rented(&world, "rh").await;
+    rented(&world, "plain").await;
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns);
+    let host = world.sim.state().hosts.get(&id).unwrap().host.clone();
+    let read =
+        |s: &Secret, k: &str| String::from_utf8(s.data.as_ref().unwrap()[k].0.clone()).unwrap();
+    let secret = secrets.get("render-login").await.unwrap();
+    let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, ["address", "hostAccount", "hostPw", "port"]);
+    assert_eq!(read(&secret, "hostPw"), host.host_pw.clone().unwrap());
+    assert_eq!(read(&secret, "port"), host.port.unwrap().to_string());
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("RentedHost", "rh", Some(true))
+    );
+    assert!(
+        secrets.get_opt("plain-connection").await.unwrap().is_some(),
+        "default name <name>-connection"
+    );
+
+    // The provider changes the password: the Secret follows within a poll.
+    world.sim.state().hosts.get_mut(&id).unwrap().host.host_pw = Some("n3w-pa55word".into());
+    let start = Instant::now();
+    while read(&secrets.get("render-login").await.unwrap(), "hostPw") != "n3w-pa55word" {
+        assert!(start.elapsed() < LIMIT, "the Secret was not updated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Never in status or events.
+    let obj = world.get("rh").await;
+    let status = serde_json::to_string(&obj.status).unwrap();
+    assert!(!status.contains("n3w-pa55word") && !status.contains(&host.host_pw.clone().unwrap()));
+    for event in world.events("rh").await {
+        assert!(!event.message.unwrap_or_default().contains("pa55word"));
+    }
+    // Nor in the logs (debug level included), nor the account secret.
+    let logs = crate::support::logs::text();
+    assert!(
+        logs.contains("provider call ok"),
+        "the operator's logs are captured"
+    );
+    for secret in [
+        "n3w-pa55word",
+        host.host_pw.as_deref().unwrap(),
+        "demo-secret",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+    world.api().delete("rh", &Default::default()).await.unwrap();
+    world.wait_gone("rh", LIMIT).await;
+    assert!(secrets.get_opt("render-login").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn spec_host_id_adopts_without_renting_and_a_second_claim_is_refused() {
+    let world = World::start("adopt", |_| {}).await;
+    let body = serde_json::json!({"packageId": "kQvBmLtRzA", "imageId": "507", "periodNumber": 1, "periodType": 2});
+    let made = world.sim.state().create_rent("demo-account", &body);
+    let id = made.data.as_str().unwrap().to_string();
+    let mut spec = demo_spec();
+    spec["hostId"] = id.clone().into();
+    world.create("first", spec.clone()).await;
+    assert_eq!(rented(&world, "first").await, id);
+    world.create("second", spec).await;
+    let obj = world
+        .wait_for("second", LIMIT, "refused", |o| {
+            is(o, "Ready", "False", "HostClaimed")
+        })
+        .await;
+    let msg = obj.status.unwrap().last_error.unwrap().message;
+    assert!(msg.contains(&id) && msg.contains("first"), "{msg}");
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 0);
+    assert_eq!(world.sim.host_ids(), vec![id]);
+    world.wait_events("first", "AdoptedHost", 1).await;
+    // Deleting the refused claim must not release the other object's host.
+    world
+        .api()
+        .delete("second", &Default::default())
+        .await
+        .unwrap();
+    world.wait_gone("second", LIMIT).await;
+    assert_eq!(world.sim.host_ids().len(), 1);
+}
+
+#[tokio::test]
+async fn a_vanished_host_is_not_found_and_an_expired_one_is_expired() {
+    let world = World::start("drift", |c| c.poll_interval = Duration::from_secs(1)).await;
+    world.create("gone", demo_spec()).await;
+    world.create("old", demo_spec()).await;
+    let gone = rented(&world, "gone").await;
+    let old = rented(&world, "old").await;
+    world.sim.remove_host(&gone);
+    world.sim.set_host_status(&old, HostStatus::Expired);
+    world
+        .wait_for("gone", LIMIT, "HostNotFound", |o| {
+            is(o, "Ready", "False", "HostNotFound")
+        })
+        .await;
+    let obj = world
+        .wait_for("old", LIMIT, "Expired", |o| {
+            is(o, "Ready", "False", "Expired")
+        })
+        .await;
+    assert_eq!(format!("{:?}", obj.status.unwrap().phase), "Some(Expired)");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        world.sim.calls(Endpoint::CreateRent),
+        2,
+        "a vanished host is never rented again"
+    );
+    world.wait_events("old", "Expired", 1).await;
+    world.wait_events("gone", "HostNotFound", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let expired_events = world
+        .event_reasons("old")
+        .await
+        .into_iter()
+        .filter(|r| r == "Expired")
+        .count();
+    assert_eq!(expired_events, 1);
+    let gone_events = world
+        .event_reasons("gone")
+        .await
+        .into_iter()
+        .filter(|r| r == "HostNotFound")
+        .count();
+    assert_eq!(gone_events, 1);
+}
+
+#[tokio::test]
+async fn the_reboot_annotation_reboots_once_per_value() {
+    let world = World::start("reboot", |_| {}).await;
+    world.create("rh", demo_spec()).await;
+    rented(&world, "rh").await;
+    annotate(
+        &world,
+        "rh",
+        "xuandashi.dev/reboot-requested-at",
+        "2026-11-26T08:00:00Z",
+    )
+    .await;
+    world
+        .wait_for("rh", LIMIT, "rebooted", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.last_reboot_request.as_deref())
+                == Some("2026-11-26T08:00:00Z")
+        })
+        .await;
+    rented(&world, "rh").await;
+    // Unrelated changes do not reboot again.
+    annotate(&world, "rh", "example.com/note", "hello").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(world.sim.calls(Endpoint::Reboot), 1);
+    annotate(
+        &world,
+        "rh",
+        "xuandashi.dev/reboot-requested-at",
+        "2026-11-26T09:00:00Z",
+    )
+    .await;
+    world
+        .wait_for("rh", LIMIT, "rebooted again", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.last_reboot_request.as_deref())
+                == Some("2026-11-26T09:00:00Z")
+        })
+        .await;
+    assert_eq!(world.sim.calls(Endpoint::Reboot), 2);
+    world.wait_events("rh", "Rebooting", 2).await;
+
+    // A stopped host cannot reboot: explained, and not retried for the same request.
+    let patch = serde_json::json!({"spec": {"powerState": "Stopped"}});
+    world
+        .api()
+        .patch("rh", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    world
+        .wait_for("rh", LIMIT, "stopped", |o| {
+            is(o, "Ready", "True", "Stopped")
+        })
+        .await;
+    annotate(
+        &world,
+        "rh",
+        "xuandashi.dev/reboot-requested-at",
+        "2026-11-26T10:00:00Z",
+    )
+    .await;
+    let obj = world
+        .wait_for("rh", LIMIT, "refused", |o| {
+            is(o, "Synced", "False", "HostNotRunning")
+        })
+        .await;
+    assert_eq!(obj.status.unwrap().last_error.unwrap().code, Some(7002));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(world.sim.calls(Endpoint::Reboot), 3);
+}
