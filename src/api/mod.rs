@@ -56,6 +56,9 @@ macro_rules! immutable_once_rented {
     validation = Rule::new(immutable_once_rented!("period"))
         .message("spec.period is immutable once a host is rented (status.hostId is set)")
         .field_path(".spec.period"),
+    validation = Rule::new("!has(self.spec.hostId) || self.spec.hostId == '' || !has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == '' || self.spec.hostId == oldSelf.status.hostId")
+        .message("spec.hostId must name the host already rented (status.hostId) once one is")
+        .field_path(".spec.hostId"),
 )]
 #[x_kube(
     validation = Rule::new("!has(oldSelf.hostId) || oldSelf.hostId == '' || (has(self.hostId) && self.hostId == oldSelf.hostId)")

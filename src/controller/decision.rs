@@ -905,6 +905,26 @@ pub fn host_changed(obj: &RentedHost, host: Option<&Host>) -> bool {
     }
 }
 
+/// Whether the object's host is changing state (or not yet seen since it was rented), so
+/// that it is polled at the fast interval.
+pub fn in_motion(obj: &RentedHost) -> bool {
+    let Some(status) = obj.status.as_ref() else {
+        return false;
+    };
+    if status.host_id.is_none() {
+        return false;
+    }
+    let host = status.host.as_ref().and_then(|h| h.status.as_deref());
+    let ready_reason = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.as_str());
+    status.phase == Some(Phase::Provisioning)
+        || matches!(host, None | Some("Starting") | Some("Stopping"))
+        || matches!(ready_reason, Some("Starting" | "Stopping" | "Provisioning"))
+}
+
 /// The power operation the spec asks of this host: `Some(true)` start, `Some(false)` stop.
 pub fn power_action(obj: &RentedHost, host: &Host) -> Option<bool> {
     match (obj.spec.power_state, host.host_status()?) {

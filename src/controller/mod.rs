@@ -106,8 +106,11 @@ pub struct Context {
     /// No createRent before this instant for this (uid, generation): a backoff holds even
     /// when another trigger reconciles the object first.
     hold: Mutex<HashMap<String, (Option<i64>, std::time::Instant)>>,
-    /// Host ids this process assigned, until the store shows them (object key by host id).
-    claims: Mutex<HashMap<String, String>>,
+    /// Host ids this process assigned, until the store shows them: the object (key) and
+    /// when the id was learned.
+    claims: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Credentials read from Secrets, dropped when the Secret changes.
+    credentials: Mutex<HashMap<(String, String), crate::provider::Credentials>>,
 }
 
 fn object_key(obj: &RentedHost) -> String {
@@ -126,7 +129,11 @@ impl Context {
         });
         from_store.or_else(|| {
             let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-            claims.get(id).filter(|k| **k != me).cloned()
+            claims
+                .get(id)
+                .map(|(k, _)| k)
+                .filter(|k| **k != me)
+                .cloned()
         })
     }
 
@@ -150,7 +157,7 @@ impl Context {
         ids.extend(
             claims
                 .iter()
-                .filter(|(_, k)| **k != me)
+                .filter(|(_, (k, _))| **k != me)
                 .map(|(id, _)| id.clone()),
         );
         ids
@@ -160,7 +167,40 @@ impl Context {
         self.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), object_key(obj));
+            .insert(id.to_string(), (object_key(obj), std::time::Instant::now()));
+    }
+
+    /// When this process learned host id `id` (it rented or adopted it), if it did.
+    pub fn learned_at(&self, id: &str) -> Option<std::time::Instant> {
+        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        claims.get(id).map(|(_, at)| *at)
+    }
+
+    /// The credentials in a Secret, read once and kept until the Secret changes.
+    pub async fn credentials(
+        &self,
+        secret: &SecretRef,
+    ) -> Result<crate::provider::Credentials, String> {
+        let key = (secret.namespace.clone(), secret.name.clone());
+        if let Some(c) = self
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let loaded = credentials::load(&self.client, secret).await?;
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn forget_credentials(&self, namespace: &str, name: &str) {
+        let mut cache = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        cache.remove(&(namespace.to_string(), name.to_string()));
     }
 
     pub fn release_claim(&self, id: &str) {
@@ -275,6 +315,7 @@ pub async fn run(
         attempts: Mutex::default(),
         hold: Mutex::default(),
         claims: Mutex::default(),
+        credentials: Mutex::default(),
         config: config.clone(),
     });
     // The poller wakes objects whose host changed at the provider; it ends with the controller.
@@ -283,6 +324,7 @@ pub async fn run(
         ctx.hosts.clone(),
         store.clone(),
         config.poll_interval,
+        config.fast_poll_interval,
         wake_tx,
     ));
     let _stop_poll = AbortOnDrop(poll);
@@ -293,18 +335,16 @@ pub async fn run(
         );
     let default_secret = config.default_credentials.clone();
     let secret_store = store.clone();
+    let secret_ctx = ctx.clone();
     let secret_changes = watcher(secrets, watcher::Config::default().any_semantic())
         .default_backoff()
         .touched_objects();
     Controller::for_stream(triggers, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .watches_stream(secret_changes, move |secret| {
-            users_of_secret(
-                &secret_store,
-                default_secret.as_ref(),
-                &secret.namespace().unwrap_or_default(),
-                &secret.name_any(),
-            )
+            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            secret_ctx.forget_credentials(&namespace, &name);
+            users_of_secret(&secret_store, default_secret.as_ref(), &namespace, &name)
         })
         .reconcile_on(wakes)
         .graceful_shutdown_on(shutdown)

@@ -120,16 +120,37 @@ impl Poller {
         wake
     }
 
-    /// Polls every `interval` (jittered ±10 %) until the receiver is gone.
+    /// Whether any watched object has a host in motion (starting, stopping, just rented).
+    fn any_in_motion(&self, store: &Store<RentedHost>) -> bool {
+        let accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        accounts
+            .values()
+            .flat_map(|w| w.objects.iter())
+            .any(|r| store.get(r).is_some_and(|o| decision::in_motion(&o)))
+    }
+
+    /// Polls every `interval` (jittered ±10 %), or every `fast` while a host is in motion,
+    /// until the receiver is gone.
     pub async fn run(
         self: Arc<Self>,
         hosts: Arc<HostDirectory>,
         store: Store<RentedHost>,
         interval: Duration,
+        fast: Duration,
         wake: mpsc::Sender<ObjectRef<RentedHost>>,
     ) {
+        let tick = fast.min(interval);
+        let mut last = Instant::now();
+        let mut next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
         loop {
-            tokio::time::sleep(interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0))).await;
+            tokio::time::sleep(tick).await;
+            let due =
+                last.elapsed() >= next || (self.any_in_motion(&store) && last.elapsed() >= fast);
+            if !due {
+                continue;
+            }
+            last = Instant::now();
+            next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
             for reference in self.poll_once(&hosts, &store).await {
                 if wake.send(reference).await.is_err() {
                     return;

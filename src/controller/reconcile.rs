@@ -100,7 +100,7 @@ async fn provider_for(obj: &RentedHost, ctx: &Context) -> Result<Arc<ProviderCli
     let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
         return Err("no credentials: set spec.credentialsSecretRef, or start the operator with a default credentials Secret".into());
     };
-    let creds = credentials::load(&ctx.client, &secret).await?;
+    let creds = ctx.credentials(&secret).await?;
     Ok(ctx
         .providers
         .get(&ctx.config.provider, creds, ctx.observer.clone()))
@@ -298,18 +298,18 @@ async fn observe_and_operate(
     ctx: &Context,
 ) -> Result<Action, Error> {
     ctx.poller.register(provider, &obj);
-    let transitional = !matches!(
-        obj.status.as_ref().and_then(|s| s.phase),
-        Some(crate::api::Phase::Running | crate::api::Phase::Stopped | crate::api::Phase::Expired)
-    );
-    // Steady hosts are kept fresh by the poller: use its listing rather than fetching.
-    let max_age = if transitional {
-        ctx.config.fast_poll_interval / 2
-    } else {
-        ctx.config.poll_interval * 2
+    // The poller keeps the account's listing fresh: a reconcile reads it, and fetches only
+    // when there is none yet.
+    let listing = match ctx
+        .hosts
+        .recent(provider, ctx.config.poll_interval * 2)
+        .await
+    {
+        Some(listing) => Ok(listing),
+        None => ctx.hosts.listing(provider, Instant::now()).await,
     };
-    let host = match lookup(provider, ctx, id, max_age).await {
-        Ok(host) => host,
+    let listing = match listing {
+        Ok(listing) => listing,
         Err(e) => {
             return finish(
                 ctx,
@@ -320,6 +320,11 @@ async fn observe_and_operate(
             .await;
         }
     };
+    let host = listing.get(id).cloned();
+    if host.is_none() && ctx.learned_at(id).is_some_and(|at| at > listing.started) {
+        // Rented after this listing was taken: the next (fast) poll shows it.
+        return Ok(Action::requeue(ctx.config.fast_poll_interval));
+    }
     let mut t = decision::after_observe(&obj, id, host.as_ref(), now());
     if let Some(host) = &host {
         let data = decision::connection_data(host);

@@ -342,6 +342,10 @@ async fn a_controller_killed_during_create_adopts_on_restart() {
                 .is_some_and(|s| s.create_pending.is_some())
         })
         .await;
+    // The call is on its way: the provider has it, its answer is 1.5 s out.
+    while world.sim.calls(Endpoint::CreateRent) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     world.kill_controller().await;
     // The provider commits the host; its answer has nobody to go to.
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -370,6 +374,10 @@ async fn two_matching_unclaimed_hosts_stop_with_an_explanation() {
                 .is_some_and(|s| s.create_pending.is_some())
         })
         .await;
+    // The call is on its way: the provider has it, its answer is 1.5 s out.
+    while world.sim.calls(Endpoint::CreateRent) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     world.kill_controller().await;
     // Someone rents the same package by hand meanwhile.
     let body = serde_json::json!({"packageId": "teTapaSUFq", "imageId": "507", "periodNumber": 1, "periodType": 3});

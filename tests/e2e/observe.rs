@@ -344,3 +344,72 @@ async fn the_reboot_annotation_reboots_once_per_value() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(world.sim.calls(Endpoint::Reboot), 3);
 }
+
+/// Provider calls per poll with `n` idle objects (all rented and running), measured over
+/// `polls` poll intervals of 2 s. Prints the figures.
+async fn idle_cost(n: usize, polls: u32) -> (u64, u64) {
+    let interval = Duration::from_secs(2);
+    let world = World::start(&format!("idle{n}"), |c| c.poll_interval = interval).await;
+    world
+        .sim
+        .state()
+        .accounts
+        .get_mut("demo-account")
+        .unwrap()
+        .balance = 1e12;
+    let names: Vec<String> = (0..n).map(|i| format!("rh-{i:03}")).collect();
+    for chunk in names.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|name| world.create(name, demo_spec()))).await;
+    }
+    let start = Instant::now();
+    loop {
+        let list = world.api().list(&Default::default()).await.unwrap();
+        let ready = list
+            .items
+            .iter()
+            .filter(|o| is(o, "Ready", "True", "Running"))
+            .count();
+        if ready == n {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "{ready}/{n} ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let settle_and_ready = start.elapsed();
+    tokio::time::sleep(interval * 2).await;
+    let all =
+        |sim: &rentedhost_operator::simulator::Simulator| sim.state().calls.values().sum::<u64>();
+    let (pages, total) = (world.sim.calls(Endpoint::MyPage), all(&world.sim));
+    let window = interval * polls;
+    tokio::time::sleep(window).await;
+    let pages = world.sim.calls(Endpoint::MyPage) - pages;
+    let total = all(&world.sim) - total;
+    println!(
+        "{n} idle objects: {pages} mypage calls and {total} provider calls in {polls} polls of {interval:?} \
+         ({:.1} per poll, i.e. per minute at the default 60 s poll); all {n} ready {settle_and_ready:.1?} after creation",
+        total as f64 / f64::from(polls)
+    );
+    assert_eq!(world.sim.calls(Endpoint::One), 0);
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), n as u64);
+    (pages, total)
+}
+
+#[tokio::test]
+async fn six_hundred_idle_objects_cost_twenty_four_mypage_calls_per_poll() {
+    let polls = 5;
+    let (pages, total) = idle_cost(600, polls).await;
+    let per_poll = 600u64.div_ceil(25);
+    // The jitter (±10 %) can fit one extra poll in the window.
+    assert!(
+        pages <= per_poll * u64::from(polls + 1),
+        "{pages} mypage calls"
+    );
+    assert!(
+        pages >= per_poll * u64::from(polls - 1),
+        "{pages} mypage calls: the poll runs"
+    );
+    assert_eq!(total, pages, "nothing but mypage while idle");
+}

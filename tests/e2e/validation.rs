@@ -140,7 +140,13 @@ async fn a_rented_hosts_package_image_and_period_are_immutable() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A set spec.hostId is immutable too.
+    // Once rented, spec.hostId can only name that host, and once set it is immutable.
+    refused(
+        &world.ns,
+        "rh",
+        &format!("{VALID}  hostId: someOtherHost\n"),
+        &["spec.hostId", "must name the host already rented"],
+    );
     let adopted = format!("{VALID}  hostId: {id}\n");
     let out = kubectl_apply(&world.ns, &manifest("rh", &adopted));
     assert!(
