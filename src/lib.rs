@@ -2,6 +2,9 @@
 
 pub mod api;
 pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod provider;
 pub mod simulator;
 pub mod telemetry;

@@ -1,9 +1,12 @@
 use clap::{Args, Parser, Subcommand};
 use rentedhost_operator::controller::{self, credentials::SecretRef};
+use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider::{self, ClientSettings};
 use rentedhost_operator::simulator::{self, Simulator};
 use rentedhost_operator::telemetry::{self, LogFormat, parse_duration};
+use rentedhost_operator::{http, leader};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Kubernetes operator that rents prepaid hosts from the Xuandashi cloud for RentedHost objects.
@@ -81,6 +84,18 @@ struct RunArgs {
     /// Reconciles running at once.
     #[arg(long, default_value_t = 8)]
     concurrency: u16,
+    /// Address of the HTTP port (/metrics, /healthz, /readyz).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: std::net::SocketAddr,
+    /// Elect a leader on a Lease, so that of several replicas one reconciles.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease (in the operator's namespace).
+    #[arg(long, default_value = "rentedhost-operator")]
+    lease_name: String,
+    /// Lease duration: a replica that stops renewing loses the lease this long after.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
 }
 
 fn main() -> ExitCode {
@@ -139,9 +154,35 @@ async fn run(args: RunArgs) -> ExitCode {
         instance: std::env::var("POD_NAME").ok(),
         ..controller::Config::default()
     };
+    let metrics = Arc::new(Metrics::default());
+    match http::serve(args.http_addr, metrics.clone()).await {
+        Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz, /readyz"),
+        Err(error) => {
+            eprintln!(
+                "rentedhost-operator run: cannot listen on {}: {error}",
+                args.http_addr
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     tracing::info!(provider = %config.provider.base_url, "starting controller");
-    controller::run(client, config, None, shutdown_signal()).await;
-    ExitCode::SUCCESS
+    if !args.leader_election {
+        controller::run(client, config, metrics, shutdown_signal()).await;
+        return ExitCode::SUCCESS;
+    }
+    let lease = leader::LeaseConfig {
+        namespace: args.credentials_namespace.clone(),
+        name: args.lease_name,
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("rentedhost-operator-{}", std::process::id())),
+        duration: args.lease_duration,
+    };
+    let work =
+        |stop: leader::Shutdown| controller::run(client.clone(), config, metrics, stop.wait());
+    match leader::run_elected(client.clone(), lease, shutdown_signal(), work).await {
+        leader::Ended::Stopped => ExitCode::SUCCESS,
+        leader::Ended::LostLease => ExitCode::FAILURE,
+    }
 }
 
 async fn shutdown_signal() {

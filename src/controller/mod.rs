@@ -10,7 +10,8 @@ mod reconcile;
 pub mod writes;
 
 use crate::api::RentedHost;
-use crate::provider::{CallObserver, ClientPool, ClientSettings};
+use crate::metrics::Metrics;
+use crate::provider::{ClientPool, ClientSettings};
 use credentials::SecretRef;
 use futures::StreamExt;
 use hosts::HostDirectory;
@@ -100,7 +101,9 @@ pub struct Context {
     pub poller: Arc<poller::Poller>,
     pub store: Store<RentedHost>,
     pub recorder: Recorder,
-    pub observer: Option<CallObserver>,
+    pub metrics: Arc<Metrics>,
+    /// Reports provider calls to the metrics.
+    pub observer: crate::provider::CallObserver,
     /// Retry attempts per object (uid), reset on success.
     attempts: Mutex<HashMap<String, u32>>,
     /// No createRent before this instant for this (uid, generation): a backoff holds even
@@ -276,7 +279,7 @@ impl Drop for AbortOnDrop {
 pub async fn run(
     client: Client,
     config: Config,
-    observer: Option<CallObserver>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<RentedHost> = match &config.namespace {
@@ -288,10 +291,18 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
+    let ready_metrics = metrics.clone();
     // Only changes of spec (generation), annotations, finalizers and deletion trigger a
     // reconcile: the controller's own status writes do not.
     let triggers = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                ready_metrics
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -311,13 +322,15 @@ pub async fn run(
         hosts: Arc::new(HostDirectory::default()),
         poller: Arc::new(poller::Poller::default()),
         store: store.clone(),
-        observer,
+        observer: metrics.provider_observer(),
+        metrics: metrics.clone(),
         attempts: Mutex::default(),
         hold: Mutex::default(),
         claims: Mutex::default(),
         credentials: Mutex::default(),
         config: config.clone(),
     });
+    let _ = metrics.store.set(store.clone());
     // The poller wakes objects whose host changed at the provider; it ends with the controller.
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1024);
     let poll = tokio::spawn(ctx.poller.clone().run(

@@ -15,6 +15,17 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 pub async fn reconcile(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_traced(obj, ctx.clone()).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    };
+    ctx.metrics.reconciled(label, started.elapsed());
+    result
+}
+
+async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     async move {
         let mut obj = (*obj).clone();
@@ -103,7 +114,7 @@ async fn provider_for(obj: &RentedHost, ctx: &Context) -> Result<Arc<ProviderCli
     let creds = ctx.credentials(&secret).await?;
     Ok(ctx
         .providers
-        .get(&ctx.config.provider, creds, ctx.observer.clone()))
+        .get(&ctx.config.provider, creds, Some(ctx.observer.clone())))
 }
 
 async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Action, Error> {

@@ -102,7 +102,7 @@ impl Default for ClientSettings {
 }
 
 /// Observes every provider call (for metrics): endpoint, outcome label, duration.
-pub type CallObserver = Arc<dyn Fn(Endpoint, &str, Duration) + Send + Sync>;
+pub type CallObserver = Arc<dyn Fn(Endpoint, &'static str, Duration) + Send + Sync>;
 
 /// A client for one account.
 pub struct ProviderClient {

@@ -5,4 +5,5 @@ mod support;
 mod create;
 mod harness;
 mod observe;
+mod operations;
 mod validation;

@@ -7,9 +7,11 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rentedhost_operator::api::RentedHost;
 use rentedhost_operator::controller::{self, Config, credentials::SecretRef};
+use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider::ClientSettings;
 use rentedhost_operator::simulator::{self, Simulator, catalogue::DEMO_ACCOUNT};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const CREDENTIALS: &str = "xds-credentials";
@@ -19,6 +21,7 @@ pub struct World {
     pub ns: String,
     pub sim: Simulator,
     pub config: Config,
+    pub metrics: Arc<Metrics>,
     controller: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -62,6 +65,7 @@ impl World {
             ns,
             sim,
             config,
+            metrics: Arc::new(Metrics::default()),
             controller: None,
         };
         world
@@ -75,10 +79,11 @@ impl World {
     pub fn start_controller(&mut self) {
         assert!(self.controller.is_none(), "controller already running");
         let (client, config) = (self.client.clone(), self.config.clone());
+        let metrics = self.metrics.clone();
         self.controller = Some(tokio::spawn(controller::run(
             client,
             config,
-            None,
+            metrics,
             std::future::pending(),
         )));
     }

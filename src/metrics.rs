@@ -1,0 +1,219 @@
+//! Prometheus metrics (prefix `rentedhost_`). Every label value comes from a bounded set:
+//! endpoints, documented provider codes, phases, reconcile results — never names or errors.
+
+use crate::api::{Phase, RentedHost};
+use crate::provider::{CallObserver, Endpoint};
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub endpoint: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_total: Family<ResultLabel, Counter>,
+    pub reconcile_duration: Histogram,
+    pub provider_requests: Family<CallLabels, Counter>,
+    pub provider_duration: Family<EndpointLabel, Histogram>,
+    pub hosts: Family<PhaseLabel, Gauge>,
+    pub create_pending: Gauge,
+    pub token_refresh: Counter,
+    /// The controller's object cache, once it runs (for the object gauges).
+    pub store: std::sync::OnceLock<Store<RentedHost>>,
+    /// Set once the object cache holds its first full list.
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rentedhost");
+        let m = Metrics {
+            reconcile_total: Family::default(),
+            reconcile_duration: latency_histogram(),
+            provider_requests: Family::default(),
+            provider_duration: Family::new_with_constructor(latency_histogram),
+            hosts: Family::default(),
+            create_pending: Gauge::default(),
+            token_refresh: Counter::default(),
+            store: std::sync::OnceLock::new(),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconcile",
+            "Reconciles by result",
+            m.reconcile_total.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "provider_requests",
+            "Provider API calls by endpoint and code",
+            m.provider_requests.clone(),
+        );
+        registry.register(
+            "provider_request_duration_seconds",
+            "Provider API call latency",
+            m.provider_duration.clone(),
+        );
+        registry.register("hosts", "RentedHost objects by phase", m.hosts.clone());
+        registry.register(
+            "create_pending",
+            "Objects whose createRent outcome is not yet known",
+            m.create_pending.clone(),
+        );
+        registry.register(
+            "token_refresh",
+            "Tokens fetched from getToken",
+            m.token_refresh.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+const PHASES: [Phase; 8] = [
+    Phase::Pending,
+    Phase::Creating,
+    Phase::Provisioning,
+    Phase::Running,
+    Phase::Stopped,
+    Phase::Expired,
+    Phase::Failed,
+    Phase::Deleting,
+];
+
+fn phase_label(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Creating => "Creating",
+        Phase::Provisioning => "Provisioning",
+        Phase::Running => "Running",
+        Phase::Stopped => "Stopped",
+        Phase::Expired => "Expired",
+        Phase::Failed => "Failed",
+        Phase::Deleting => "Deleting",
+    }
+}
+
+impl Metrics {
+    /// The observer the provider clients report every call to.
+    pub fn provider_observer(self: &Arc<Self>) -> CallObserver {
+        let metrics = self.clone();
+        Arc::new(
+            move |endpoint: Endpoint, code: &'static str, took: Duration| {
+                let endpoint = endpoint.as_str();
+                metrics
+                    .provider_requests
+                    .get_or_create(&CallLabels { endpoint, code })
+                    .inc();
+                metrics
+                    .provider_duration
+                    .get_or_create(&EndpointLabel { endpoint })
+                    .observe(took.as_secs_f64());
+                if endpoint == Endpoint::GetToken.as_str() && code == "0" {
+                    metrics.token_refresh.inc();
+                }
+            },
+        )
+    }
+
+    pub fn reconciled(&self, result: &'static str, took: Duration) {
+        self.reconcile_total
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text, with the object gauges computed from the store.
+    pub fn render(&self) -> String {
+        if let Some(store) = self.store.get() {
+            let objects = store.state();
+            for phase in PHASES {
+                let n = objects
+                    .iter()
+                    .filter(|o| o.status.as_ref().and_then(|s| s.phase) == Some(phase))
+                    .count();
+                self.hosts
+                    .get_or_create(&PhaseLabel {
+                        phase: phase_label(phase),
+                    })
+                    .set(n as i64);
+            }
+            let pending = objects
+                .iter()
+                .filter(|o| {
+                    o.status
+                        .as_ref()
+                        .is_some_and(|s| s.create_pending.is_some())
+                })
+                .count();
+            self.create_pending.set(pending as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_calls_are_counted_with_bounded_labels() {
+        let metrics = Arc::new(Metrics::default());
+        let observe = metrics.provider_observer();
+        observe(Endpoint::GetToken, "0", Duration::from_millis(3));
+        observe(Endpoint::CreateRent, "6002", Duration::from_millis(7));
+        metrics.reconciled("ok", Duration::from_millis(12));
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"rentedhost_provider_requests_total{endpoint="createRent",code="6002"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("rentedhost_token_refresh_total 1"), "{text}");
+        assert!(
+            text.contains(r#"rentedhost_reconcile_total{result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("rentedhost_reconcile_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Running the operator: leader election between replicas, and its HTTP port.
+
+use crate::support::operator::{World, demo_spec, host_id, is};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use rentedhost_operator::controller;
+use rentedhost_operator::leader::{self, Ended, LeaseConfig};
+use rentedhost_operator::provider::Endpoint;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+fn lease(ns: &str, identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: ns.into(),
+        name: "rentedhost-operator".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(2),
+    }
+}
+
+async fn holder(client: &kube::Client, ns: &str) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    leases
+        .get_opt("rentedhost-operator")
+        .await
+        .unwrap()?
+        .spec?
+        .holder_identity
+}
+
+/// Runs an elected replica whose work only records that it runs; `stop` ends it.
+fn replica(
+    client: kube::Client,
+    ns: &str,
+    identity: &str,
+) -> (
+    Arc<AtomicBool>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Ended>,
+) {
+    let leading = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let flag = leading.clone();
+    let task = tokio::spawn(leader::run_elected(
+        client,
+        lease(ns, identity),
+        async {
+            let _ = stop_rx.await;
+        },
+        move |shutdown| async move {
+            flag.store(true, Ordering::SeqCst);
+            shutdown.wait().await;
+            flag.store(false, Ordering::SeqCst);
+        },
+    ));
+    (leading, stop_tx, task)
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_hands_over_when_it_stops() {
+    let plane = crate::support::shared();
+    let client = plane.client().await;
+    let ns = crate::support::test_namespace(&client, "lease").await;
+    let (a, stop_a, task_a) = replica(client.clone(), &ns, "replica-a");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (b, _stop_b, _task_b) = replica(client.clone(), &ns, "replica-b");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        a.load(Ordering::SeqCst) && !b.load(Ordering::SeqCst),
+        "exactly one leads, and keeps leading by renewing"
+    );
+    assert_eq!(holder(&client, &ns).await.as_deref(), Some("replica-a"));
+    stop_a.send(()).unwrap();
+    assert_eq!(task_a.await.unwrap(), Ended::Stopped);
+    let handed = Instant::now();
+    while !b.load(Ordering::SeqCst) {
+        assert!(
+            handed.elapsed() < Duration::from_secs(2),
+            "a released lease is taken without waiting for it to expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!a.load(Ordering::SeqCst));
+    assert_eq!(holder(&client, &ns).await.as_deref(), Some("replica-b"));
+}
+
+#[tokio::test]
+async fn two_operator_replicas_rent_once_per_object_even_when_the_leader_dies() {
+    let mut world = World::start("replicas", |_| {}).await;
+    world.kill_controller().await;
+    let spawn_replica = |identity: &'static str| {
+        let (client, config, metrics) = (
+            world.client.clone(),
+            world.config.clone(),
+            world.metrics.clone(),
+        );
+        let ns = world.ns.clone();
+        tokio::spawn(leader::run_elected(
+            client.clone(),
+            lease(&ns, identity),
+            std::future::pending(),
+            move |stop| controller::run(client, config, metrics, stop.wait()),
+        ))
+    };
+    let first = spawn_replica("replica-a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _second = spawn_replica("replica-b");
+    for i in 0..5 {
+        world.create(&format!("rh-{i}"), demo_spec()).await;
+    }
+    for i in 0..5 {
+        world
+            .wait_for(&format!("rh-{i}"), Duration::from_secs(30), "rented", |o| {
+                host_id(o).is_some()
+            })
+            .await;
+    }
+    assert_eq!(
+        holder(&world.client, &world.ns).await.as_deref(),
+        Some("replica-a")
+    );
+    // The leader dies without releasing its lease: the other takes over once it expires.
+    first.abort();
+    for i in 5..8 {
+        world.create(&format!("rh-{i}"), demo_spec()).await;
+    }
+    for i in 5..8 {
+        world
+            .wait_for(&format!("rh-{i}"), Duration::from_secs(30), "rented", |o| {
+                host_id(o).is_some()
+            })
+            .await;
+    }
+    assert_eq!(
+        holder(&world.client, &world.ns).await.as_deref(),
+        Some("replica-b")
+    );
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 8);
+    assert_eq!(world.sim.host_ids().len(), 8);
+}
+
+#[tokio::test]
+async fn the_http_port_serves_metrics_and_probes() {
+    let world = World::start("metrics", |_| {}).await;
+    let addr =
+        rentedhost_operator::http::serve("127.0.0.1:0".parse().unwrap(), world.metrics.clone())
+            .await
+            .unwrap();
+    world.create("rh", demo_spec()).await;
+    world
+        .wait_for("rh", Duration::from_secs(30), "ready", |o| {
+            is(o, "Ready", "True", "Running")
+        })
+        .await;
+    let get = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok".to_string()));
+    assert_eq!(get("/readyz").await, (200, "ok".to_string()));
+    let (status, text) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"rentedhost_provider_requests_total{endpoint="createRent",code="0"} 1"#,
+        r#"rentedhost_provider_requests_total{endpoint="getToken",code="0"} 1"#,
+        r#"rentedhost_hosts{phase="Running"} 1"#,
+        "rentedhost_create_pending 0",
+        "rentedhost_token_refresh_total 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(text.contains(r#"rentedhost_reconcile_total{result="ok"}"#));
+    assert!(
+        !text.contains("rh\"") && !text.contains(&world.ns),
+        "no object names in labels"
+    );
+}
