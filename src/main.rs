@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller against the cluster of the current kubeconfig or service account.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the RentedHost CustomResourceDefinition as YAML.
     Crd,
     /// Serve the provider simulator (demo account `demo-account`, secret `demo-secret`).
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
             print!("{}", rentedhost_operator::api::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Run(args) => runtime().block_on(run(args)),
+        Command::Run(args) => runtime().block_on(run(*args)),
         Command::Simulate {
             port,
             token_lifetime,
