@@ -13,3 +13,4 @@ test: testenv lint
 
 crd:
 	cargo run -q -- crd > crds/rentedhost.yaml
+	cp crds/rentedhost.yaml charts/rentedhost-operator/crds/rentedhost.yaml

@@ -4,6 +4,7 @@ mod support;
 
 mod create;
 mod harness;
+mod helm;
 mod observe;
 mod operations;
 mod validation;

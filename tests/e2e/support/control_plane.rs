@@ -288,6 +288,11 @@ impl ControlPlane {
         }
     }
 
+    /// Path of an admin kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
     /// Directory of this control plane's files (certificates, logs, etcd data).
     pub fn root(&self) -> &Path {
         &self.root

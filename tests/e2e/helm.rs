@@ -1,0 +1,273 @@
+//! The product as users get it: `helm install` of the chart, then the real binary run with
+//! the Deployment's own arguments, as the chart's ServiceAccount, against the simulator
+//! binary; a RentedHost applied with kubectl is rented, shown, and released.
+
+use crate::support::{install_crd, run_ok};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_rentedhost-operator");
+
+/// A child process killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_http(url: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(start.elapsed() < limit, "{url} not ready within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
+    let plane = install_crd();
+    let client = plane.client().await;
+    let ns = crate::support::test_namespace(&client, "helm").await;
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/rentedhost-operator");
+
+    let sim_port = free_port();
+    let _sim = Process(
+        Command::new(BINARY)
+            .args([
+                "simulate",
+                "--port",
+                &sim_port.to_string(),
+                "--transition-time",
+                "500ms",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_http(
+        &format!("http://127.0.0.1:{sim_port}/v1/pve/open/image"),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    run_ok(plane.helm().args(["lint"]).arg(&chart));
+    let http_port = free_port();
+    let values = format!(
+        "credentials.uuid=demo-account,credentials.secret=demo-secret,provider.url=http://127.0.0.1:{sim_port},\
+         metrics.port={http_port},pollInterval=2s,fastPollInterval=500ms,createGrace=5s,watchNamespace={ns},leaderElection.leaseDuration=4s"
+    );
+    run_ok(
+        plane
+            .helm()
+            .args(["install", "rho", "-n", &ns, "--set", &values])
+            .arg(&chart),
+    );
+    let deployment = run_ok(plane.kubectl().args([
+        "get",
+        "deployment/rho-rentedhost-operator",
+        "-n",
+        &ns,
+        "-o",
+        "json",
+    ]));
+    let deployment: serde_json::Value = serde_json::from_str(&deployment).unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+    assert_eq!(args[0], "run");
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = format!("system:serviceaccount:{ns}:{sa}");
+    for (verb, resource) in [
+        ("patch", "rentedhosts.xuandashi.dev/status"),
+        ("watch", "secrets"),
+        ("create", "events.events.k8s.io"),
+        ("update", "leases.coordination.k8s.io"),
+    ] {
+        let answer = run_ok(
+            plane
+                .kubectl()
+                .args(["auth", "can-i", verb, resource, "-n", &ns, "--as", &subject]),
+        );
+        assert_eq!(answer.trim(), "yes", "{subject} may {verb} {resource}");
+    }
+    let denied = plane
+        .kubectl()
+        .args([
+            "auth",
+            "can-i",
+            "delete",
+            "deployments",
+            "-n",
+            &ns,
+            "--as",
+            &subject,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&denied.stdout).trim(),
+        "no",
+        "least privilege"
+    );
+
+    // The chart's ServiceAccount, by impersonation, in a kubeconfig of its own.
+    let admin = std::fs::read_to_string(plane.kubeconfig()).unwrap();
+    let as_sa = admin.replace(
+        "    client-key:",
+        &format!("    as: {subject}\n    client-key:"),
+    );
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(kubeconfig.path(), as_sa).unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut operator = Process(
+        Command::new(BINARY)
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig.path())
+            .env("POD_NAMESPACE", &ns)
+            .env("POD_NAME", "rho-rentedhost-operator-0")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_http(
+        &format!("http://127.0.0.1:{http_port}/readyz"),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rentedhost.yaml");
+    run_ok(
+        plane
+            .kubectl()
+            .args(["apply", "-n", &ns, "-f"])
+            .arg(&example),
+    );
+    run_ok(plane.kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "rh/render-01",
+        "-n",
+        &ns,
+        "--timeout=60s",
+    ]));
+    let table = run_ok(plane.kubectl().args(["get", "rh", "-n", &ns]));
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[2], row[3]),
+        ("render-01", "Running", "True"),
+        "{table}"
+    );
+    assert_eq!(row[1].len(), 10, "a host id in HOST: {table}");
+    let login = run_ok(plane.kubectl().args([
+        "get",
+        "secret",
+        "render-01-connection",
+        "-n",
+        &ns,
+        "-o",
+        "json",
+    ]));
+    let login: k8s_openapi::api::core::v1::Secret = serde_json::from_str(&login).unwrap();
+    let password = String::from_utf8(login.data.unwrap()["hostPw"].0.clone()).unwrap();
+    assert_eq!(password.len(), 16);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"rentedhost_provider_requests_total{endpoint="createRent",code="0"} 1"#),
+        "{metrics}"
+    );
+
+    run_ok(
+        plane
+            .kubectl()
+            .args(["delete", "-n", &ns, "-f"])
+            .arg(&example)
+            .arg("--timeout=60s"),
+    );
+    let hosts = reqwest::Client::new();
+    let token: serde_json::Value = hosts
+        .post(format!("http://127.0.0.1:{sim_port}/v1/auth/getToken"))
+        .json(&serde_json::json!({"uuid": "demo-account", "secret": "demo-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page: serde_json::Value = hosts
+        .get(format!(
+            "http://127.0.0.1:{sim_port}/v1/pve/open/mypage?page=1&pageSize=25"
+        ))
+        .header(
+            "Finovy-Access-Token",
+            token["data"]["token"].as_str().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["data"]["totalCounts"], 0,
+        "the host was released: {page}"
+    );
+
+    // SIGTERM: a clean exit that releases the lease.
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(operator.0.id() as i32, libc::SIGTERM) };
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = operator.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    let lease = run_ok(plane.kubectl().args([
+        "get",
+        "lease",
+        "rentedhost-operator",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]));
+    assert_eq!(lease.trim(), "", "the lease is released on shutdown");
+    let logs = std::fs::read_to_string(log.path()).unwrap();
+    assert!(logs.contains("leading"), "{logs}");
+    assert!(
+        !logs.contains("demo-secret") && !logs.contains(&password),
+        "no secret in the logs"
+    );
+    run_ok(plane.helm().args(["uninstall", "rho", "-n", &ns]));
+}
