@@ -176,6 +176,45 @@ fn last_error(reason: Reason, error: &ProviderError) -> LastError {
     }
 }
 
+/// An error found by the controller itself (no provider code).
+fn local_error(reason: Reason, message: impl Into<String>) -> LastError {
+    LastError {
+        code: None,
+        reason: reason.as_str().into(),
+        message: message.into(),
+        provider_message: None,
+        trace_id: None,
+    }
+}
+
+/// The object cannot progress until a person acts: phase Failed, every condition False.
+fn stopped_for(
+    obj: &RentedHost,
+    mut status: RentedHostStatus,
+    reason: Reason,
+    msg: String,
+    now: Timestamp,
+) -> Transition {
+    let e = local_error(reason, msg.clone());
+    let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+    status.last_error = Some(e);
+    status.phase = Some(Phase::Failed);
+    let r = reason.as_str();
+    conditions(
+        &mut status,
+        obj,
+        now,
+        (false, r, &msg),
+        (false, r, &msg),
+        (false, r, &msg),
+    );
+    Transition {
+        status,
+        note,
+        requeue: Requeue::Retry(reason),
+    }
+}
+
 fn error_message(e: &LastError) -> String {
     let mut message = e.message.clone();
     if let Some(msg) = e.provider_message.as_deref().filter(|m| !m.is_empty()) {
@@ -470,30 +509,7 @@ pub fn after_resolution(
                 many.len(),
                 many.join(", ")
             );
-            let e = LastError {
-                code: None,
-                reason: Reason::CreateOutcomeUnknown.as_str().into(),
-                message: msg.clone(),
-                provider_message: None,
-                trace_id: None,
-            };
-            let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
-            status.last_error = Some(e);
-            status.phase = Some(Phase::Failed);
-            let r = Reason::CreateOutcomeUnknown.as_str();
-            conditions(
-                &mut status,
-                obj,
-                now,
-                (false, r, &msg),
-                (false, r, &msg),
-                (false, r, &msg),
-            );
-            Transition {
-                status,
-                note,
-                requeue: Requeue::Retry(Reason::CreateOutcomeUnknown),
-            }
+            stopped_for(obj, status, Reason::CreateOutcomeUnknown, msg, now)
         }
     }
 }
@@ -531,13 +547,7 @@ pub fn after_observe(
         let msg = format!(
             "host {id} is not in the provider account (released outside the operator?); it is not rented again"
         );
-        let e = LastError {
-            code: None,
-            reason: Reason::HostNotFound.as_str().into(),
-            message: msg.clone(),
-            provider_message: None,
-            trace_id: None,
-        };
+        let e = local_error(Reason::HostNotFound, msg.clone());
         let note = error_note(&before, &e);
         status.last_error = Some(e);
         status.phase = Some(Phase::Failed);
@@ -616,63 +626,15 @@ pub fn after_adopt(
     now: Timestamp,
 ) -> Transition {
     if let Some(other) = claimed_by_other {
-        let mut status = base(obj);
         let msg = format!(
             "host {id} is already claimed by RentedHost {other}; one host belongs to one object"
         );
-        let e = LastError {
-            code: None,
-            reason: Reason::HostClaimed.as_str().into(),
-            message: msg.clone(),
-            provider_message: None,
-            trace_id: None,
-        };
-        let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
-        status.last_error = Some(e);
-        status.phase = Some(Phase::Failed);
-        let r = Reason::HostClaimed.as_str();
-        conditions(
-            &mut status,
-            obj,
-            now,
-            (false, r, &msg),
-            (false, r, &msg),
-            (false, r, &msg),
-        );
-        return Transition {
-            status,
-            note,
-            requeue: Requeue::Retry(Reason::HostClaimed),
-        };
+        return stopped_for(obj, base(obj), Reason::HostClaimed, msg, now);
     }
     match host {
         None => {
-            let mut status = base(obj);
             let msg = format!("spec.hostId {id} is not a host of the provider account");
-            let e = LastError {
-                code: None,
-                reason: Reason::HostNotFound.as_str().into(),
-                message: msg.clone(),
-                provider_message: None,
-                trace_id: None,
-            };
-            let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
-            status.last_error = Some(e);
-            status.phase = Some(Phase::Failed);
-            let r = Reason::HostNotFound.as_str();
-            conditions(
-                &mut status,
-                obj,
-                now,
-                (false, r, &msg),
-                (false, r, &msg),
-                (false, r, &msg),
-            );
-            Transition {
-                status,
-                note,
-                requeue: Requeue::Retry(Reason::HostNotFound),
-            }
+            stopped_for(obj, base(obj), Reason::HostNotFound, msg, now)
         }
         Some(host) => {
             let mut view = obj.clone();
@@ -746,13 +708,7 @@ pub fn provider_failed(obj: &RentedHost, error: &ProviderError, now: Timestamp) 
 pub fn credentials_missing(obj: &RentedHost, problem: &str, now: Timestamp) -> Transition {
     let mut status = base(obj);
     let before = obj.status.clone().unwrap_or_default();
-    let e = LastError {
-        code: None,
-        reason: Reason::CredentialsMissing.as_str().into(),
-        message: problem.to_string(),
-        provider_message: None,
-        trace_id: None,
-    };
+    let e = local_error(Reason::CredentialsMissing, problem.to_string());
     let note = error_note(&before, &e);
     status.last_error = Some(e);
     let r = Reason::CredentialsMissing.as_str();
@@ -848,13 +804,10 @@ pub fn after_release(
                     message: format!("releasing host {id} failed: {err}"),
                     ..last_error(Reason::ReleaseFailed, err)
                 },
-                None => LastError {
-                    code: None,
-                    reason: Reason::ReleaseFailed.as_str().into(),
-                    message: format!("the provider did not delete host {id}"),
-                    provider_message: None,
-                    trace_id: None,
-                },
+                None => local_error(
+                    Reason::ReleaseFailed,
+                    format!("the provider did not delete host {id}"),
+                ),
             };
             let msg = error_message(&e);
             let note = error_note(&obj.status.clone().unwrap_or_default(), &e);

@@ -12,11 +12,25 @@ pub struct Listing {
     /// When the fetch started (anything created before this is in it).
     pub started: Instant,
     pub hosts: Vec<Host>,
+    by_id: HashMap<String, usize>,
 }
 
 impl Listing {
+    pub fn new(started: Instant, hosts: Vec<Host>) -> Listing {
+        let by_id = hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| Some((h.id.clone()?, i)))
+            .collect();
+        Listing {
+            started,
+            hosts,
+            by_id,
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.id.as_deref() == Some(id))
+        self.by_id.get(id).map(|i| &self.hosts[*i])
     }
 }
 
@@ -56,7 +70,7 @@ impl HostDirectory {
         }
         let started = Instant::now();
         let hosts = client.all_hosts().await?;
-        let listing = Arc::new(Listing { started, hosts });
+        let listing = Arc::new(Listing::new(started, hosts));
         *slot = Some(listing.clone());
         Ok(listing)
     }

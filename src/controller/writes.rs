@@ -74,11 +74,13 @@ pub async fn apply_status_retrying(
     }
 }
 
-pub async fn add_finalizer(client: &kube::Client, obj: &RentedHost) -> Result<RentedHost, Error> {
-    let mut finalizers = obj.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_string());
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+/// Merge-patches the object's metadata.
+async fn patch_metadata(
+    client: &kube::Client,
+    obj: &RentedHost,
+    metadata: serde_json::Value,
+) -> Result<RentedHost, kube::Error> {
+    let patch = json!({ "metadata": metadata });
     api(obj, client)
         .patch(
             &obj.name_any(),
@@ -86,9 +88,19 @@ pub async fn add_finalizer(client: &kube::Client, obj: &RentedHost) -> Result<Re
             &Patch::Merge(&patch),
         )
         .await
+}
+
+/// Adds the finalizer, guarded by resourceVersion.
+pub async fn add_finalizer(client: &kube::Client, obj: &RentedHost) -> Result<RentedHost, Error> {
+    let mut finalizers = obj.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let metadata = json!({"finalizers": finalizers, "resourceVersion": obj.resource_version()});
+    patch_metadata(client, obj, metadata)
+        .await
         .map_err(Error::from_kube)
 }
 
+/// Removes the finalizer, guarded by resourceVersion; a vanished object is fine.
 pub async fn remove_finalizer(client: &kube::Client, obj: &RentedHost) -> Result<(), Error> {
     if !obj.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
@@ -98,16 +110,8 @@ pub async fn remove_finalizer(client: &kube::Client, obj: &RentedHost) -> Result
         .iter()
         .filter(|f| *f != FINALIZER)
         .collect();
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    match api(obj, client)
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    let metadata = json!({"finalizers": finalizers, "resourceVersion": obj.resource_version()});
+    match patch_metadata(client, obj, metadata).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(Error::from_kube(e)),
@@ -120,13 +124,7 @@ pub async fn remove_annotation(
     obj: &RentedHost,
     key: &str,
 ) -> Result<(), Error> {
-    let patch = json!({"metadata": {"annotations": {key: null}}});
-    api(obj, client)
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+    patch_metadata(client, obj, json!({"annotations": {key: null}}))
         .await
         .map(|_| ())
         .map_err(Error::from_kube)

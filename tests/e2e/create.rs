@@ -327,26 +327,30 @@ async fn an_uncommitted_unknown_outcome_creates_again_after_the_grace_period() {
     world.wait_events("rh", "CreateNotCommitted", 1).await;
 }
 
-#[tokio::test]
-async fn a_controller_killed_during_create_adopts_on_restart() {
-    let mut world = World::start("killed", |_| {}).await;
+/// Creates `name` with createRent answering after 1.5 s, and kills the controller once the
+/// provider has the call (createPending recorded, the answer not yet back).
+async fn kill_during_create(world: &mut World, name: &str) {
     world.sim.inject(
         Endpoint::CreateRent,
         [Fault::Latency(Duration::from_millis(1500))],
     );
-    world.create("rh", demo_spec()).await;
-    world
-        .wait_for("rh", LIMIT, "createPending", |o| {
-            o.status
-                .as_ref()
-                .is_some_and(|s| s.create_pending.is_some())
-        })
-        .await;
-    // The call is on its way: the provider has it, its answer is 1.5 s out.
+    world.create(name, demo_spec()).await;
+    let pending = |o: &rentedhost_operator::api::RentedHost| {
+        o.status
+            .as_ref()
+            .is_some_and(|s| s.create_pending.is_some())
+    };
+    world.wait_for(name, LIMIT, "createPending", pending).await;
     while world.sim.calls(Endpoint::CreateRent) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     world.kill_controller().await;
+}
+
+#[tokio::test]
+async fn a_controller_killed_during_create_adopts_on_restart() {
+    let mut world = World::start("killed", |_| {}).await;
+    kill_during_create(&mut world, "rh").await;
     // The provider commits the host; its answer has nobody to go to.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(world.sim.host_ids().len(), 1);
@@ -362,23 +366,7 @@ async fn a_controller_killed_during_create_adopts_on_restart() {
 #[tokio::test]
 async fn two_matching_unclaimed_hosts_stop_with_an_explanation() {
     let mut world = World::start("ambiguous", |_| {}).await;
-    world.sim.inject(
-        Endpoint::CreateRent,
-        [Fault::Latency(Duration::from_millis(1500))],
-    );
-    world.create("rh", demo_spec()).await;
-    world
-        .wait_for("rh", LIMIT, "createPending", |o| {
-            o.status
-                .as_ref()
-                .is_some_and(|s| s.create_pending.is_some())
-        })
-        .await;
-    // The call is on its way: the provider has it, its answer is 1.5 s out.
-    while world.sim.calls(Endpoint::CreateRent) == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    world.kill_controller().await;
+    kill_during_create(&mut world, "rh").await;
     // Someone rents the same package by hand meanwhile.
     let body = serde_json::json!({"packageId": "teTapaSUFq", "imageId": "507", "periodNumber": 1, "periodType": 3});
     assert_eq!(world.sim.state().create_rent("demo-account", &body).code, 0);

@@ -6,8 +6,7 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use rentedhost_operator::api::{RentedHost, RentedHostStatus};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn expected_kubernetes_version() -> String {
@@ -52,24 +51,6 @@ async fn apiserver_and_kubectl_report_the_pinned_version() {
     assert!(readyz.contains("[+]etcd ok"), "{readyz}");
 }
 
-fn kubectl_apply(plane: &ControlPlane, namespace: &str, manifest: &str) -> std::process::Output {
-    let mut child = plane
-        .kubectl()
-        .args(["apply", "-n", namespace, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[tokio::test]
 async fn crd_objects_are_watched_status_patched_and_validated() {
     let plane = support::install_crd();
@@ -91,7 +72,7 @@ spec:
   imageId: "507"
   period: {count: 5, unit: Month}
 "#;
-    let out = kubectl_apply(plane, &ns, manifest);
+    let out = support::kubectl_apply(plane, &ns, manifest);
     assert!(
         out.status.success(),
         "{}",
@@ -146,7 +127,7 @@ spec:
     let invalid = manifest
         .replace("render-01", "render-02")
         .replace("count: 5", "count: 0");
-    let out = kubectl_apply(plane, &ns, &invalid);
+    let out = support::kubectl_apply(plane, &ns, &invalid);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

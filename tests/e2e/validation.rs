@@ -3,26 +3,11 @@
 
 use crate::support::operator::{World, demo_spec, host_id, is};
 use crate::support::{install_crd, run_ok};
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 fn kubectl_apply(ns: &str, manifest: &str) -> Output {
-    let mut child = install_crd()
-        .kubectl()
-        .args(["apply", "-n", ns, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    crate::support::kubectl_apply(install_crd(), ns, manifest)
 }
 
 fn manifest(name: &str, spec: &str) -> String {

@@ -26,6 +26,31 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kubectl apply` of a manifest given as text, in a namespace.
+pub fn kubectl_apply(
+    plane: &ControlPlane,
+    namespace: &str,
+    manifest: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = plane
+        .kubectl()
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Installs the checked-in CRD on the shared control plane once, with kubectl, and waits
 /// until it is established.
 pub fn install_crd() -> &'static ControlPlane {

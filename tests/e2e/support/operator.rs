@@ -218,6 +218,17 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // The provider calls of the scenario, for the record (`--nocapture` shows them).
+        let mut calls: Vec<(String, u64)> = self
+            .sim
+            .state()
+            .calls
+            .iter()
+            .map(|(e, n)| (e.as_str().to_string(), *n))
+            .collect();
+        calls.sort();
+        let calls: Vec<String> = calls.into_iter().map(|(e, n)| format!("{e}={n}")).collect();
+        println!("provider calls [{}]: {}", self.ns, calls.join(" "));
         if let Some(task) = self.controller.take() {
             task.abort();
         }
