@@ -46,6 +46,15 @@ async fn catalogue_create_observe_operate_reboot_delete() {
             .any(|i| i.image_id.as_deref() == Some("507") && i.type_.as_deref() == Some("ceph"))
     );
     let rental = client.packages(1).await.unwrap();
+    let gpu = rental
+        .iter()
+        .find(|p| p.package_id.as_deref() == Some("teTapaSUFq"))
+        .unwrap();
+    assert_eq!(
+        gpu.amount.as_deref(),
+        Some("2.5"),
+        "a price sent as a number is read"
+    );
     assert!(rental.iter().all(|p| p.use_type.as_deref() != Some("0")));
     assert!(
         client

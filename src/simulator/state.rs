@@ -260,12 +260,23 @@ impl State {
             "1" => ["1", "2"],
             _ => return Answer::err(1003, "主机配置类型错误"),
         };
-        let list: Vec<&Package> = self
+        // Prices are documented as strings, but the provider's example sends numbers: so does this.
+        let list: Vec<Value> = self
             .packages
             .iter()
             .filter(|p| p.use_type.as_deref().is_some_and(|u| wanted.contains(&u)))
+            .map(|p| {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                for key in ["amount", "discount"] {
+                    let number = v[key].as_str().and_then(|a| a.parse::<f64>().ok());
+                    if let Some(n) = number {
+                        v[key] = json!(n);
+                    }
+                }
+                v
+            })
             .collect();
-        Answer::ok(serde_json::to_value(list).unwrap_or_default())
+        Answer::ok(Value::Array(list))
     }
 
     pub fn create_rent(&mut self, account: &str, body: &Value) -> Answer {
