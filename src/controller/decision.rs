@@ -131,33 +131,32 @@ fn conditions(
     ready: (bool, &str, &str),
     synced: (bool, &str, &str),
 ) {
-    let generation = obj.metadata.generation;
-    set_condition(
-        &mut status.conditions,
+    set(
+        status,
+        obj,
         ConditionType::Rented,
         rented.0,
         rented.1,
         rented.2,
-        generation,
-        time(now),
+        now,
     );
-    set_condition(
-        &mut status.conditions,
+    set(
+        status,
+        obj,
         ConditionType::Ready,
         ready.0,
         ready.1,
         ready.2,
-        generation,
-        time(now),
+        now,
     );
-    set_condition(
-        &mut status.conditions,
+    set(
+        status,
+        obj,
         ConditionType::Synced,
         synced.0,
         synced.1,
         synced.2,
-        generation,
-        time(now),
+        now,
     );
 }
 
@@ -187,18 +186,19 @@ fn local_error(reason: Reason, message: impl Into<String>) -> LastError {
     }
 }
 
-/// The object cannot progress until a person acts: phase Failed, every condition False.
-fn stopped_for(
+/// Reports `e` on every condition with `reason`, and retries per the reason's row.
+fn fail_all(
     obj: &RentedHost,
     mut status: RentedHostStatus,
     reason: Reason,
-    msg: String,
+    e: LastError,
+    phase: Phase,
     now: Timestamp,
 ) -> Transition {
-    let e = local_error(reason, msg.clone());
+    let msg = error_message(&e);
     let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
     status.last_error = Some(e);
-    status.phase = Some(Phase::Failed);
+    status.phase = Some(phase);
     let r = reason.as_str();
     conditions(
         &mut status,
@@ -213,6 +213,45 @@ fn stopped_for(
         note,
         requeue: Requeue::Retry(reason),
     }
+}
+
+/// The object cannot progress until a person acts: phase Failed, every condition False.
+fn stopped_for(
+    obj: &RentedHost,
+    status: RentedHostStatus,
+    reason: Reason,
+    msg: String,
+    now: Timestamp,
+) -> Transition {
+    fail_all(
+        obj,
+        status,
+        reason,
+        local_error(reason, msg),
+        Phase::Failed,
+        now,
+    )
+}
+
+/// Sets one condition of `status`.
+fn set(
+    status: &mut RentedHostStatus,
+    obj: &RentedHost,
+    type_: ConditionType,
+    ok: bool,
+    reason: &str,
+    msg: &str,
+    now: Timestamp,
+) {
+    set_condition(
+        &mut status.conditions,
+        type_,
+        ok,
+        reason,
+        msg,
+        obj.metadata.generation,
+        time(now),
+    );
 }
 
 fn error_message(e: &LastError) -> String {
@@ -351,31 +390,13 @@ pub fn after_create(
 fn refused(view: &RentedHost, error: &ProviderError, now: Timestamp) -> Transition {
     let reason = Reason::of(error);
     let mut status = view.status.clone().unwrap_or_default();
-    let before = status.clone();
     status.create_pending = None;
-    status.phase = Some(if reason.is_terminal() {
+    let phase = if reason.is_terminal() {
         Phase::Failed
     } else {
         Phase::Pending
-    });
-    let e = last_error(reason, error);
-    let msg = error_message(&e);
-    let note = error_note(&before, &e);
-    status.last_error = Some(e);
-    let r = reason.as_str();
-    conditions(
-        &mut status,
-        view,
-        now,
-        (false, r, &msg),
-        (false, r, &msg),
-        (false, r, &msg),
-    );
-    Transition {
-        status,
-        note,
-        requeue: Requeue::Retry(reason),
-    }
+    };
+    fail_all(view, status, reason, last_error(reason, error), phase, now)
 }
 
 /// A host that may be the one an unanswered createRent made.
@@ -664,35 +685,10 @@ pub fn provider_failed(obj: &RentedHost, error: &ProviderError, now: Timestamp) 
     let note = error_note(&before, &e);
     status.last_error = Some(e);
     let r = reason.as_str();
-    let generation = obj.metadata.generation;
-    set_condition(
-        &mut status.conditions,
-        ConditionType::Synced,
-        false,
-        r,
-        &msg,
-        generation,
-        time(now),
-    );
+    set(&mut status, obj, ConditionType::Synced, false, r, &msg, now);
     if status.host_id.is_none() {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Ready,
-            false,
-            r,
-            &msg,
-            generation,
-            time(now),
-        );
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Rented,
-            false,
-            r,
-            &msg,
-            generation,
-            time(now),
-        );
+        set(&mut status, obj, ConditionType::Ready, false, r, &msg, now);
+        set(&mut status, obj, ConditionType::Rented, false, r, &msg, now);
         if status.phase.is_none() {
             status.phase = Some(Phase::Pending);
         }
@@ -712,34 +708,33 @@ pub fn credentials_missing(obj: &RentedHost, problem: &str, now: Timestamp) -> T
     let note = error_note(&before, &e);
     status.last_error = Some(e);
     let r = Reason::CredentialsMissing.as_str();
-    let generation = obj.metadata.generation;
-    set_condition(
-        &mut status.conditions,
+    set(
+        &mut status,
+        obj,
         ConditionType::Synced,
         false,
         r,
         problem,
-        generation,
-        time(now),
+        now,
     );
     if status.host_id.is_none() {
-        set_condition(
-            &mut status.conditions,
+        set(
+            &mut status,
+            obj,
             ConditionType::Ready,
             false,
             r,
             problem,
-            generation,
-            time(now),
+            now,
         );
-        set_condition(
-            &mut status.conditions,
+        set(
+            &mut status,
+            obj,
             ConditionType::Rented,
             false,
             r,
             problem,
-            generation,
-            time(now),
+            now,
         );
         status.phase = Some(Phase::Pending);
     }
@@ -814,25 +809,8 @@ pub fn after_release(
             status.last_error = Some(e);
             status.phase = Some(Phase::Deleting);
             let r = Reason::ReleaseFailed.as_str();
-            let generation = obj.metadata.generation;
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Synced,
-                false,
-                r,
-                &msg,
-                generation,
-                time(now),
-            );
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                false,
-                r,
-                &msg,
-                generation,
-                time(now),
-            );
+            set(&mut status, obj, ConditionType::Synced, false, r, &msg, now);
+            set(&mut status, obj, ConditionType::Ready, false, r, &msg, now);
             (
                 Some(Transition {
                     status,
@@ -896,7 +874,6 @@ pub fn after_power(
     now: Timestamp,
 ) -> Transition {
     let mut t = observed;
-    let generation = obj.metadata.generation;
     let id = t.status.host_id.clone().unwrap_or_default();
     match answer {
         Ok(_)
@@ -912,14 +889,14 @@ pub fn after_power(
                 "{verb} host {id} for spec.powerState {:?}",
                 obj.spec.power_state
             );
-            set_condition(
-                &mut t.status.conditions,
+            set(
+                &mut t.status,
+                obj,
                 ConditionType::Ready,
                 false,
                 reason.as_str(),
                 &msg,
-                generation,
-                time(now),
+                now,
             );
             if answer.is_ok() {
                 t.note = Some(Note {
@@ -943,23 +920,23 @@ pub fn after_power(
             let msg = error_message(&e);
             t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
             t.status.last_error = Some(e);
-            set_condition(
-                &mut t.status.conditions,
+            set(
+                &mut t.status,
+                obj,
                 ConditionType::Ready,
                 false,
                 reason.as_str(),
                 &msg,
-                generation,
-                time(now),
+                now,
             );
-            set_condition(
-                &mut t.status.conditions,
+            set(
+                &mut t.status,
+                obj,
                 ConditionType::Synced,
                 false,
                 reason.as_str(),
                 &msg,
-                generation,
-                time(now),
+                now,
             );
             t.requeue = Requeue::Retry(reason);
         }
@@ -992,20 +969,19 @@ pub fn after_reboot(
     now: Timestamp,
 ) -> Transition {
     let mut t = observed;
-    let generation = obj.metadata.generation;
     let id = t.status.host_id.clone().unwrap_or_default();
     match answer {
         Ok(_) => {
             t.status.last_reboot_request = Some(value.to_string());
             let msg = format!("rebooting host {id} (requested at {value})");
-            set_condition(
-                &mut t.status.conditions,
+            set(
+                &mut t.status,
+                obj,
                 ConditionType::Ready,
                 false,
                 Reason::Starting.as_str(),
                 &msg,
-                generation,
-                time(now),
+                now,
             );
             t.note = Some(Note {
                 warning: false,
@@ -1030,14 +1006,14 @@ pub fn after_reboot(
             let msg = error_message(&e);
             t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
             t.status.last_error = Some(e);
-            set_condition(
-                &mut t.status.conditions,
+            set(
+                &mut t.status,
+                obj,
                 ConditionType::Synced,
                 false,
                 reason.as_str(),
                 &msg,
-                generation,
-                time(now),
+                now,
             );
             if t.status.last_reboot_request.as_deref() != Some(value) {
                 t.requeue = Requeue::Retry(reason);

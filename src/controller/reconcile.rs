@@ -181,12 +181,27 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Action, E
                 }
             }
         }
-        Step::Finalize => finalize(obj, Some(&provider), ctx).await,
+        Step::Finalize => {
+            // A release is a provider call: make it only for an object that still exists
+            // as the API server has it now (a queued trigger may outlive the object).
+            match fresh_opt(ctx, &obj).await? {
+                Some(current) if decision::plan(&current) == Step::Finalize => {
+                    finalize(current, Some(&provider), ctx).await
+                }
+                _ => Ok(Action::await_change()),
+            }
+        }
         Step::AddFinalizer | Step::WaitForSpecChange => unreachable!("handled by reconcile"),
     }
 }
 
 /// A quorum read: decisions that could spend money are never made on a cached object.
+async fn fresh_opt(ctx: &Context, obj: &RentedHost) -> Result<Option<RentedHost>, Error> {
+    let api: Api<RentedHost> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    api.get_opt(&obj.name_any()).await.map_err(Error::from_kube)
+}
+
 async fn fresh(ctx: &Context, obj: &RentedHost) -> Result<RentedHost, Error> {
     let api: Api<RentedHost> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
