@@ -48,8 +48,6 @@ pub enum Requeue {
     Observe { transitional: bool },
     /// After this long (a protocol wait, not an error).
     After(Duration),
-    /// Only when something changes.
-    Never,
 }
 
 /// The outcome of one step.
@@ -299,9 +297,9 @@ pub fn creating(obj: &RentedHost, now: Timestamp) -> RentedHostStatus {
         &mut status,
         obj,
         now,
-        (false, "Creating", msg),
-        (false, "Creating", msg),
-        (true, "Creating", msg),
+        (false, Reason::Creating.as_str(), msg),
+        (false, Reason::Creating.as_str(), msg),
+        (true, Reason::Creating.as_str(), msg),
     );
     status
 }
@@ -322,9 +320,13 @@ fn rented(
         &mut status,
         obj,
         now,
-        (true, "Rented", &msg),
-        (false, "Provisioning", "waiting for the host to run"),
-        (true, "Rented", &msg),
+        (true, Reason::Rented.as_str(), &msg),
+        (
+            false,
+            Reason::Provisioning.as_str(),
+            "waiting for the host to run",
+        ),
+        (true, Reason::Rented.as_str(), &msg),
     );
     status
 }
@@ -373,9 +375,9 @@ pub fn after_create(
                 &mut status,
                 &view,
                 now,
-                (false, "AwaitingCreateOutcome", &msg),
-                (false, "AwaitingCreateOutcome", &msg),
-                (false, "AwaitingCreateOutcome", &msg),
+                (false, Reason::AwaitingCreateOutcome.as_str(), &msg),
+                (false, Reason::AwaitingCreateOutcome.as_str(), &msg),
+                (false, Reason::AwaitingCreateOutcome.as_str(), &msg),
             );
             Transition {
                 status,
@@ -497,9 +499,9 @@ pub fn after_resolution(
                     &mut status,
                     obj,
                     now,
-                    (false, "AwaitingCreateOutcome", msg),
-                    (false, "AwaitingCreateOutcome", msg),
-                    (true, "AwaitingCreateOutcome", msg),
+                    (false, Reason::AwaitingCreateOutcome.as_str(), msg),
+                    (false, Reason::AwaitingCreateOutcome.as_str(), msg),
+                    (true, Reason::AwaitingCreateOutcome.as_str(), msg),
                 );
                 Transition {
                     status,
@@ -577,9 +579,9 @@ pub fn after_observe(
             &mut status,
             obj,
             now,
-            (true, "Rented", &format!("host {id}")),
+            (true, Reason::Rented.as_str(), &format!("host {id}")),
             (false, r, &msg),
-            (true, "Observed", "host observed"),
+            (true, Reason::Observed.as_str(), "host observed"),
         );
         return Transition {
             status,
@@ -618,9 +620,9 @@ pub fn after_observe(
         &mut status,
         obj,
         now,
-        (true, "Rented", &format!("host {id}")),
+        (true, Reason::Rented.as_str(), &format!("host {id}")),
         (ready, reason.as_str(), &msg),
-        (true, "Observed", "host observed"),
+        (true, Reason::Observed.as_str(), "host observed"),
     );
     let note = (before.phase != Some(phase) && before.phase.is_some()).then(|| Note {
         warning: phase == Phase::Expired,

@@ -28,7 +28,8 @@ pub enum Reason {
     Starting,
     Expired,
     ReleaseFailed,
-    Deleting,
+    Rented,
+    Observed,
     HostNotRunning,
     HostUnavailable,
 }
@@ -47,7 +48,7 @@ const fn secs(s: u64) -> Duration {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Creating,
         Reason::CreatePending,
         Reason::InsufficientResources,
@@ -70,7 +71,8 @@ impl Reason {
         Reason::Starting,
         Reason::Expired,
         Reason::ReleaseFailed,
-        Reason::Deleting,
+        Reason::Rented,
+        Reason::Observed,
         Reason::HostNotRunning,
         Reason::HostUnavailable,
     ];
@@ -99,7 +101,8 @@ impl Reason {
             Reason::Starting => "Starting",
             Reason::Expired => "Expired",
             Reason::ReleaseFailed => "ReleaseFailed",
-            Reason::Deleting => "Deleting",
+            Reason::Rented => "Rented",
+            Reason::Observed => "Observed",
             Reason::HostNotRunning => "HostNotRunning",
             Reason::HostUnavailable => "HostUnavailable",
         }
@@ -175,7 +178,8 @@ impl Reason {
             | Reason::Stopped
             | Reason::Stopping
             | Reason::Starting
-            | Reason::Deleting => backoff(5, 300),
+            | Reason::Rented
+            | Reason::Observed => backoff(5, 300),
         }
     }
 }
@@ -254,6 +258,20 @@ mod tests {
         assert_eq!(d(Reason::TypeMismatch, 0), None);
         assert_eq!(d(Reason::ProviderUnavailable, 0), Some(secs(5)));
         assert_eq!(d(Reason::ProviderUnavailable, 10), Some(secs(300)));
+    }
+
+    #[test]
+    fn reason_labels_are_unique_and_every_one_has_a_retry_row() {
+        let names: std::collections::HashSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        for r in Reason::ALL {
+            assert!(
+                r.as_str().chars().all(|c| c.is_ascii_alphanumeric()),
+                "{r:?}"
+            );
+            let _ = r.retry();
+        }
     }
 
     #[test]

@@ -86,10 +86,6 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
             ctx.reset_attempts(obj);
             Action::requeue(delay)
         }
-        Requeue::Never => {
-            ctx.reset_attempts(obj);
-            Action::await_change()
-        }
     }
 }
 

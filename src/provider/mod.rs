@@ -292,11 +292,6 @@ impl ProviderClient {
         }
     }
 
-    /// Fetches a token now (used to check credentials).
-    pub async fn authenticate(&self) -> Result<(), ProviderError> {
-        self.tokens.get(|| self.fetch_token()).await.map(|_| ())
-    }
-
     pub async fn images(&self) -> Result<Vec<Image>, ProviderError> {
         let data = self
             .call(Endpoint::Image, Method::GET, "/v1/pve/open/image", None)
