@@ -75,15 +75,6 @@ impl HostDirectory {
         Ok(listing)
     }
 
-    /// The account's last listing, if it started within `max_age`.
-    pub async fn recent(&self, client: &ProviderClient, max_age: Duration) -> Option<Arc<Listing>> {
-        let account = self.account(client);
-        let slot = account.listing.lock().await;
-        slot.as_ref()
-            .filter(|l| l.started.elapsed() <= max_age)
-            .cloned()
-    }
-
     /// Drops the account's listing: after an operation changed a host, the next look must
     /// be fresh.
     pub async fn invalidate(&self, client: &ProviderClient) {

@@ -321,15 +321,12 @@ async fn observe_and_operate(
 ) -> Result<Action, Error> {
     ctx.poller.register(provider, &obj);
     // The poller keeps the account's listing fresh: a reconcile reads it, and fetches only
-    // when there is none yet.
-    let listing = match ctx
+    // when there is none recent (concurrent reconciles share that one fetch).
+    let not_before = Instant::now().checked_sub(ctx.config.poll_interval * 2);
+    let listing = ctx
         .hosts
-        .recent(provider, ctx.config.poll_interval * 2)
-        .await
-    {
-        Some(listing) => Ok(listing),
-        None => ctx.hosts.listing(provider, Instant::now()).await,
-    };
+        .listing(provider, not_before.unwrap_or_else(Instant::now))
+        .await;
     let listing = match listing {
         Ok(listing) => listing,
         Err(e) => {
