@@ -57,9 +57,9 @@ struct RunArgs {
     /// Secret holding the default credentials (keys `uuid` and `secret`).
     #[arg(long, env = "CREDENTIALS_SECRET")]
     credentials_secret: Option<String>,
-    /// Namespace of the default credentials Secret.
+    /// The operator's own namespace: its default credentials Secret and its Lease live here.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    credentials_namespace: String,
+    operator_namespace: String,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -145,7 +145,7 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         default_credentials: args
             .credentials_secret
-            .map(|name| SecretRef::new(&args.credentials_namespace, &name)),
+            .map(|name| SecretRef::new(&args.operator_namespace, &name)),
         namespace: args.namespace,
         poll_interval: args.poll_interval,
         fast_poll_interval: args.fast_poll_interval,
@@ -171,7 +171,7 @@ async fn run(args: RunArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let lease = leader::LeaseConfig {
-        namespace: args.credentials_namespace.clone(),
+        namespace: args.operator_namespace.clone(),
         name: args.lease_name,
         identity: std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("rentedhost-operator-{}", std::process::id())),
