@@ -3,6 +3,7 @@
 //! Objects register here when they observe their host; deleted objects drop out.
 
 use super::decision;
+use super::hosts::HostDirectory;
 use crate::api::RentedHost;
 use crate::provider::ProviderClient;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -10,8 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-use super::hosts::HostDirectory;
 
 #[derive(Default)]
 struct Watched {
