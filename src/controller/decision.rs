@@ -440,90 +440,68 @@ pub fn after_resolution(
     now: Timestamp,
 ) -> Transition {
     let mut status = base(obj);
-    let allowed = create_not_rented_allowed(obj);
+    // Nothing was rented (by the user's word, or after the grace period): create again.
+    let create_again = |mut status: RentedHostStatus, reason: &'static str, message: String| {
+        status.create_pending = None;
+        let note = Note {
+            warning: false,
+            reason,
+            message,
+        };
+        Transition {
+            status,
+            note: Some(note),
+            requeue: Requeue::After(Duration::ZERO),
+        }
+    };
+    if create_not_rented_allowed(obj) {
+        let message = format!("{CREATE_NOT_RENTED_ANNOTATION}=true: a new createRent is allowed");
+        return create_again(status, "CreateNotRented", message);
+    }
     match found {
-        [id] if !allowed => {
+        [id] => {
             let note = Note {
                 warning: false,
                 reason: "AdoptedHost",
                 message: format!("adopted host {id}, created by an unanswered createRent"),
             };
-            Transition {
-                status: rented(
-                    obj,
-                    status,
-                    id,
-                    "adopted after an unanswered createRent",
-                    now,
-                ),
-                note: Some(note),
-                requeue: Requeue::Observe { transitional: true },
-            }
-        }
-        [] | [_] if allowed => {
-            status.create_pending = None;
-            let note = Note {
-                warning: false,
-                reason: "CreateNotRented",
-                message: format!(
-                    "{CREATE_NOT_RENTED_ANNOTATION}=true: a new createRent is allowed"
-                ),
-            };
+            let status = rented(
+                obj,
+                status,
+                id,
+                "adopted after an unanswered createRent",
+                now,
+            );
             Transition {
                 status,
                 note: Some(note),
-                requeue: Requeue::After(Duration::ZERO),
+                requeue: Requeue::Observe { transitional: true },
             }
         }
         [] => {
             let waited = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
             if waited >= grace {
-                status.create_pending = None;
-                let note = Note {
-                    warning: false,
-                    reason: "CreateNotCommitted",
-                    message: format!(
-                        "no new host appeared within {}s of the unanswered createRent: creating again",
-                        grace.as_secs()
-                    ),
-                };
-                Transition {
-                    status,
-                    note: Some(note),
-                    requeue: Requeue::After(Duration::ZERO),
-                }
-            } else {
-                let msg = "waiting for the provider to show the host of an unanswered createRent";
-                status.phase = Some(Phase::Creating);
-                conditions(
-                    &mut status,
-                    obj,
-                    now,
-                    (false, Reason::AwaitingCreateOutcome.as_str(), msg),
-                    (false, Reason::AwaitingCreateOutcome.as_str(), msg),
-                    (true, Reason::AwaitingCreateOutcome.as_str(), msg),
+                let message = format!(
+                    "no new host appeared within {}s of the unanswered createRent: creating again",
+                    grace.as_secs()
                 );
-                Transition {
-                    status,
-                    note: None,
-                    requeue: Requeue::After(grace - waited),
-                }
+                return create_again(status, "CreateNotCommitted", message);
             }
-        }
-        many if allowed => {
-            let _ = many;
-            status.create_pending = None;
-            let note = Note {
-                warning: false,
-                reason: "CreateNotRented",
-                message: format!(
-                    "{CREATE_NOT_RENTED_ANNOTATION}=true: a new createRent is allowed"
-                ),
-            };
+            let msg = "waiting for the provider to show the host of an unanswered createRent";
+            let r = Reason::AwaitingCreateOutcome.as_str();
+            status.phase = Some(Phase::Creating);
+            conditions(
+                &mut status,
+                obj,
+                now,
+                (false, r, msg),
+                (false, r, msg),
+                (true, r, msg),
+            );
             Transition {
                 status,
-                note: Some(note),
-                requeue: Requeue::After(Duration::ZERO),
+                note: None,
+                requeue: Requeue::After(grace - waited),
             }
         }
         many => {

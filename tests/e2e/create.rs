@@ -156,16 +156,9 @@ async fn type_mismatch_waits_for_a_spec_change_then_rents() {
         "7005 is not retried until the spec changes"
     );
     // Correcting the image before anything was rented is accepted, and leads to a host.
-    let patch = serde_json::json!({"spec": {"imageId": "507"}});
     world
-        .api()
-        .patch(
-            "rh",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+        .patch_spec("rh", serde_json::json!({"imageId": "507"}))
+        .await;
     let obj = world
         .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
         .await;
@@ -398,16 +391,9 @@ async fn two_matching_unclaimed_hosts_stop_with_an_explanation() {
     }
     // The user points the object at one of them.
     let chosen = world.sim.host_ids()[0].clone();
-    let patch = serde_json::json!({"spec": {"hostId": chosen}});
     world
-        .api()
-        .patch(
-            "rh",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+        .patch_spec("rh", serde_json::json!({"hostId": chosen}))
+        .await;
     let obj = world
         .wait_for("rh", LIMIT, "adopted", |o| host_id(o).is_some())
         .await;

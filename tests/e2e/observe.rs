@@ -91,12 +91,9 @@ async fn power_state_stopped_stops_the_host_and_running_starts_it() {
     let world = World::start("power", |_| {}).await;
     world.create("rh", demo_spec()).await;
     let id = rented(&world, "rh").await;
-    let patch = serde_json::json!({"spec": {"powerState": "Stopped"}});
     world
-        .api()
-        .patch("rh", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+        .patch_spec("rh", serde_json::json!({"powerState": "Stopped"}))
+        .await;
     let obj = world
         .wait_for("rh", LIMIT, "stopped and ready", |o| {
             is(o, "Ready", "True", "Stopped")
@@ -104,12 +101,9 @@ async fn power_state_stopped_stops_the_host_and_running_starts_it() {
         .await;
     assert_eq!(format!("{:?}", obj.status.unwrap().phase), "Some(Stopped)");
     assert_eq!(world.sim.host_status(&id), Some(HostStatus::Stopped));
-    let patch = serde_json::json!({"spec": {"powerState": "Running"}});
     world
-        .api()
-        .patch("rh", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+        .patch_spec("rh", serde_json::json!({"powerState": "Running"}))
+        .await;
     rented(&world, "rh").await;
     assert_eq!(world.sim.calls(Endpoint::Operate), 2);
 }
@@ -273,56 +267,39 @@ async fn a_vanished_host_is_not_found_and_an_expired_one_is_expired() {
     assert_eq!(gone_events, 1);
 }
 
+/// Asks for a reboot with a new annotation value and waits until the object took it up.
+async fn request_reboot(world: &World, value: &str) {
+    annotate(world, "rh", "xuandashi.dev/reboot-requested-at", value).await;
+    let handled = |o: &rentedhost_operator::api::RentedHost| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.last_reboot_request.as_deref())
+            == Some(value)
+    };
+    world
+        .wait_for("rh", LIMIT, "reboot taken up", handled)
+        .await;
+}
+
 #[tokio::test]
 async fn the_reboot_annotation_reboots_once_per_value() {
     let world = World::start("reboot", |_| {}).await;
     world.create("rh", demo_spec()).await;
     rented(&world, "rh").await;
-    annotate(
-        &world,
-        "rh",
-        "xuandashi.dev/reboot-requested-at",
-        "2026-11-26T08:00:00Z",
-    )
-    .await;
-    world
-        .wait_for("rh", LIMIT, "rebooted", |o| {
-            o.status
-                .as_ref()
-                .and_then(|s| s.last_reboot_request.as_deref())
-                == Some("2026-11-26T08:00:00Z")
-        })
-        .await;
+    request_reboot(&world, "2026-11-26T08:00:00Z").await;
     rented(&world, "rh").await;
     // Unrelated changes do not reboot again.
     annotate(&world, "rh", "example.com/note", "hello").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(world.sim.calls(Endpoint::Reboot), 1);
-    annotate(
-        &world,
-        "rh",
-        "xuandashi.dev/reboot-requested-at",
-        "2026-11-26T09:00:00Z",
-    )
-    .await;
-    world
-        .wait_for("rh", LIMIT, "rebooted again", |o| {
-            o.status
-                .as_ref()
-                .and_then(|s| s.last_reboot_request.as_deref())
-                == Some("2026-11-26T09:00:00Z")
-        })
-        .await;
+    request_reboot(&world, "2026-11-26T09:00:00Z").await;
     assert_eq!(world.sim.calls(Endpoint::Reboot), 2);
     world.wait_events("rh", "Rebooting", 2).await;
 
     // A stopped host cannot reboot: explained, and not retried for the same request.
-    let patch = serde_json::json!({"spec": {"powerState": "Stopped"}});
     world
-        .api()
-        .patch("rh", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+        .patch_spec("rh", serde_json::json!({"powerState": "Stopped"}))
+        .await;
     world
         .wait_for("rh", LIMIT, "stopped", |o| {
             is(o, "Ready", "True", "Stopped")

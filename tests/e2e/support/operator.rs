@@ -128,6 +128,15 @@ impl World {
             .unwrap()
     }
 
+    /// Merge-patches the object's spec, as a user would.
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        let patch = serde_json::json!({ "spec": spec });
+        self.api()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
     pub async fn get(&self, name: &str) -> RentedHost {
         self.api().get(name).await.unwrap()
     }
