@@ -33,7 +33,7 @@ if complete; then echo "$dir"; exit 0; fi
 mkdir -p "$dir"
 rm -f "$dir/.complete"
 start=$(date +%s)
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 build() { # module-dir output package ldflags
   echo "testenv: building $2 from $3" >&2
   (cd "$here/$1" && go build -trimpath -ldflags "-s -w $4" -o "$dir/$2.tmp" "$3")
