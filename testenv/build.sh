@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds (or reuses) the test control plane: etcd, kube-apiserver, kubectl and helm, from
+# Builds (or reuses) the test control plane: etcd, kube-apiserver, kube-controller-manager
+# (for garbage collection), kubectl and helm, from
 # the Go module proxy through the wrapper modules beside this script, into a cache
 # directory keyed by their versions and laid out as KUBEBUILDER_ASSETS expects.
 #
@@ -25,7 +26,7 @@ dir="$root/k8s-$k8s-etcd-$etcd-helm-$helm"
 if [ "${1:-}" = "--dir" ]; then echo "$dir"; exit 0; fi
 
 complete() {
-  for b in etcd kube-apiserver kubectl helm; do [ -x "$dir/$b" ] || return 1; done
+  for b in etcd kube-apiserver kube-controller-manager kubectl helm; do [ -x "$dir/$b" ] || return 1; done
   [ -f "$dir/.complete" ]
 }
 if complete; then echo "$dir"; exit 0; fi
@@ -48,6 +49,7 @@ for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
 done
 build etcd etcd go.etcd.io/etcd/server/v3 "-X 'go.etcd.io/etcd/api/v3/version.GitSHA=module-$etcd'"
 build kubernetes kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kver"
+build kubernetes kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$kver"
 build kubernetes kubectl k8s.io/kubernetes/cmd/kubectl "$kver"
 build helm helm helm.sh/helm/v3/cmd/helm "-X 'helm.sh/helm/v3/internal/version.version=$helm' -X 'helm.sh/helm/v3/internal/version.gitTreeState=clean'"
 

@@ -424,12 +424,6 @@ async fn finalize(
             if let Some(note) = &note {
                 writes::publish(&ctx.recorder, &obj, note, "Release").await;
             }
-            writes::delete_connection_secret(
-                &ctx.client,
-                &obj,
-                &decision::connection_secret_name(&obj),
-            )
-            .await?;
             writes::remove_finalizer(&ctx.client, &obj).await?;
             ctx.poller.forget(&obj);
             if let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_deref()) {

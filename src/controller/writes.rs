@@ -184,28 +184,3 @@ pub async fn apply_connection_secret(
     .map(|_| ())
     .map_err(Error::from_kube)
 }
-
-/// Deletes the connection Secret if this object owns it.
-pub async fn delete_connection_secret(
-    client: &kube::Client,
-    obj: &RentedHost,
-    name: &str,
-) -> Result<(), Error> {
-    use k8s_openapi::api::core::v1::Secret;
-    let api: Api<Secret> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let Some(secret) = api.get_opt(name).await.map_err(Error::from_kube)? else {
-        return Ok(());
-    };
-    let owned = secret
-        .owner_references()
-        .iter()
-        .any(|r| Some(&r.uid) == obj.uid().as_ref());
-    if owned {
-        match api.delete(name, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(Error::from_kube(e)),
-        }
-    }
-    Ok(())
-}

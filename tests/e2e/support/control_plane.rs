@@ -1,6 +1,7 @@
 //! A real Kubernetes control plane for tests, in the manner of controller-runtime's envtest:
-//! etcd and kube-apiserver from `KUBEBUILDER_ASSETS` (built by `make testenv`) on free
-//! loopback ports, generated certificates, and an admin identity in `system:masters`.
+//! etcd, kube-apiserver and kube-controller-manager (for garbage collection) from
+//! `KUBEBUILDER_ASSETS` (built by `make testenv`) on free loopback ports, generated
+//! certificates, and an admin identity in `system:masters`.
 //! Everything is stopped and its files removed on drop; the shared instance is stopped at
 //! process exit, and its processes die with the test process even when it is killed.
 
@@ -14,7 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-const BINARIES: [&str; 4] = ["etcd", "kube-apiserver", "kubectl", "helm"];
+const BINARIES: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubectl",
+    "helm",
+];
 
 pub struct ControlPlane {
     dir: Mutex<Option<tempfile::TempDir>>,
@@ -63,6 +70,8 @@ pub fn shared() -> &'static ControlPlane {
             }
         }
         let plane = ControlPlane::start();
+        super::apply_crd(&plane);
+        plane.start_garbage_collector();
         // SAFETY: registers a plain function; runs once at normal process exit.
         unsafe { libc::atexit(stop_shared) };
         plane
@@ -241,6 +250,20 @@ impl ControlPlane {
         plane
     }
 
+    /// Starts kube-controller-manager with only its garbage collector (owner references).
+    /// Start it once the CRDs are in: it discovers resource types only every 30 s.
+    pub fn start_garbage_collector(&self) {
+        let mut controller_manager = Command::new(self.assets.join("kube-controller-manager"));
+        controller_manager.args([
+            &format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--controllers=garbagecollector",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ]);
+        self.spawn("kube-controller-manager", controller_manager);
+    }
+
     fn spawn(&self, name: &str, mut command: Command) {
         let log = std::fs::File::create(self.root.join(format!("{name}.log"))).unwrap();
         command
@@ -252,7 +275,8 @@ impl ControlPlane {
         self.processes().push(child);
     }
 
-    fn log_tail(&self, name: &str) -> String {
+    /// The last lines one of the processes logged (flag dumps left out).
+    pub fn log_tail(&self, name: &str) -> String {
         let text =
             std::fs::read_to_string(self.root.join(format!("{name}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.contains("FLAG:")).collect();
@@ -298,7 +322,7 @@ impl ControlPlane {
         &self.root
     }
 
-    /// Process ids of etcd and kube-apiserver.
+    /// Process ids of etcd, kube-apiserver (and kube-controller-manager, once started).
     pub fn pids(&self) -> Vec<u32> {
         self.processes().iter().map(|c| c.id()).collect()
     }

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 /// Runs a command and returns its stdout, failing the test with its stderr otherwise.
 pub fn run_ok(command: &mut Command) -> String {
@@ -51,27 +50,27 @@ pub fn kubectl_apply(
     child.wait_with_output().unwrap()
 }
 
-/// Installs the checked-in CRD on the shared control plane once, with kubectl, and waits
-/// until it is established.
+/// Applies the checked-in CRD with kubectl and waits until it is established.
+pub fn apply_crd(plane: &ControlPlane) {
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/rentedhost.yaml");
+    run_ok(
+        plane
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(&crd),
+    );
+    run_ok(plane.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/rentedhosts.xuandashi.dev",
+    ]));
+}
+
+/// The shared control plane, which has the CRD installed (before its garbage collector
+/// started, so that owner references to RentedHosts are collected from the start).
 pub fn install_crd() -> &'static ControlPlane {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    let plane = shared();
-    INSTALLED.get_or_init(|| {
-        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/rentedhost.yaml");
-        run_ok(
-            plane
-                .kubectl()
-                .args(["apply", "--server-side", "-f"])
-                .arg(&crd),
-        );
-        run_ok(plane.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/rentedhosts.xuandashi.dev",
-        ]));
-    });
-    plane
+    shared()
 }
 
 /// Creates a fresh namespace for one test.
