@@ -271,3 +271,60 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
     );
     run_ok(plane.helm().args(["uninstall", "rho", "-n", &ns]));
 }
+
+#[test]
+fn on_a_new_cluster_the_chart_installs_the_crd() {
+    let plane = crate::support::ControlPlane::start();
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/rentedhost-operator");
+    let missing = plane
+        .kubectl()
+        .args(["get", "crd", "rentedhosts.xuandashi.dev"])
+        .output()
+        .unwrap();
+    assert!(
+        !missing.status.success(),
+        "a new cluster has no RentedHost CRD"
+    );
+    run_ok(
+        plane
+            .helm()
+            .args([
+                "install",
+                "rho",
+                "-n",
+                "default",
+                "--set",
+                "credentials.existingSecret=xds",
+            ])
+            .arg(&chart),
+    );
+    run_ok(plane.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/rentedhosts.xuandashi.dev",
+    ]));
+    let columns = run_ok(plane.kubectl().args([
+        "get",
+        "crd",
+        "rentedhosts.xuandashi.dev",
+        "-o",
+        "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
+    ]));
+    assert_eq!(columns, "Host Phase Ready Expires Age");
+    let created = plane
+        .kubectl()
+        .args([
+            "get",
+            "secret",
+            "rho-rentedhost-operator-credentials",
+            "-n",
+            "default",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !created.status.success(),
+        "with existingSecret the chart creates no credentials Secret"
+    );
+}
