@@ -888,18 +888,9 @@ pub fn after_power(
             t.requeue = Requeue::Observe { transitional: true };
         }
         Err(error) => {
-            let reason = Reason::of(error);
-            let e = LastError {
-                message: format!(
-                    "cannot {} host {id}: {}",
-                    if start { "start" } else { "stop" },
-                    last_error(reason, error).message
-                ),
-                ..last_error(reason, error)
-            };
-            let msg = error_message(&e);
-            t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
-            t.status.last_error = Some(e);
+            let verb = if start { "start" } else { "stop" };
+            let (reason, msg) =
+                operation_failed(obj, &mut t, &format!("{verb} host {id}"), error, now);
             set(
                 &mut t.status,
                 obj,
@@ -909,19 +900,39 @@ pub fn after_power(
                 &msg,
                 now,
             );
-            set(
-                &mut t.status,
-                obj,
-                ConditionType::Synced,
-                false,
-                reason.as_str(),
-                &msg,
-                now,
-            );
             t.requeue = Requeue::Retry(reason);
         }
     }
     t
+}
+
+/// A refused or failed host operation: `lastError`, its event and `Synced=False`.
+fn operation_failed(
+    obj: &RentedHost,
+    t: &mut Transition,
+    what: &str,
+    error: &ProviderError,
+    now: Timestamp,
+) -> (Reason, String) {
+    let reason = Reason::of(error);
+    let plain = last_error(reason, error);
+    let e = LastError {
+        message: format!("cannot {what}: {}", plain.message),
+        ..plain
+    };
+    let msg = error_message(&e);
+    t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+    t.status.last_error = Some(e);
+    set(
+        &mut t.status,
+        obj,
+        ConditionType::Synced,
+        false,
+        reason.as_str(),
+        &msg,
+        now,
+    );
+    (reason, msg)
 }
 
 /// A reboot request (annotation value) not yet acted on.
@@ -971,31 +982,12 @@ pub fn after_reboot(
             t.requeue = Requeue::Observe { transitional: true };
         }
         Err(error) => {
-            let reason = Reason::of(error);
+            let (reason, _) =
+                operation_failed(obj, &mut t, &format!("reboot host {id}"), error, now);
             // "Not running" is final for this request; "unavailable" is retried.
             if reason != Reason::HostUnavailable && error.is_proven_refusal() {
                 t.status.last_reboot_request = Some(value.to_string());
-            }
-            let e = LastError {
-                message: format!(
-                    "cannot reboot host {id}: {}",
-                    last_error(reason, error).message
-                ),
-                ..last_error(reason, error)
-            };
-            let msg = error_message(&e);
-            t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
-            t.status.last_error = Some(e);
-            set(
-                &mut t.status,
-                obj,
-                ConditionType::Synced,
-                false,
-                reason.as_str(),
-                &msg,
-                now,
-            );
-            if t.status.last_reboot_request.as_deref() != Some(value) {
+            } else {
                 t.requeue = Requeue::Retry(reason);
             }
         }
@@ -1532,5 +1524,63 @@ mod tests {
             "ProviderUnavailable"
         );
         assert_eq!(t.requeue, Requeue::Retry(Reason::ProviderUnavailable));
+    }
+
+    #[test]
+    fn power_and_reboot_answers() {
+        let mut o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            phase: Some(Phase::Stopped),
+            ..Default::default()
+        }));
+        o.metadata.annotations = Some([(REBOOT_ANNOTATION.to_string(), "v1".to_string())].into());
+        let mut h = host("h1", t0(), 8);
+        h.status = Some(HostStatus::Stopped.code().into());
+        assert_eq!(power_action(&o, &h), Some(true));
+        let seen = || after_observe(&o, "h1", Some(&h), t0());
+        let started = after_power(&o, seen(), true, &Ok(true), t0());
+        assert_eq!(started.note.unwrap().reason, "PowerOn");
+        assert_eq!(started.requeue, Requeue::Observe { transitional: true });
+        let busy = after_power(&o, seen(), true, &Err(business(6000)), t0());
+        assert!(
+            busy.note.is_none() && busy.status.last_error.is_none(),
+            "6000 means wait"
+        );
+        let broke = after_power(&o, seen(), true, &Err(business(6003)), t0());
+        assert_eq!(
+            cond(&broke.status, ConditionType::Ready).1,
+            "InsufficientBalance"
+        );
+        assert!(
+            broke
+                .status
+                .last_error
+                .unwrap()
+                .message
+                .starts_with("cannot start host h1")
+        );
+
+        assert_eq!(reboot_due(&o), Some("v1".into()));
+        let refused = after_reboot(&o, seen(), "v1", &Err(business(7002)), t0());
+        assert_eq!(
+            refused.status.last_reboot_request.as_deref(),
+            Some("v1"),
+            "not running: final for this request"
+        );
+        assert_eq!(
+            cond(&refused.status, ConditionType::Synced).1,
+            "HostNotRunning"
+        );
+        let busy = after_reboot(&o, seen(), "v1", &Err(business(7003)), t0());
+        assert!(
+            busy.status.last_reboot_request.is_none(),
+            "unavailable: retried"
+        );
+        assert_eq!(busy.requeue, Requeue::Retry(Reason::HostUnavailable));
+        let done = after_reboot(&o, seen(), "v1", &Ok(true), t0());
+        assert_eq!(done.status.last_reboot_request.as_deref(), Some("v1"));
+        let mut after = o.clone();
+        after.status = Some(done.status);
+        assert_eq!(reboot_due(&after), None, "one reboot per value");
     }
 }

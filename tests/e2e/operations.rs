@@ -86,6 +86,20 @@ async fn one_replica_leads_and_hands_over_when_it_stops() {
     assert_eq!(holder(&client, &ns).await.as_deref(), Some("replica-b"));
 }
 
+/// Creates `rh-<i>` for each i and waits until every one has a host.
+async fn rent_all(world: &World, range: std::ops::Range<usize>) {
+    for i in range.clone() {
+        world.create(&format!("rh-{i}"), demo_spec()).await;
+    }
+    for i in range {
+        world
+            .wait_for(&format!("rh-{i}"), Duration::from_secs(30), "rented", |o| {
+                host_id(o).is_some()
+            })
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn two_operator_replicas_rent_once_per_object_even_when_the_leader_dies() {
     let mut world = World::start("replicas", |_| {}).await;
@@ -107,32 +121,14 @@ async fn two_operator_replicas_rent_once_per_object_even_when_the_leader_dies() 
     let first = spawn_replica("replica-a");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _second = spawn_replica("replica-b");
-    for i in 0..5 {
-        world.create(&format!("rh-{i}"), demo_spec()).await;
-    }
-    for i in 0..5 {
-        world
-            .wait_for(&format!("rh-{i}"), Duration::from_secs(30), "rented", |o| {
-                host_id(o).is_some()
-            })
-            .await;
-    }
+    rent_all(&world, 0..5).await;
     assert_eq!(
         holder(&world.client, &world.ns).await.as_deref(),
         Some("replica-a")
     );
     // The leader dies without releasing its lease: the other takes over once it expires.
     first.abort();
-    for i in 5..8 {
-        world.create(&format!("rh-{i}"), demo_spec()).await;
-    }
-    for i in 5..8 {
-        world
-            .wait_for(&format!("rh-{i}"), Duration::from_secs(30), "rented", |o| {
-                host_id(o).is_some()
-            })
-            .await;
-    }
+    rent_all(&world, 5..8).await;
     assert_eq!(
         holder(&world.client, &world.ns).await.as_deref(),
         Some("replica-b")

@@ -19,6 +19,15 @@ fn manifest(name: &str, spec: &str) -> String {
 const VALID: &str =
     "  packageId: teTapaSUFq\n  imageId: \"507\"\n  period:\n    count: 5\n    unit: Month\n";
 
+fn accepted(ns: &str, name: &str, spec: &str) {
+    let out = kubectl_apply(ns, &manifest(name, spec));
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn refused(ns: &str, name: &str, spec: &str, expected: &[&str]) {
     let out = kubectl_apply(ns, &manifest(name, spec));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -74,23 +83,13 @@ async fn invalid_manifests_are_refused_naming_the_field() {
         listed.trim().is_empty(),
         "nothing invalid was stored: {listed}"
     );
-    let out = kubectl_apply(&ns, &manifest("valid", VALID));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    accepted(&ns, "valid", VALID);
 }
 
 #[tokio::test]
 async fn a_rented_hosts_package_image_and_period_are_immutable() {
     let world = World::start("immutable", |_| {}).await;
-    let out = kubectl_apply(&world.ns, &manifest("rh", VALID));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    accepted(&world.ns, "rh", VALID);
     let obj = world
         .wait_for("rh", Duration::from_secs(30), "ready", |o| {
             is(o, "Ready", "True", "Running")
@@ -116,14 +115,10 @@ async fn a_rented_hosts_package_image_and_period_are_immutable() {
         &["spec.period", "immutable once a host is rented"],
     );
     // Fields that may change still can.
-    let out = kubectl_apply(
+    accepted(
         &world.ns,
-        &manifest("rh", &format!("{VALID}  deletionPolicy: Orphan\n")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "rh",
+        &format!("{VALID}  deletionPolicy: Orphan\n"),
     );
     // Once rented, spec.hostId can only name that host, and once set it is immutable.
     refused(
@@ -133,12 +128,7 @@ async fn a_rented_hosts_package_image_and_period_are_immutable() {
         &["spec.hostId", "must name the host already rented"],
     );
     let adopted = format!("{VALID}  hostId: {id}\n");
-    let out = kubectl_apply(&world.ns, &manifest("rh", &adopted));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    accepted(&world.ns, "rh", &adopted);
     refused(
         &world.ns,
         "rh",
