@@ -8,7 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
@@ -18,6 +19,43 @@ pub struct LeaseConfig {
     /// This replica's identity (its pod name).
     pub identity: String,
     pub duration: Duration,
+    /// Told how long this replica may act as leader.
+    pub leadership: Leadership,
+}
+
+/// Whether this replica may act as leader now: money is spent only while it may. Without
+/// election it always may; with election, until two thirds of a lease duration after the
+/// start of the last renewal the API server accepted (other replicas wait a whole duration
+/// from when they saw that renewal, which is later).
+#[derive(Debug, Clone)]
+pub struct Leadership(Option<Arc<Mutex<Option<Instant>>>>);
+
+impl Leadership {
+    /// A replica that runs alone (no election).
+    pub fn always() -> Leadership {
+        Leadership(None)
+    }
+
+    /// A replica that leads only while it holds the lease.
+    pub fn elected() -> Leadership {
+        Leadership(Some(Arc::default()))
+    }
+
+    pub fn is_leading(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(until) => until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|u| Instant::now() < u),
+        }
+    }
+
+    fn hold_until(&self, until: Option<Instant>) {
+        if let Some(slot) = &self.0 {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = until;
+        }
+    }
 }
 
 /// Resolves when the holder must stop: shutdown requested or leadership lost.
@@ -41,14 +79,34 @@ pub enum Ended {
 struct LeaseLock {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// The other holder's lease as last seen (holder and renew time), and when this replica
+    /// saw it change: expiry is judged on the local clock from that moment, never by
+    /// comparing the holder's timestamps with ours (as client-go does).
+    observed: Mutex<Option<(String, Instant)>>,
 }
 
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else {
-        return true;
-    };
-    let duration = spec.lease_duration_seconds.unwrap_or(15).max(1);
-    renewed + jiff::SignedDuration::from_secs(i64::from(duration)) < now
+impl LeaseLock {
+    /// Whether the lease held by someone else has gone a whole duration without change, as
+    /// observed from here.
+    fn expired(&self, spec: &LeaseSpec) -> bool {
+        if spec.renew_time.is_none() {
+            return true;
+        }
+        let seen = format!(
+            "{:?}/{:?}",
+            spec.holder_identity,
+            spec.renew_time.as_ref().map(|t| t.0)
+        );
+        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        match observed.as_ref() {
+            Some((last, at)) if *last == seen => at.elapsed() > duration,
+            _ => {
+                *observed = Some((seen, Instant::now()));
+                false
+            }
+        }
+    }
 }
 
 impl LeaseLock {
@@ -87,7 +145,7 @@ impl LeaseLock {
             Some(mut lease) => {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let holder = spec.holder_identity.as_deref().unwrap_or_default();
-                if holder != self.config.identity && !holder.is_empty() && !expired(&spec, now) {
+                if holder != self.config.identity && !holder.is_empty() && !self.expired(&spec) {
                     return Ok(false);
                 }
                 lease.spec = Some(self.spec(Some(&spec), now));
@@ -102,6 +160,21 @@ impl LeaseLock {
                     Err(e) => Err(e),
                 }
             }
+        }
+    }
+
+    /// One attempt to take or renew the lease, bounded by `deadline`; when it succeeds this
+    /// replica may lead until `deadline` after the attempt started.
+    async fn attempt(&self, deadline: Duration) -> Result<bool, String> {
+        let started = Instant::now();
+        match tokio::time::timeout(deadline, self.try_hold()).await {
+            Ok(Ok(true)) => {
+                self.config.leadership.hold_until(Some(started + deadline));
+                Ok(true)
+            }
+            Ok(Ok(false)) => Ok(false),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {deadline:?}")),
         }
     }
 
@@ -141,11 +214,15 @@ where
     let lock = LeaseLock {
         api: Api::namespaced(client, &config.namespace),
         config,
+        observed: Mutex::default(),
     };
+    // A renewal that hangs must not keep a deposed leader working: each attempt has this
+    // long, and leadership lapses at the same point after the last accepted renewal.
+    let deadline = lock.config.duration * 2 / 3;
     let retry = lock.config.duration / 4;
     tokio::pin!(stop);
     loop {
-        match lock.try_hold().await {
+        match lock.attempt(deadline).await {
             Ok(true) => break,
             Ok(false) => {}
             Err(error) => tracing::warn!(%error, "leader election: cannot read the lease"),
@@ -158,15 +235,16 @@ where
     tracing::info!(lease = %lock.config.name, identity = %lock.config.identity, "leading");
     let (tell, listen) = watch::channel(false);
     let renewals = async {
-        let mut last_renewal = tokio::time::Instant::now();
+        let mut last_renewal = Instant::now();
         loop {
             tokio::time::sleep(lock.config.duration / 3).await;
-            match lock.try_hold().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+            let started = Instant::now();
+            match lock.attempt(deadline).await {
+                Ok(true) => last_renewal = started,
                 Ok(false) => return,
                 Err(error) => {
                     tracing::warn!(%error, "leader election: renewal failed");
-                    if last_renewal.elapsed() > lock.config.duration * 2 / 3 {
+                    if last_renewal.elapsed() > deadline {
                         return;
                     }
                 }
@@ -189,6 +267,7 @@ where
             Ended::LostLease
         }
     };
+    lock.config.leadership.hold_until(None);
     lock.release().await;
     ended
 }

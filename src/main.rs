@@ -124,12 +124,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn run(args: RunArgs) -> ExitCode {
     provider::install_crypto_provider();
-    let client = match kube::Client::try_default().await {
+    let client = match kube_client().await {
         Ok(c) => c,
         Err(error) => {
             eprintln!("rentedhost-operator run: cannot reach Kubernetes: {error}");
             return ExitCode::FAILURE;
         }
+    };
+    let leadership = if args.leader_election {
+        leader::Leadership::elected()
+    } else {
+        leader::Leadership::always()
     };
     let config = controller::Config {
         provider: ClientSettings {
@@ -152,6 +157,7 @@ async fn run(args: RunArgs) -> ExitCode {
         create_grace: args.create_grace,
         concurrency: args.concurrency,
         instance: std::env::var("POD_NAME").ok(),
+        leadership: leadership.clone(),
         ..controller::Config::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -176,6 +182,7 @@ async fn run(args: RunArgs) -> ExitCode {
         identity: std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("rentedhost-operator-{}", std::process::id())),
         duration: args.lease_duration,
+        leadership,
     };
     let work =
         |stop: leader::Shutdown| controller::run(client.clone(), config, metrics, stop.wait());
@@ -183,6 +190,17 @@ async fn run(args: RunArgs) -> ExitCode {
         leader::Ended::Stopped => ExitCode::SUCCESS,
         leader::Ended::LostLease => ExitCode::FAILURE,
     }
+}
+
+/// The Kubernetes client, with a read timeout: kube sets none, and a call that never answers
+/// would hold a reconcile (or a lease renewal) forever. Watches are long polls that the API
+/// server ends well within it (kube-rs's watcher asks for 290 s).
+async fn kube_client() -> Result<kube::Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.read_timeout = Some(Duration::from_secs(300));
+    kube::Client::try_from(config)
 }
 
 async fn shutdown_signal() {

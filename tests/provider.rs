@@ -204,6 +204,53 @@ async fn sixty_hosts_take_three_pages() {
     assert_eq!(page.total_counts, Some(60));
 }
 
+/// Every reading of the API's freedoms (order, totals, success, 401 style, unknown-host
+/// answers) gives the client the same complete listing and the same verdicts.
+#[tokio::test]
+async fn every_reading_of_the_documentation_gives_the_same_answers() {
+    use rentedhost_operator::simulator::Freedom;
+    for freedom in Freedom::each() {
+        let (sim, client) = simulator().await;
+        sim.state().freedom = freedom;
+        let preloaded = sim.state().preload_hosts(DEMO_ACCOUNT.0, 50);
+        let mut made = Vec::new();
+        for _ in 0..5 {
+            made.push(
+                client
+                    .create_rent(&rent("kQvBmLtRzA", "507"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut listed: Vec<String> = client
+            .all_hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|h| h.id)
+            .collect();
+        listed.sort();
+        let mut want: Vec<String> = preloaded.iter().chain(&made).cloned().collect();
+        want.sort();
+        assert_eq!(listed, want, "{freedom:?}: a complete listing");
+        // 55 hosts: pages of 25, 25 and 5.
+        assert_eq!(sim.calls(Endpoint::MyPage), 3, "{freedom:?}");
+        let unknown = client.host("NoSuchHost").await.unwrap_err();
+        assert!(unknown.denies_host(), "{freedom:?}: {unknown:?}");
+        assert!(
+            !client.delete("NoSuchHost").await.unwrap_or(false),
+            "{freedom:?}"
+        );
+        assert!(client.delete(&made[0]).await.unwrap(), "{freedom:?}");
+        sim.expire_tokens();
+        assert!(
+            client.host(&made[1]).await.unwrap().is_some(),
+            "{freedom:?}: renewed"
+        );
+        assert_eq!(sim.calls(Endpoint::GetToken), 2, "{freedom:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_rate_limit_holds_per_account() {
     let sim = Simulator::default();
@@ -300,6 +347,9 @@ async fn garbage_answers_are_errors_never_panics() {
     let client = odd_server(r#"{"code":0,"data":{"token":null}}"#, "{}").await;
     assert!(matches!(
         client.images().await,
-        Err(ProviderError::Malformed(_))
+        Err(ProviderError::NotSent(inner)) if matches!(*inner, ProviderError::Malformed(_))
     ));
+    // Without a token createRent is never sent: a proven non-create, not an unknown outcome.
+    let refused = client.create_rent(&rent("p", "i")).await.unwrap_err();
+    assert!(refused.is_proven_refusal(), "{refused:?}");
 }

@@ -123,14 +123,14 @@ mod tests {
             &mut c,
             ConditionType::Ready,
             false,
-            "CreatePending",
+            "ProviderCreating",
             "b",
             Some(1),
             t1.clone(),
         );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, t0);
-        assert_eq!(c[0].reason, "CreatePending");
+        assert_eq!(c[0].reason, "ProviderCreating");
         set_condition(
             &mut c,
             ConditionType::Ready,

@@ -31,6 +31,18 @@ macro_rules! immutable_once_rented {
     };
 }
 
+/// Rule text shared by the rules that freeze the request while a create is pending.
+macro_rules! frozen_while_pending {
+    ($field:literal) => {
+        concat!(
+            "!has(oldSelf.status) || !has(oldSelf.status.createPending) || self.spec.",
+            $field,
+            " == oldSelf.spec.",
+            $field
+        )
+    };
+}
+
 /// A prepaid host rented from the Xuandashi cloud. The operator calls `createRent` once for
 /// the object, records the host id in `status.hostId`, keeps the status true to the host, and
 /// releases the host when the object is deleted (unless `deletionPolicy` is `Orphan`).
@@ -56,6 +68,18 @@ macro_rules! immutable_once_rented {
     validation = Rule::new(immutable_once_rented!("period"))
         .message("spec.period is immutable once a host is rented (status.hostId is set)")
         .field_path(".spec.period"),
+    validation = Rule::new(frozen_while_pending!("packageId"))
+        .message("spec.packageId cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
+        .field_path(".spec.packageId"),
+    validation = Rule::new(frozen_while_pending!("imageId"))
+        .message("spec.imageId cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
+        .field_path(".spec.imageId"),
+    validation = Rule::new(frozen_while_pending!("period"))
+        .message("spec.period cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
+        .field_path(".spec.period"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.createPending) || (has(oldSelf.status.lastError) && oldSelf.status.lastError.reason == 'CreateOutcomeUnknown') || (has(self.spec.hostId) ? self.spec.hostId : '') == (has(oldSelf.spec.hostId) ? oldSelf.spec.hostId : '')")
+        .message("spec.hostId can be set while a createRent is pending (status.createPending) only once the operator asks for it (reason CreateOutcomeUnknown): the pending create is resolved first")
+        .field_path(".spec.hostId"),
     validation = Rule::new("!has(self.spec.hostId) || self.spec.hostId == '' || !has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == '' || self.spec.hostId == oldSelf.status.hostId")
         .message("spec.hostId must name the host already rented (status.hostId) once one is")
         .field_path(".spec.hostId"),
@@ -226,8 +250,40 @@ pub enum Phase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatePending {
-    /// When the call was about to be made (RFC 3339).
+    /// When the call was about to be made (RFC 3339). The value of the
+    /// `xuandashi.dev/create-not-rented` annotation that allows a new create names it.
     pub since: String,
+    /// The request sent: a host found for this create must match it (the spec cannot change
+    /// while a create is pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<CreateRequest>,
+    /// When the call ended without a usable answer (RFC 3339); absent while it is in flight
+    /// or when the operator stopped during it. Hosts created after this (plus clock skew)
+    /// are not this create's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_ended: Option<String>,
+}
+
+/// What a createRent call asked for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    /// The package requested.
+    pub package_id: String,
+    /// The image requested.
+    pub image_id: String,
+    /// The rental period requested.
+    pub period: RentalPeriod,
+}
+
+impl CreateRequest {
+    pub fn of(spec: &RentedHostSpec) -> CreateRequest {
+        CreateRequest {
+            package_id: spec.package_id.clone(),
+            image_id: spec.image_id.clone(),
+            period: spec.period.clone(),
+        }
+    }
 }
 
 /// The last error the provider (or the controller's view of it) reported.

@@ -52,23 +52,29 @@ pub fn secret_ref(obj: &RentedHost, default: Option<&SecretRef>) -> Option<Secre
     }
 }
 
+/// Why credentials could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The Secret or a key is missing: the user must act (reason CredentialsMissing).
+    #[error("{0}")]
+    Missing(String),
+    /// The API server did not answer the read: transient, retried as a Kubernetes error.
+    #[error("credentials Secret could not be read: {0}")]
+    Unreadable(#[source] kube::Error),
+}
+
 /// Reads the credentials; the error explains what is missing (never a value).
-pub async fn load(client: &Client, r: &SecretRef) -> Result<Credentials, String> {
+pub async fn load(client: &Client, r: &SecretRef) -> Result<Credentials, Problem> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
     let secret = match secrets.get_opt(&r.name).await {
         Ok(Some(s)) => s,
         Ok(None) => {
-            return Err(format!(
+            return Err(Problem::Missing(format!(
                 "credentials Secret {}/{} not found",
                 r.namespace, r.name
-            ));
+            )));
         }
-        Err(e) => {
-            return Err(format!(
-                "credentials Secret {}/{} could not be read: {e}",
-                r.namespace, r.name
-            ));
-        }
+        Err(e) => return Err(Problem::Unreadable(e)),
     };
     let value = |key: &str| {
         secret
@@ -85,10 +91,10 @@ pub async fn load(client: &Client, r: &SecretRef) -> Result<Credentials, String>
             })
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
-                format!(
+                Problem::Missing(format!(
                     "credentials Secret {}/{} has no key {key:?}",
                     r.namespace, r.name
-                )
+                ))
             })
     };
     Ok(Credentials::new(value(&r.uuid_key)?, value(&r.secret_key)?))

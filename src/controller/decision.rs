@@ -3,14 +3,15 @@
 //! No I/O here; `reconcile.rs` performs the steps.
 
 use super::reason::Reason;
+use super::resolution::Resolution;
 use crate::api::{
-    CREATE_NOT_RENTED_ANNOTATION, ConditionType, CreatePending, FINALIZER, LastError, ObservedHost,
-    Phase, PowerState, REBOOT_ANNOTATION, RentedHost, RentedHostStatus, set_condition,
+    CREATE_NOT_RENTED_ANNOTATION, ConditionType, CreatePending, CreateRequest, FINALIZER,
+    LastError, ObservedHost, Phase, PowerState, REBOOT_ANNOTATION, RentedHost, RentedHostStatus,
+    set_condition,
 };
-use crate::provider::{Host, HostStatus, Package, ProviderError, explain};
+use crate::provider::{Host, HostStatus, ProviderError, explain};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// What the reconciler does next for an object.
@@ -85,11 +86,17 @@ pub fn plan(obj: &RentedHost) -> Step {
     if let Some(id) = nonempty(&status.host_id) {
         return Step::Observe(id);
     }
+    if status.create_pending.is_some() {
+        // A pending create is resolved before anything else, so that its host is never
+        // dropped; only once the operator has asked a person (CreateOutcomeUnknown) is
+        // spec.hostId their answer.
+        return match nonempty(&obj.spec.host_id) {
+            Some(id) if stopped_as_unknown(&status) => Step::Adopt(id),
+            _ => Step::ResolvePending,
+        };
+    }
     if let Some(id) = nonempty(&obj.spec.host_id) {
         return Step::Adopt(id);
-    }
-    if status.create_pending.is_some() {
-        return Step::ResolvePending;
     }
     let refused_for_this_spec = status
         .last_error
@@ -102,13 +109,29 @@ pub fn plan(obj: &RentedHost) -> Step {
     Step::Create
 }
 
-/// Whether the user allowed a new create after an ambiguous outcome.
+fn stopped_as_unknown(status: &RentedHostStatus) -> bool {
+    status
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.reason == Reason::CreateOutcomeUnknown.as_str())
+}
+
+/// Whether the user allowed a new create after an ambiguous outcome: only once the operator
+/// asked (CreateOutcomeUnknown), and only by naming that pending create's `since`, so that
+/// a stale or re-applied annotation allows nothing.
 pub fn create_not_rented_allowed(obj: &RentedHost) -> bool {
-    obj.metadata
+    let Some(status) = obj.status.as_ref() else {
+        return false;
+    };
+    let Some(pending) = status.create_pending.as_ref() else {
+        return false;
+    };
+    let named = obj
+        .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(CREATE_NOT_RENTED_ANNOTATION))
-        .is_some_and(|v| v == "true")
+        .and_then(|a| a.get(CREATE_NOT_RENTED_ANNOTATION));
+    stopped_as_unknown(status) && named.is_some_and(|v| v.trim() == pending.since)
 }
 
 fn time(now: Timestamp) -> Time {
@@ -289,6 +312,8 @@ pub fn creating(obj: &RentedHost, now: Timestamp) -> RentedHostStatus {
     let mut status = base(obj);
     status.create_pending = Some(CreatePending {
         since: now.to_string(),
+        request: Some(CreateRequest::of(&obj.spec)),
+        call_ended: None,
     });
     status.create_attempts = Some(status.create_attempts.unwrap_or(0) + 1);
     status.phase = Some(Phase::Creating);
@@ -362,6 +387,9 @@ pub fn after_create(
             // The host may exist: keep createPending, so that no new create happens until
             // the account's hosts have been checked.
             let mut status = recorded.clone();
+            if let Some(pending) = status.create_pending.as_mut() {
+                pending.call_ended = Some(now.to_string());
+            }
             let e = LastError {
                 message: format!(
                     "createRent outcome unknown ({error}); checking the account's hosts before any new create"
@@ -401,40 +429,10 @@ fn refused(view: &RentedHost, error: &ProviderError, now: Timestamp) -> Transiti
     fail_all(view, status, reason, last_error(reason, error), phase, now)
 }
 
-/// A host that may be the one an unanswered createRent made.
-pub fn matches_package(host: &Host, package: &Package) -> bool {
-    let same = |a: Option<i64>, b: Option<i64>| a.unwrap_or(0) == b.unwrap_or(0);
-    same(host.cpu, package.cpu_number)
-        && same(host.memory, package.memory_number)
-        && same(host.rigid_disk, package.rigid_disk_number)
-        && same(host.gpu_number, package.gpu_number)
-}
-
-/// Hosts created since `since - skew`, claimed by no other object, matching the package.
-pub fn candidates(
-    hosts: &[Host],
-    since: Timestamp,
-    skew: Duration,
-    claimed: &HashSet<String>,
-    package: Option<&Package>,
-) -> Vec<String> {
-    let from = since.as_millisecond() - skew.as_millis() as i64;
-    let mut ids: Vec<String> = hosts
-        .iter()
-        .filter(|h| h.create_time.is_some_and(|t| t >= from))
-        .filter(|h| package.is_none_or(|p| matches_package(h, p)))
-        .filter_map(|h| h.id.clone())
-        .filter(|id| !claimed.contains(id))
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
 /// The step after looking for the host of an unanswered createRent.
 pub fn after_resolution(
     obj: &RentedHost,
-    found: &[String],
+    found: &Resolution,
     since: Timestamp,
     grace: Duration,
     now: Timestamp,
@@ -455,11 +453,13 @@ pub fn after_resolution(
         }
     };
     if create_not_rented_allowed(obj) {
-        let message = format!("{CREATE_NOT_RENTED_ANNOTATION}=true: a new createRent is allowed");
+        let message = format!(
+            "{CREATE_NOT_RENTED_ANNOTATION} names this pending create: a new createRent is allowed"
+        );
         return create_again(status, "CreateNotRented", message);
     }
     match found {
-        [id] => {
+        Resolution::Adopt(id) => {
             let note = Note {
                 warning: false,
                 reason: "AdoptedHost",
@@ -478,7 +478,7 @@ pub fn after_resolution(
                 requeue: Requeue::Observe { transitional: true },
             }
         }
-        [] => {
+        Resolution::NoHost => {
             let waited = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
             if waited >= grace {
                 let message = format!(
@@ -504,10 +504,14 @@ pub fn after_resolution(
                 requeue: Requeue::After(grace - waited),
             }
         }
-        many => {
+        Resolution::Ambiguous(many) => {
+            let since = status
+                .create_pending
+                .as_ref()
+                .map(|p| p.since.clone())
+                .unwrap_or_default();
             let msg = format!(
-                "createRent's outcome is unknown and {} unclaimed hosts match ({}): set spec.hostId to the right one, or annotate the object with {CREATE_NOT_RENTED_ANNOTATION}=true to allow a new create",
-                many.len(),
+                "createRent's outcome is unknown and more unclaimed hosts match than creates were waiting for them ({}; someone else rents on this account?): set spec.hostId to the right one, or annotate the object with {CREATE_NOT_RENTED_ANNOTATION}={since} to allow a new create",
                 many.join(", ")
             );
             stopped_for(obj, status, Reason::CreateOutcomeUnknown, msg, now)
@@ -995,6 +999,39 @@ pub fn after_reboot(
     t
 }
 
+/// The connection Secret's name belongs to a Secret this object does not control: the
+/// login is not written, and the user is told to pick another name.
+pub fn connection_secret_taken(
+    obj: &RentedHost,
+    mut t: Transition,
+    name: &str,
+    now: Timestamp,
+) -> Transition {
+    let e = local_error(
+        Reason::ConnectionSecretConflict,
+        format!(
+            "Secret {name} exists and is not this object's connection Secret; the operator does not take it over: set spec.connectionSecretName to a free name, or delete that Secret"
+        ),
+    );
+    let msg = error_message(&e);
+    t.note = t
+        .note
+        .or_else(|| error_note(&obj.status.clone().unwrap_or_default(), &e));
+    t.status.last_error = Some(e);
+    let r = Reason::ConnectionSecretConflict.as_str();
+    set(
+        &mut t.status,
+        obj,
+        ConditionType::Synced,
+        false,
+        r,
+        &msg,
+        now,
+    );
+    t.requeue = Requeue::Retry(Reason::ConnectionSecretConflict);
+    t
+}
+
 /// Name of the object's connection Secret.
 pub fn connection_secret_name(obj: &RentedHost) -> String {
     nonempty(&obj.spec.connection_secret_name).unwrap_or_else(|| {
@@ -1085,6 +1122,26 @@ mod tests {
         assert_eq!(plan(&o), Step::Adopt("h2".into()));
         let o = obj(Some(pending(&obj(None))));
         assert_eq!(plan(&o), Step::ResolvePending);
+        let mut user_pick = o.clone();
+        user_pick.spec.host_id = Some("h3".into());
+        assert_eq!(
+            plan(&user_pick),
+            Step::ResolvePending,
+            "a pending create is resolved before spec.hostId is adopted"
+        );
+        let asked = after_resolution(
+            &o,
+            &Resolution::Ambiguous(vec!["h3".into(), "h4".into()]),
+            t0(),
+            Duration::from_secs(120),
+            later(5),
+        );
+        user_pick.status = Some(asked.status);
+        assert_eq!(
+            plan(&user_pick),
+            Step::Adopt("h3".into()),
+            "once a person was asked, spec.hostId is the answer"
+        );
         let refused =
             after_create(&obj(None), &pending(&obj(None)), &Err(business(7005)), t0()).status;
         let o = obj(Some(refused.clone()));
@@ -1109,10 +1166,14 @@ mod tests {
     #[test]
     fn creating_records_pending_before_the_call() {
         let s = creating(&obj(None), t0());
+        let recorded = s.create_pending.as_ref().unwrap();
+        assert_eq!(recorded.since, "2026-11-26T07:00:00Z");
         assert_eq!(
-            s.create_pending.as_ref().unwrap().since,
-            "2026-11-26T07:00:00Z"
+            recorded.request.as_ref(),
+            Some(&CreateRequest::of(&obj(None).spec)),
+            "the request is recorded, to match its host against"
         );
+        assert!(recorded.call_ended.is_none());
         assert_eq!(s.create_attempts, Some(1));
         assert_eq!(s.phase, Some(Phase::Creating));
         assert_eq!(
@@ -1147,7 +1208,7 @@ mod tests {
     #[test]
     fn every_business_code_of_the_table_clears_pending_and_is_explained() {
         let table: [(i64, Reason, Phase); 8] = [
-            (6005, Reason::CreatePending, Phase::Pending),
+            (6005, Reason::ProviderCreating, Phase::Pending),
             (6002, Reason::InsufficientResources, Phase::Pending),
             (1037, Reason::RealNameVerificationRequired, Phase::Pending),
             (9000, Reason::WalletError, Phase::Pending),
@@ -1220,9 +1281,12 @@ mod tests {
             let o = obj(None);
             let recorded = pending(&o);
             let t = after_create(&o, &recorded, &Err(error.clone()), t0());
+            let kept = t.status.create_pending.clone().expect("the host may exist");
+            let asked = recorded.create_pending.clone().unwrap();
             assert_eq!(
-                t.status.create_pending, recorded.create_pending,
-                "{error}: the host may exist"
+                (&kept.since, &kept.request),
+                (&asked.since, &asked.request),
+                "{error}"
             );
             assert!(t.status.host_id.is_none());
             assert_eq!(
@@ -1255,47 +1319,16 @@ mod tests {
         }
     }
 
-    fn package() -> Package {
-        Package {
-            package_id: Some("teTapaSUFq".into()),
-            cpu_number: Some(8),
-            memory_number: Some(32),
-            rigid_disk_number: Some(128),
-            gpu_number: Some(1),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn candidates_are_new_unclaimed_and_of_the_package() {
-        let hosts = [
-            host("old", later(-600), 8),
-            host("skewed", later(-20), 8),
-            host("new", later(5), 8),
-            host("claimed", later(5), 8),
-            host("other-config", later(5), 4),
-        ];
-        let claimed = HashSet::from(["claimed".to_string()]);
-        let found = candidates(
-            &hosts,
-            t0(),
-            Duration::from_secs(30),
-            &claimed,
-            Some(&package()),
-        );
-        assert_eq!(found, vec!["new".to_string(), "skewed".to_string()]);
-    }
-
     #[test]
     fn resolution_adopts_one_waits_for_none_and_stops_on_many() {
         let o = obj(Some(pending(&obj(None))));
         let grace = Duration::from_secs(120);
-        let one = after_resolution(&o, &["h1".into()], t0(), grace, later(10));
+        let one = after_resolution(&o, &Resolution::Adopt("h1".into()), t0(), grace, later(10));
         assert_eq!(one.status.host_id.as_deref(), Some("h1"));
         assert!(one.status.create_pending.is_none());
         assert_eq!(one.note.unwrap().reason, "AdoptedHost");
 
-        let early = after_resolution(&o, &[], t0(), grace, later(30));
+        let early = after_resolution(&o, &Resolution::NoHost, t0(), grace, later(30));
         assert!(
             early.status.create_pending.is_some(),
             "within the grace period the create may still show up"
@@ -1306,13 +1339,19 @@ mod tests {
             "AwaitingCreateOutcome"
         );
 
-        let late = after_resolution(&o, &[], t0(), grace, later(121));
+        let late = after_resolution(&o, &Resolution::NoHost, t0(), grace, later(121));
         assert!(late.status.create_pending.is_none());
         assert!(late.status.host_id.is_none());
         assert_eq!(late.note.unwrap().reason, "CreateNotCommitted");
         assert_eq!(plan(&obj(Some(late.status))), Step::Create);
 
-        let many = after_resolution(&o, &["h1".into(), "h2".into()], t0(), grace, later(10));
+        let many = after_resolution(
+            &o,
+            &Resolution::Ambiguous(vec!["h1".into(), "h2".into()]),
+            t0(),
+            grace,
+            later(10),
+        );
         assert!(many.status.host_id.is_none());
         assert!(
             many.status.create_pending.is_some(),
@@ -1333,20 +1372,44 @@ mod tests {
     }
 
     #[test]
-    fn the_create_not_rented_annotation_allows_a_new_create() {
-        let mut o = obj(Some(pending(&obj(None))));
-        o.metadata.annotations =
-            Some([(CREATE_NOT_RENTED_ANNOTATION.to_string(), "true".to_string())].into());
-        for found in [
-            vec![],
-            vec!["h1".to_string()],
-            vec!["h1".to_string(), "h2".to_string()],
+    fn the_create_not_rented_annotation_allows_a_new_create_only_when_it_names_the_asked_create() {
+        let annotate = |o: &mut RentedHost, value: &str| {
+            o.metadata.annotations =
+                Some([(CREATE_NOT_RENTED_ANNOTATION.to_string(), value.to_string())].into());
+        };
+        let waiting = obj(Some(pending(&obj(None))));
+        let since = t0().to_string();
+        let ambiguous = Resolution::Ambiguous(vec!["h1".into(), "h2".into()]);
+        let grace = Duration::from_secs(120);
+        let asked = obj(Some(
+            after_resolution(&waiting, &ambiguous, t0(), grace, later(1)).status,
+        ));
+        for (mut o, value, allowed) in [
+            (waiting.clone(), since.as_str(), false),
+            (asked.clone(), "true", false),
+            (asked.clone(), "2026-11-25T07:00:00Z", false),
+            (asked.clone(), since.as_str(), true),
         ] {
-            let t = after_resolution(&o, &found, t0(), Duration::from_secs(120), later(1));
-            assert!(t.status.create_pending.is_none(), "{found:?}");
-            assert!(t.status.host_id.is_none(), "{found:?}");
-            assert_eq!(t.requeue, Requeue::After(Duration::ZERO));
+            annotate(&mut o, value);
+            assert_eq!(create_not_rented_allowed(&o), allowed, "{value}");
+            let t = after_resolution(&o, &ambiguous, t0(), grace, later(2));
+            assert_eq!(t.status.create_pending.is_none(), allowed, "{value}");
+            assert!(t.status.host_id.is_none(), "{value}");
         }
+    }
+
+    #[test]
+    fn an_unknown_outcome_records_when_the_call_ended() {
+        let o = obj(None);
+        let t = after_create(
+            &o,
+            &pending(&o),
+            &Err(ProviderError::Transport("timed out".into())),
+            later(2),
+        );
+        let p = t.status.create_pending.unwrap();
+        assert_eq!(p.call_ended, Some(later(2).to_string()));
+        assert_eq!(p.since, t0().to_string());
     }
 
     #[test]

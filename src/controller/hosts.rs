@@ -1,7 +1,9 @@
 //! The account's hosts as `mypage` lists them, shared by every object of one account: one
 //! listing serves all of them, and concurrent requests for a fresh listing share one fetch.
 
-use crate::provider::{Host, Package, ProviderClient, ProviderError};
+use super::resolution::Expected;
+use crate::api::CreateRequest;
+use crate::provider::{Host, Image, Package, ProviderClient, ProviderError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +40,26 @@ impl Listing {
 struct AccountHosts {
     listing: tokio::sync::Mutex<Option<Arc<Listing>>>,
     packages: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Package>>)>>,
+    images: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Image>>)>>,
+    /// Creates hold it shared for as long as their call is in flight; a resolution holds it
+    /// exclusively, so that it never sees a host whose create has not answered yet.
+    create_gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// What the catalogue says a request's host looks like (owned; see [`Expected`]).
+#[derive(Debug, Clone, Default)]
+pub struct Catalogued {
+    pub package: Option<Package>,
+    pub image: Option<Image>,
+}
+
+impl Catalogued {
+    pub fn as_ref(&self) -> Expected<'_> {
+        Expected {
+            package: self.package.as_ref(),
+            image: self.image.as_ref(),
+        }
+    }
 }
 
 /// Host listings and package catalogues per account.
@@ -79,6 +101,35 @@ impl HostDirectory {
     /// be fresh.
     pub async fn invalidate(&self, client: &ProviderClient) {
         *self.account(client).listing.lock().await = None;
+    }
+
+    /// The account's create gate (see [`AccountHosts::create_gate`]).
+    pub fn create_gate(&self, client: &ProviderClient) -> Arc<tokio::sync::RwLock<()>> {
+        self.account(client).create_gate.clone()
+    }
+
+    /// The package and image a request names, from catalogues cached for ten minutes.
+    pub async fn expected(
+        &self,
+        client: &ProviderClient,
+        request: &CreateRequest,
+    ) -> Result<Catalogued, ProviderError> {
+        let package = self.package(client, &request.package_id).await?;
+        let account = self.account(client);
+        let mut slot = account.images.lock().await;
+        let images = match slot.as_ref().filter(|(at, _)| at.elapsed() < PACKAGES_TTL) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = Arc::new(client.images().await?);
+                *slot = Some((Instant::now(), c.clone()));
+                c
+            }
+        };
+        let image = images
+            .iter()
+            .find(|i| i.image_id.as_deref() == Some(request.image_id.as_str()))
+            .cloned();
+        Ok(Catalogued { package, image })
     }
 
     /// The rental package with this id, from a catalogue cached for ten minutes.

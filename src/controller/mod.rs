@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod poller;
 pub mod reason;
 mod reconcile;
+pub mod resolution;
 pub mod writes;
 
 use crate::api::RentedHost;
@@ -47,6 +48,8 @@ pub struct Config {
     pub concurrency: u16,
     /// Identity of this replica in events.
     pub instance: Option<String>,
+    /// Whether this replica may spend money now (it holds the lease, or runs alone).
+    pub leadership: crate::leader::Leadership,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             retry_scale: 1.0,
             concurrency: 8,
             instance: None,
+            leadership: crate::leader::Leadership::always(),
         }
     }
 }
@@ -104,8 +108,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Reports provider calls to the metrics.
     pub observer: crate::provider::CallObserver,
-    /// Retry attempts per object (uid), reset on success.
-    attempts: Mutex<HashMap<String, u32>>,
+    /// Retry attempts per object (uid) and reason, reset on success: a 6005 after transport
+    /// errors starts at the first step of its own row.
+    attempts: Mutex<HashMap<(String, reason::Reason), u32>>,
     /// No createRent before this instant for this (uid, generation): a backoff holds even
     /// when another trigger reconciles the object first.
     hold: Mutex<HashMap<String, (Option<i64>, std::time::Instant)>>,
@@ -116,7 +121,7 @@ pub struct Context {
     credentials: Mutex<HashMap<(String, String), crate::provider::Credentials>>,
 }
 
-fn object_key(obj: &RentedHost) -> String {
+pub(crate) fn object_key(obj: &RentedHost) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
@@ -140,30 +145,15 @@ impl Context {
         })
     }
 
-    /// Every host id claimed by an object other than `obj`.
-    pub fn claimed_ids(&self, obj: &RentedHost) -> std::collections::HashSet<String> {
+    /// Host ids this process learned for objects other than `obj` (until they are written).
+    pub fn claims_of_others(&self, obj: &RentedHost) -> Vec<String> {
         let me = object_key(obj);
-        let mut ids: std::collections::HashSet<String> = self
-            .store
-            .state()
-            .into_iter()
-            .filter(|o| object_key(o) != me)
-            .flat_map(|o| {
-                [
-                    o.status.as_ref().and_then(|s| s.host_id.clone()),
-                    o.spec.host_id.clone(),
-                ]
-            })
-            .flatten()
-            .collect();
         let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        ids.extend(
-            claims
-                .iter()
-                .filter(|(_, (k, _))| **k != me)
-                .map(|(id, _)| id.clone()),
-        );
-        ids
+        claims
+            .iter()
+            .filter(|(_, (k, _))| **k != me)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     pub fn claim(&self, obj: &RentedHost, id: &str) {
@@ -183,7 +173,7 @@ impl Context {
     pub async fn credentials(
         &self,
         secret: &SecretRef,
-    ) -> Result<crate::provider::Credentials, String> {
+    ) -> Result<crate::provider::Credentials, credentials::Problem> {
         let key = (secret.namespace.clone(), secret.name.clone());
         if let Some(c) = self
             .credentials
@@ -213,10 +203,12 @@ impl Context {
             .remove(id);
     }
 
-    /// The next retry attempt number for an object (0 first), counting it.
-    pub fn next_attempt(&self, obj: &RentedHost) -> u32 {
+    /// The next retry attempt number for an object and reason (0 first), counting it.
+    pub fn next_attempt(&self, obj: &RentedHost, reason: reason::Reason) -> u32 {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = attempts.entry(obj.uid().unwrap_or_default()).or_insert(0);
+        let n = attempts
+            .entry((obj.uid().unwrap_or_default(), reason))
+            .or_insert(0);
         let current = *n;
         *n = n.saturating_add(1);
         current
@@ -227,7 +219,7 @@ impl Context {
         self.attempts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&uid);
+            .retain(|(u, _), _| *u != uid);
         self.hold
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -352,12 +344,44 @@ pub async fn run(
     let secret_changes = watcher(secrets, watcher::Config::default().any_semantic())
         .default_backoff()
         .touched_objects();
+    // The default credentials Secret lives in the operator's namespace, which the watch
+    // above misses when the operator watches another one.
+    let default_elsewhere = config.default_credentials.as_ref().filter(|d| {
+        config
+            .namespace
+            .as_ref()
+            .is_some_and(|ns| *ns != d.namespace)
+    });
+    let default_changes = match default_elsewhere {
+        Some(d) => {
+            let api: Api<PartialObjectMeta<Secret>> =
+                Api::namespaced(ctx.client.clone(), &d.namespace);
+            let selector = format!("metadata.name={}", d.name);
+            watcher(api, watcher::Config::default().fields(&selector))
+                .default_backoff()
+                .touched_objects()
+                .boxed()
+        }
+        None => futures::stream::pending().boxed(),
+    };
+    let secret_changes = futures::stream::select(secret_changes.boxed(), default_changes);
     Controller::for_stream(triggers, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .watches_stream(secret_changes, move |secret| {
             let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
             secret_ctx.forget_credentials(&namespace, &name);
-            users_of_secret(&secret_store, default_secret.as_ref(), &namespace, &name)
+            // A connection Secret someone edited or deleted is written again by its owner.
+            let owners = secret
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "RentedHost" && o.controller == Some(true))
+                .map(|o| ObjectRef::<RentedHost>::new(&o.name).within(&namespace))
+                .inspect(|r| secret_ctx.poller.connection_changed(r))
+                .collect::<Vec<_>>();
+            let mut refs =
+                users_of_secret(&secret_store, default_secret.as_ref(), &namespace, &name);
+            refs.extend(owners);
+            refs
         })
         .reconcile_on(wakes)
         .graceful_shutdown_on(shutdown)

@@ -59,6 +59,14 @@ impl Poller {
             .remove(&reference);
     }
 
+    /// The connection Secret of this object changed (edited or deleted): write it again.
+    pub fn connection_changed(&self, reference: &ObjectRef<RentedHost>) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(reference);
+    }
+
     /// Whether the connection Secret already holds `data` (as far as this process wrote it).
     pub fn connection_current(&self, obj: &RentedHost, data_digest: u64) -> bool {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());

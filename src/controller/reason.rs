@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     Creating,
-    CreatePending,
+    ProviderCreating,
     InsufficientResources,
     RealNameVerificationRequired,
     WalletError,
@@ -32,6 +32,7 @@ pub enum Reason {
     Observed,
     HostNotRunning,
     HostUnavailable,
+    ConnectionSecretConflict,
 }
 
 /// How a reason is retried.
@@ -48,9 +49,9 @@ const fn secs(s: u64) -> Duration {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Creating,
-        Reason::CreatePending,
+        Reason::ProviderCreating,
         Reason::InsufficientResources,
         Reason::RealNameVerificationRequired,
         Reason::WalletError,
@@ -75,12 +76,13 @@ impl Reason {
         Reason::Observed,
         Reason::HostNotRunning,
         Reason::HostUnavailable,
+        Reason::ConnectionSecretConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Creating => "Creating",
-            Reason::CreatePending => "CreatePending",
+            Reason::ProviderCreating => "ProviderCreating",
             Reason::InsufficientResources => "InsufficientResources",
             Reason::RealNameVerificationRequired => "RealNameVerificationRequired",
             Reason::WalletError => "WalletError",
@@ -105,13 +107,14 @@ impl Reason {
             Reason::Observed => "Observed",
             Reason::HostNotRunning => "HostNotRunning",
             Reason::HostUnavailable => "HostUnavailable",
+            Reason::ConnectionSecretConflict => "ConnectionSecretConflict",
         }
     }
 
     /// The reason for a provider error (the reasons table of design.md).
     pub fn of(error: &ProviderError) -> Reason {
         match error.code() {
-            Some(6005) => Reason::CreatePending,
+            Some(6005) => Reason::ProviderCreating,
             Some(6002) => Reason::InsufficientResources,
             Some(1037) => Reason::RealNameVerificationRequired,
             Some(9000) => Reason::WalletError,
@@ -155,15 +158,15 @@ impl Reason {
             max: secs(max),
         };
         match self {
-            Reason::CreatePending => backoff(15, 120),
+            Reason::ProviderCreating => backoff(15, 120),
             Reason::InsufficientResources => backoff(30, 600),
             Reason::RealNameVerificationRequired
             | Reason::WalletError
             | Reason::InsufficientBalance => backoff(600, 600),
             Reason::CredentialsInvalid => backoff(600, 600),
-            Reason::TypeMismatch | Reason::CreateOutcomeUnknown | Reason::HostClaimed => {
-                Retry::OnChange
-            }
+            Reason::TypeMismatch | Reason::HostClaimed => Retry::OnChange,
+            // Looked at again now and then: another object's resolution may settle it.
+            Reason::CreateOutcomeUnknown | Reason::ConnectionSecretConflict => backoff(60, 600),
             // The Secret watch brings the object back at once; this is a safety net.
             Reason::CredentialsMissing => backoff(600, 600),
             Reason::ProviderUnavailable
@@ -215,7 +218,7 @@ mod tests {
     #[test]
     fn provider_codes_map_to_the_reasons_table() {
         let table = [
-            (6005, Reason::CreatePending),
+            (6005, Reason::ProviderCreating),
             (6002, Reason::InsufficientResources),
             (1037, Reason::RealNameVerificationRequired),
             (9000, Reason::WalletError),
@@ -240,9 +243,9 @@ mod tests {
     #[test]
     fn retry_delays_follow_the_table() {
         let d = |r: Reason, n| r.retry().delay(n, 0.5);
-        assert_eq!(d(Reason::CreatePending, 0), Some(secs(15)));
-        assert_eq!(d(Reason::CreatePending, 1), Some(secs(30)));
-        assert_eq!(d(Reason::CreatePending, 5), Some(secs(120)));
+        assert_eq!(d(Reason::ProviderCreating, 0), Some(secs(15)));
+        assert_eq!(d(Reason::ProviderCreating, 1), Some(secs(30)));
+        assert_eq!(d(Reason::ProviderCreating, 5), Some(secs(120)));
         assert_eq!(d(Reason::InsufficientResources, 0), Some(secs(30)));
         assert_eq!(d(Reason::InsufficientResources, 3), Some(secs(240)));
         assert_eq!(d(Reason::InsufficientResources, 30), Some(secs(600)));

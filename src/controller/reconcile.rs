@@ -3,13 +3,15 @@
 
 use super::decision::{self, Release, Requeue, Step, Transition};
 use super::reason::Reason;
-use super::{Context, Error, credentials, writes};
+use super::resolution::{self, PendingCreate, Resolution, Window};
+use super::{Context, Error, credentials, object_key, writes};
 use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost};
 use crate::provider::{CreateRent, ProviderClient, ProviderError};
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -29,14 +31,19 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
     let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     async move {
         let mut obj = (*obj).clone();
-        // Adding the finalizer changes the object; plan again on the result.
-        loop {
+        // Adding the finalizer changes the object, and a quorum read may show a newer one
+        // than the cache: plan again on the result (a few times at most).
+        for _ in 0..4 {
             match decision::plan(&obj) {
                 Step::AddFinalizer => obj = writes::add_finalizer(&ctx.client, &obj).await?,
                 Step::WaitForSpecChange => return Ok(Action::await_change()),
-                step => return perform(step, obj, &ctx).await,
+                step => match perform(step, obj, &ctx).await? {
+                    Outcome::Done(action) => return Ok(action),
+                    Outcome::Replan(fresh) => obj = *fresh,
+                },
             }
         }
+        Ok(Action::requeue(Duration::from_secs(1)))
     }
     .instrument(span)
     .await
@@ -61,7 +68,7 @@ fn jitter() -> f64 {
 fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
     match requeue {
         Requeue::Retry(reason) => {
-            let attempt = ctx.next_attempt(obj);
+            let attempt = ctx.next_attempt(obj, reason);
             match reason.retry().delay(attempt, jitter()) {
                 Some(delay) => {
                     let delay = delay.mul_f64(ctx.config.retry_scale);
@@ -96,16 +103,19 @@ async fn finish(
     t: Transition,
     verb: &str,
 ) -> Result<Action, Error> {
-    let written = writes::apply_status(&ctx.client, obj, &t.status, false).await?;
+    let written = writes::apply_status(&ctx.client, obj, &t.status).await?;
     if let Some(note) = &t.note {
         writes::publish(&ctx.recorder, &written, note, verb).await;
     }
     Ok(action(ctx, &written, t.requeue))
 }
 
-async fn provider_for(obj: &RentedHost, ctx: &Context) -> Result<Arc<ProviderClient>, String> {
+async fn provider_for(
+    obj: &RentedHost,
+    ctx: &Context,
+) -> Result<Arc<ProviderClient>, credentials::Problem> {
     let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
-        return Err("no credentials: set spec.credentialsSecretRef, or start the operator with a default credentials Secret".into());
+        return Err(credentials::Problem::Missing("no credentials: set spec.credentialsSecretRef, or start the operator with a default credentials Secret".into()));
     };
     let creds = ctx.credentials(&secret).await?;
     Ok(ctx
@@ -113,82 +123,56 @@ async fn provider_for(obj: &RentedHost, ctx: &Context) -> Result<Arc<ProviderCli
         .get(&ctx.config.provider, creds, Some(ctx.observer.clone())))
 }
 
-async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Action, Error> {
+/// What a step came to: done, or the quorum read showed an object that needs another step.
+enum Outcome {
+    Done(Action),
+    Replan(Box<RentedHost>),
+}
+
+/// The fresh object, if it still calls for `step`; otherwise the object to plan again on.
+async fn still(
+    ctx: &Context,
+    obj: &RentedHost,
+    step: &Step,
+) -> Result<Result<RentedHost, Outcome>, Error> {
+    match fresh_opt(ctx, obj).await? {
+        Some(current) if decision::plan(&current) == *step => Ok(Ok(current)),
+        Some(current) => Ok(Err(Outcome::Replan(Box::new(current)))),
+        None => Ok(Err(Outcome::Done(Action::await_change()))),
+    }
+}
+
+async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, Error> {
     if step == Step::Finalize && !needs_provider_to_finalize(&obj) {
-        return finalize(obj, None, ctx).await;
+        return finalize(obj, None, ctx).await.map(Outcome::Done);
     }
     let provider = match provider_for(&obj, ctx).await {
         Ok(p) => p,
-        Err(problem) => {
-            return finish(
-                ctx,
-                &obj,
-                decision::credentials_missing(&obj, &problem, now()),
-                "LoadCredentials",
-            )
-            .await;
+        Err(credentials::Problem::Unreadable(e)) => return Err(Error::from_kube(e)),
+        Err(credentials::Problem::Missing(problem)) => {
+            let t = decision::credentials_missing(&obj, &problem, now());
+            return finish(ctx, &obj, t, "LoadCredentials")
+                .await
+                .map(Outcome::Done);
         }
     };
-    match step {
-        Step::Create => create(obj, &provider, ctx).await,
-        Step::ResolvePending => {
-            let fresh = fresh(ctx, &obj).await?;
-            if decision::plan(&fresh) != Step::ResolvePending {
-                return Ok(Action::requeue(Duration::ZERO));
-            }
-            match resolve_pending(&fresh, &provider, ctx).await {
-                Ok(t) => settle_resolution(ctx, &fresh, t).await,
-                Err(e) => {
-                    finish(
-                        ctx,
-                        &fresh,
-                        decision::provider_failed(&fresh, &e, now()),
-                        "ResolveCreate",
-                    )
-                    .await
-                }
-            }
-        }
-        Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await,
-        Step::Adopt(id) => {
-            let other = ctx.claimed_by_other(&obj, &id);
-            let result = match other {
-                Some(_) => Ok(None),
-                None => lookup(&provider, ctx, &id, Duration::ZERO).await,
-            };
-            match result {
-                Ok(host) => {
-                    let t =
-                        decision::after_adopt(&obj, &id, host.as_ref(), other.as_deref(), now());
-                    if t.status.host_id.is_some() {
-                        ctx.claim(&obj, &id);
-                        ctx.poller.register(&provider, &obj);
-                    }
-                    finish(ctx, &obj, t, "Adopt").await
-                }
-                Err(e) => {
-                    finish(
-                        ctx,
-                        &obj,
-                        decision::provider_failed(&obj, &e, now()),
-                        "Adopt",
-                    )
-                    .await
-                }
-            }
-        }
-        Step::Finalize => {
-            // A release is a provider call: make it only for an object that still exists
-            // as the API server has it now (a queued trigger may outlive the object).
-            match fresh_opt(ctx, &obj).await? {
-                Some(current) if decision::plan(&current) == Step::Finalize => {
-                    finalize(current, Some(&provider), ctx).await
-                }
-                _ => Ok(Action::await_change()),
-            }
-        }
+    // Every step that can spend money or change the protocol fields acts on a quorum read.
+    let obj = match &step {
+        Step::Observe(_) => obj,
+        _ => match still(ctx, &obj, &step).await? {
+            Ok(current) => current,
+            Err(outcome) => return Ok(outcome),
+        },
+    };
+    let action = match step {
+        Step::Create => create(obj, &provider, ctx).await?,
+        Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
+        Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await?,
+        Step::Adopt(id) => adopt(obj, &id, &provider, ctx).await?,
+        Step::Finalize => finalize(obj, Some(&provider), ctx).await?,
         Step::AddFinalizer | Step::WaitForSpecChange => unreachable!("handled by reconcile"),
-    }
+    };
+    Ok(Outcome::Done(action))
 }
 
 /// A quorum read: decisions that could spend money are never made on a cached object.
@@ -198,10 +182,37 @@ async fn fresh_opt(ctx: &Context, obj: &RentedHost) -> Result<Option<RentedHost>
     api.get_opt(&obj.name_any()).await.map_err(Error::from_kube)
 }
 
-async fn fresh(ctx: &Context, obj: &RentedHost) -> Result<RentedHost, Error> {
-    let api: Api<RentedHost> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    api.get(&obj.name_any()).await.map_err(Error::from_kube)
+/// Every RentedHost the operator manages, by a quorum list (not the cache).
+async fn quorum_list(ctx: &Context) -> Result<Vec<RentedHost>, Error> {
+    let api: Api<RentedHost> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::from_kube)?;
+    Ok(list.items)
+}
+
+/// Host ids claimed by objects other than `me`: by their status or spec (quorum list), or
+/// learned by this process and not yet written.
+fn claimed_ids(ctx: &Context, all: &[RentedHost], me: &RentedHost) -> HashSet<String> {
+    let key = object_key(me);
+    let mut ids: HashSet<String> = all
+        .iter()
+        .filter(|o| object_key(o) != key)
+        .flat_map(|o| {
+            [
+                o.status.as_ref().and_then(|s| s.host_id.clone()),
+                o.spec.host_id.clone(),
+            ]
+        })
+        .flatten()
+        .filter(|id| !id.trim().is_empty())
+        .collect();
+    ids.extend(ctx.claims_of_others(me));
+    ids
 }
 
 async fn create(
@@ -212,14 +223,17 @@ async fn create(
     if let Some(left) = ctx.create_held_for(&obj) {
         return Ok(Action::requeue(left));
     }
-    let obj = fresh(ctx, &obj).await?;
-    if decision::plan(&obj) != Step::Create {
-        return Ok(Action::requeue(Duration::ZERO));
+    // No resolution of this account runs while the call is in flight: its host would look
+    // unclaimed until the answer is written.
+    let gate = ctx.hosts.create_gate(provider);
+    let _in_flight = gate.read().await;
+    if !ctx.config.leadership.is_leading() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // The guarded write fails if anyone (another replica, an older view) changed the object:
     // createRent is called only after the API server has accepted createPending.
     let recorded = decision::creating(&obj, now());
-    let obj = writes::apply_status(&ctx.client, &obj, &recorded, true).await?;
+    let obj = writes::write_protocol(&ctx.client, &obj, &recorded).await?;
     let spec = &obj.spec;
     let request = CreateRent {
         package_id: spec.package_id.clone(),
@@ -227,72 +241,231 @@ async fn create(
         period_number: spec.period.count,
         period_type: spec.period.unit.period_type(),
     };
+    if !ctx.config.leadership.is_leading() {
+        // Nothing was sent: the recorded create is resolved (and made again) by the leader.
+        tracing::warn!("leadership lapsed before createRent; not calling it");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let answer = provider.create_rent(&request).await;
     if let Ok(id) = &answer {
         ctx.claim(&obj, id);
         tracing::info!(host = %id, "rented host");
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
-    let written = writes::apply_status_retrying(&ctx.client, &obj, &t.status).await?;
+    let written = write_after_create(ctx, obj, &recorded, &t.status).await?;
     if let Some(note) = &t.note {
         writes::publish(&ctx.recorder, &written, note, "CreateRent").await;
     }
     Ok(action(ctx, &written, t.requeue))
 }
 
-fn pending_since(obj: &RentedHost) -> Timestamp {
-    let recorded = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.create_pending.as_ref())
-        .and_then(|p| p.since.parse::<Timestamp>().ok());
-    // Without a readable time, every host since the object's creation is a candidate.
-    recorded
-        .or_else(|| obj.meta().creation_timestamp.as_ref().map(|t| t.0))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
+/// Writes the outcome of a createRent, guarded; a conflict (the user annotated the object
+/// meanwhile, say) is retried on a fresh read as long as the object still waits for this
+/// very create.
+async fn write_after_create(
+    ctx: &Context,
+    mut obj: RentedHost,
+    recorded: &crate::api::RentedHostStatus,
+    status: &crate::api::RentedHostStatus,
+) -> Result<RentedHost, Error> {
+    let mine = recorded.create_pending.as_ref().map(|p| &p.since);
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match writes::write_protocol(&ctx.client, &obj, status).await {
+            Err(Error::Conflict) => {}
+            Err(e @ Error::Kube(_)) => {
+                tracing::warn!(error = %e, "writing createRent's outcome failed; retrying")
+            }
+            other => return other,
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        let Some(current) = fresh_opt(ctx, &obj).await? else {
+            break;
+        };
+        let waiting = current
+            .status
+            .as_ref()
+            .and_then(|s| s.create_pending.as_ref())
+            .map(|p| &p.since);
+        if waiting != mine || current.status.as_ref().is_some_and(|s| s.host_id.is_some()) {
+            break;
+        }
+        obj = current;
+    }
+    if let Some(id) = &status.host_id {
+        tracing::error!(host = %id, "the rented host could not be recorded on the object; it is resolved from the listing");
+    }
+    Err(Error::Conflict)
 }
 
-async fn resolve_pending(
+fn pending_create(obj: &RentedHost) -> Option<PendingCreate> {
+    let pending = obj.status.as_ref()?.create_pending.as_ref()?;
+    let parse = |s: &str| s.parse::<Timestamp>().ok();
+    // Without a readable time, every host since the object's creation is a candidate.
+    let since = parse(&pending.since)
+        .or_else(|| obj.meta().creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    Some(PendingCreate {
+        key: object_key(obj),
+        since,
+        call_ended: pending.call_ended.as_deref().and_then(parse),
+        request: pending
+            .request
+            .clone()
+            .unwrap_or_else(|| crate::api::CreateRequest::of(&obj.spec)),
+    })
+}
+
+/// Resolves the pending create of `obj` (a quorum read) and writes the result, guarded,
+/// while holding the account's resolver lock. Returns the object as written.
+async fn resolve_and_write(
     obj: &RentedHost,
     provider: &ProviderClient,
     ctx: &Context,
-) -> Result<Transition, ProviderError> {
-    let listing = ctx.hosts.listing(provider, Instant::now()).await?;
-    let package = ctx.hosts.package(provider, &obj.spec.package_id).await?;
-    let claimed = ctx.claimed_ids(obj);
-    let since = pending_since(obj);
-    let found = decision::candidates(
+) -> Result<Result<(RentedHost, Transition), ProviderError>, Error> {
+    let Some(me) = pending_create(obj) else {
+        return Ok(Ok((
+            obj.clone(),
+            decision::after_resolution(obj, &Resolution::NoHost, now(), Duration::ZERO, now()),
+        )));
+    };
+    // One resolver per account, and none while a create of the account is in flight.
+    let gate = ctx.hosts.create_gate(provider);
+    let _exclusive = gate.write().await;
+    let listing = match ctx.hosts.listing(provider, Instant::now()).await {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    let expected = match ctx.hosts.expected(provider, &me.request).await {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    let all = quorum_list(ctx).await?;
+    let Some(obj) = all.iter().find(|o| object_key(o) == me.key).cloned() else {
+        return Ok(Ok((
+            obj.clone(),
+            decision::after_resolution(
+                obj,
+                &Resolution::NoHost,
+                me.since,
+                ctx.config.create_grace,
+                now(),
+            ),
+        )));
+    };
+    let me = pending_create(&obj).unwrap_or(me);
+    let claimed = claimed_ids(ctx, &all, &obj);
+    let mut others = Vec::new();
+    for o in all.iter().filter(|o| object_key(o) != me.key) {
+        let Some(p) = pending_create(o) else { continue };
+        if same_account(ctx, o, provider).await {
+            others.push(p);
+        }
+    }
+    let window = Window {
+        skew: ctx.config.clock_skew,
+        call_limit: ctx.config.provider.timeout,
+    };
+    let found = resolution::resolve(
+        &me,
+        &others,
         &listing.hosts,
-        since,
-        ctx.config.clock_skew,
         &claimed,
-        package.as_ref(),
+        expected.as_ref(),
+        window,
     );
-    Ok(decision::after_resolution(
-        obj,
-        &found,
-        since,
-        ctx.config.create_grace,
-        now(),
-    ))
-}
-
-async fn settle_resolution(
-    ctx: &Context,
-    obj: &RentedHost,
-    t: Transition,
-) -> Result<Action, Error> {
+    let t = decision::after_resolution(&obj, &found, me.since, ctx.config.create_grace, now());
     if let Some(id) = &t.status.host_id {
-        ctx.claim(obj, id);
+        ctx.claim(&obj, id);
     }
-    let cleared = t.status.create_pending.is_none();
-    if cleared && decision::create_not_rented_allowed(obj) {
-        writes::remove_annotation(&ctx.client, obj, CREATE_NOT_RENTED_ANNOTATION).await?;
-    }
-    finish(ctx, obj, t, "ResolveCreate").await
+    let written = writes::write_protocol(&ctx.client, &obj, &t.status).await?;
+    Ok(Ok((written, t)))
 }
 
-/// The host with this id, from a listing at most `max_age` old (refreshed once if missing).
+async fn same_account(ctx: &Context, obj: &RentedHost, provider: &ProviderClient) -> bool {
+    let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
+        return false;
+    };
+    ctx.credentials(&secret)
+        .await
+        .is_ok_and(|c| c.uuid == provider.account())
+}
+
+async fn resolve_pending(
+    obj: RentedHost,
+    provider: &ProviderClient,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    match resolve_and_write(&obj, provider, ctx).await? {
+        Ok((written, t)) => {
+            if t.status.create_pending.is_none() && decision::create_not_rented_allowed(&obj) {
+                writes::remove_annotation(&ctx.client, &written, CREATE_NOT_RENTED_ANNOTATION)
+                    .await?;
+            }
+            if let Some(note) = &t.note {
+                writes::publish(&ctx.recorder, &written, note, "ResolveCreate").await;
+            }
+            Ok(action(ctx, &written, t.requeue))
+        }
+        Err(e) => {
+            finish(
+                ctx,
+                &obj,
+                decision::provider_failed(&obj, &e, now()),
+                "ResolveCreate",
+            )
+            .await
+        }
+    }
+}
+
+/// Adopts `spec.hostId`: claims read by quorum, the host looked up at the provider, the
+/// host id written guarded.
+async fn adopt(
+    obj: RentedHost,
+    id: &str,
+    provider: &Arc<ProviderClient>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let all = quorum_list(ctx).await?;
+    let key = object_key(&obj);
+    let other = all
+        .iter()
+        .filter(|o| object_key(o) != key)
+        .find(|o| {
+            o.status.as_ref().and_then(|s| s.host_id.as_deref()) == Some(id)
+                || o.spec.host_id.as_deref() == Some(id)
+        })
+        .map(object_key)
+        .or_else(|| ctx.claimed_by_other(&obj, id));
+    let host = match other {
+        Some(_) => None,
+        None => match lookup(provider, ctx, id, Duration::ZERO).await {
+            Ok(host) => host,
+            Err(e) => {
+                let t = decision::provider_failed(&obj, &e, now());
+                return finish(ctx, &obj, t, "Adopt").await;
+            }
+        },
+    };
+    let t = decision::after_adopt(&obj, id, host.as_ref(), other.as_deref(), now());
+    let written = if t.status.host_id.is_some() {
+        ctx.claim(&obj, id);
+        ctx.poller.register(provider, &obj);
+        writes::write_protocol(&ctx.client, &obj, &t.status).await?
+    } else {
+        writes::apply_status(&ctx.client, &obj, &t.status).await?
+    };
+    if let Some(note) = &t.note {
+        writes::publish(&ctx.recorder, &written, note, "Adopt").await;
+    }
+    Ok(action(ctx, &written, t.requeue))
+}
+
+/// The host with this id, from a complete listing at most `max_age` old (refreshed once
+/// if missing). `None` only when the listing lacks it **and** `one/{id}` denies it: a
+/// host is never taken as gone from one signal alone.
 async fn lookup(
     provider: &ProviderClient,
     ctx: &Context,
@@ -307,10 +480,31 @@ async fn lookup(
     if let Some(host) = listing.get(id) {
         return Ok(Some(host.clone()));
     }
-    if listing.started >= start {
-        return Ok(None);
+    let listing = if listing.started >= start {
+        listing
+    } else {
+        ctx.hosts.listing(provider, start).await?
+    };
+    if let Some(host) = listing.get(id) {
+        return Ok(Some(host.clone()));
     }
-    Ok(ctx.hosts.listing(provider, start).await?.get(id).cloned())
+    confirm_absent(provider, id).await
+}
+
+/// Asks `one/{id}` about a host a complete listing lacks: the host, or `None` when the
+/// provider denies it.
+async fn confirm_absent(
+    provider: &ProviderClient,
+    id: &str,
+) -> Result<Option<crate::provider::Host>, ProviderError> {
+    match provider.host(id).await {
+        Ok(Some(host)) => Ok(Some(host)),
+        Err(e) if e.denies_host() => Ok(None),
+        Ok(None) => Err(ProviderError::Malformed(format!(
+            "one/{id} answered success without a host"
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 async fn observe_and_operate(
@@ -339,24 +533,32 @@ async fn observe_and_operate(
             .await;
         }
     };
-    let host = listing.get(id).cloned();
+    let mut host = listing.get(id).cloned();
     if host.is_none() && ctx.learned_at(id).is_some_and(|at| at > listing.started) {
         // Rented after this listing was taken: the next (fast) poll shows it.
         return Ok(Action::requeue(ctx.config.fast_poll_interval));
+    }
+    if host.is_none() {
+        host = match confirm_absent(provider, id).await {
+            Ok(found) => found,
+            Err(e) => {
+                let t = decision::provider_failed(&obj, &e, now());
+                return finish(ctx, &obj, t, "Observe").await;
+            }
+        };
     }
     let mut t = decision::after_observe(&obj, id, host.as_ref(), now());
     if let Some(host) = &host {
         let data = decision::connection_data(host);
         let digest = super::poller::digest(&data);
         if !ctx.poller.connection_current(&obj, digest) {
-            writes::apply_connection_secret(
-                &ctx.client,
-                &obj,
-                &decision::connection_secret_name(&obj),
-                &data,
-            )
-            .await?;
-            ctx.poller.connection_written(&obj, digest);
+            let name = decision::connection_secret_name(&obj);
+            match writes::apply_connection_secret(&ctx.client, &obj, &name, &data).await? {
+                writes::ConnectionSecret::Written => ctx.poller.connection_written(&obj, digest),
+                writes::ConnectionSecret::NotOurs => {
+                    t = decision::connection_secret_taken(&obj, t, &name, now());
+                }
+            }
         }
         if let Some(start) = decision::power_action(&obj, host) {
             let answer = provider.operate(id, start).await;
@@ -391,22 +593,21 @@ async fn finalize(
             .is_some_and(|s| s.create_pending.is_some())
     {
         // A deletion during a pending create resolves the create first: adopt, then release.
-        let t = match resolve_pending(&obj, provider, ctx).await {
-            Ok(t) => t,
-            Err(e) => {
-                return finish(
-                    ctx,
-                    &obj,
-                    decision::provider_failed(&obj, &e, now()),
-                    "ResolveCreate",
-                )
-                .await;
+        match resolve_and_write(&obj, provider, ctx).await? {
+            Ok((written, t)) => {
+                if let Some(note) = &t.note {
+                    writes::publish(&ctx.recorder, &written, note, "ResolveCreate").await;
+                }
+                if t.status.create_pending.is_some() {
+                    return Ok(action(ctx, &written, t.requeue));
+                }
+                obj = written;
             }
-        };
-        if t.status.create_pending.is_some() {
-            return finish(ctx, &obj, t, "ResolveCreate").await;
+            Err(e) => {
+                let t = decision::provider_failed(&obj, &e, now());
+                return finish(ctx, &obj, t, "ResolveCreate").await;
+            }
         }
-        obj = writes::apply_status(&ctx.client, &obj, &t.status, false).await?;
     }
     let release = match (decision::release_needed(&obj), provider) {
         (Some(id), Some(provider)) => release(provider, ctx, &id).await,
@@ -441,10 +642,11 @@ async fn release(provider: &ProviderClient, ctx: &Context, id: &str) -> Release 
         Ok(false) => None,
         Err(e) => Some(e),
     };
-    // "Not deleted" may mean "not there": only a fresh listing without it proves it gone.
-    match ctx.hosts.listing(provider, Instant::now()).await {
-        Ok(listing) if listing.get(id).is_none() => Release::Released,
-        Ok(_) => Release::Failed(error),
+    // "Not deleted" may mean "not there": only `one/{id}` denying the host and a complete
+    // listing lacking it, together, prove it gone (a listing alone never does).
+    match lookup(provider, ctx, id, Duration::ZERO).await {
+        Ok(None) => Release::Released,
+        Ok(Some(_)) => Release::Failed(error),
         Err(e) => Release::Failed(Some(error.unwrap_or(e))),
     }
 }

@@ -9,8 +9,26 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-/// Field manager of every write this controller makes.
+/// Reporting controller of events, and field manager of metadata and Secret writes.
 pub const MANAGER: &str = "rentedhost-operator";
+/// Field manager of observation and error writes: every status field except the protocol's.
+/// It never applies `hostId` or `createPending`, so none of its writes, however stale the
+/// view it was computed from, can remove or change them (server-side apply removes only
+/// fields the applying manager owns).
+pub const STATUS_MANAGER: &str = "rentedhost-operator-status";
+/// Field manager of the protocol fields (`hostId`, `createPending`, `createAttempts`),
+/// written only by resourceVersion-guarded patches based on a quorum read.
+pub const PROTOCOL_MANAGER: &str = "rentedhost-operator-protocol";
+
+/// The status without the protocol's fields: what an observation write may touch.
+fn observation_part(status: &RentedHostStatus) -> RentedHostStatus {
+    RentedHostStatus {
+        host_id: None,
+        create_pending: None,
+        create_attempts: None,
+        ..status.clone()
+    }
+}
 
 /// Whether two statuses differ in more than condition timestamps.
 pub fn status_changed(before: Option<&RentedHostStatus>, after: &RentedHostStatus) -> bool {
@@ -26,50 +44,66 @@ fn api(obj: &RentedHost, client: &kube::Client) -> Api<RentedHost> {
     Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
 }
 
-/// Applies `status` when it differs from the object's. With `guarded`, the write carries
-/// the object's resourceVersion and fails with a conflict if the object changed since.
+/// Applies the observation part of `status` when it differs from the object's. The
+/// protocol fields are never part of it: see [`STATUS_MANAGER`].
 pub async fn apply_status(
     client: &kube::Client,
     obj: &RentedHost,
     status: &RentedHostStatus,
-    guarded: bool,
 ) -> Result<RentedHost, Error> {
-    if !guarded && !status_changed(obj.status.as_ref(), status) {
+    let wanted = observation_part(status);
+    let current = obj.status.as_ref().map(observation_part);
+    if !status_changed(current.as_ref(), &wanted) {
         return Ok(obj.clone());
     }
-    let mut patch = json!({
+    let patch = json!({
         "apiVersion": "xuandashi.dev/v1alpha1",
         "kind": "RentedHost",
-        "status": status,
+        "status": wanted,
     });
-    if guarded {
-        patch["metadata"] = json!({"resourceVersion": obj.resource_version()});
-    }
-    let params = PatchParams::apply(MANAGER).force();
+    let params = PatchParams::apply(STATUS_MANAGER).force();
     api(obj, client)
         .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
         .await
         .map_err(Error::from_kube)
 }
 
-/// Applies `status`, retrying a few times: used where losing the write costs a lookup.
-pub async fn apply_status_retrying(
+/// Writes the protocol fields of `status` exactly (set, changed or removed) in a patch that
+/// carries `obj`'s resourceVersion, so it fails with a conflict if the object changed since
+/// `obj` was read from the API server; then the observation part. `obj` must come from a
+/// quorum read or a write's answer, never from the cache.
+pub async fn write_protocol(
     client: &kube::Client,
     obj: &RentedHost,
     status: &RentedHostStatus,
 ) -> Result<RentedHost, Error> {
-    let mut delay = std::time::Duration::from_millis(200);
-    let mut attempt = 0;
-    loop {
-        match apply_status(client, obj, status, false).await {
-            Ok(o) => return Ok(o),
-            Err(e) if attempt < 5 => {
-                tracing::warn!(error = %e, attempt, "status write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
+    // Every nested field is named, null when absent: a merge patch keeps what it omits.
+    let pending = status
+        .create_pending
+        .as_ref()
+        .map(|p| json!({"since": p.since, "request": p.request, "callEnded": p.call_ended}));
+    let patch = json!({
+        "metadata": {"resourceVersion": obj.resource_version()},
+        "status": {
+            "hostId": status.host_id,
+            "createPending": pending,
+            "createAttempts": status.create_attempts,
+        },
+    });
+    let params = PatchParams {
+        field_manager: Some(PROTOCOL_MANAGER.into()),
+        ..Default::default()
+    };
+    let written = api(obj, client)
+        .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+        .map_err(Error::from_kube)?;
+    match apply_status(client, &written, status).await {
+        Ok(latest) => Ok(latest),
+        Err(error) => {
+            // The protocol fields are written; the rest follows at the next reconcile.
+            tracing::warn!(%error, "status write after a protocol write failed");
+            Ok(written)
         }
     }
 }
@@ -148,18 +182,44 @@ pub async fn publish(recorder: &Recorder, obj: &RentedHost, note: &Note, action:
     }
 }
 
-/// Writes the connection Secret (owned by the object, so it goes with it).
+/// What writing the connection Secret came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionSecret {
+    Written,
+    /// A Secret of that name exists and this object does not control it: it is left alone.
+    NotOurs,
+}
+
+/// Writes the connection Secret (owned by the object, so it goes with it), unless a Secret
+/// of that name exists that this object does not control: the operator never takes over a
+/// Secret it did not create.
 pub async fn apply_connection_secret(
     client: &kube::Client,
     obj: &RentedHost,
     name: &str,
     data: &std::collections::BTreeMap<String, String>,
-) -> Result<(), Error> {
+) -> Result<ConnectionSecret, Error> {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+    let ns = obj.namespace().unwrap_or_default();
+    let existing: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &ns);
+    if let Some(current) = existing
+        .get_metadata_opt(name)
+        .await
+        .map_err(Error::from_kube)?
+    {
+        let ours = current
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == obj.uid().as_ref());
+        if !ours {
+            return Ok(ConnectionSecret::NotOurs);
+        }
+    }
     let mut secret = Secret::default();
     secret.metadata.name = Some(name.to_string());
-    secret.metadata.namespace = obj.namespace();
+    secret.metadata.namespace = Some(ns.clone());
     secret.metadata.owner_references = obj.controller_owner_ref(&()).map(|r| vec![r]);
     secret.metadata.labels = Some(
         [(
@@ -174,13 +234,13 @@ pub async fn apply_connection_secret(
             .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
             .collect(),
     );
-    let api: Api<Secret> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     api.patch(
         name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&secret),
     )
     .await
-    .map(|_| ())
+    .map(|_| ConnectionSecret::Written)
     .map_err(Error::from_kube)
 }

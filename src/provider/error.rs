@@ -20,18 +20,33 @@ pub enum ProviderError {
     /// An answer that is not the documented JSON. The call may have taken effect.
     #[error("unreadable answer from the provider: {0}")]
     Malformed(String),
+    /// No token could be had, so the call was never sent: nothing happened.
+    #[error("no token, so nothing was sent: {0}")]
+    NotSent(Box<ProviderError>),
 }
 
 impl ProviderError {
     /// True when the provider proved the call had no effect; false when it may have had one.
     pub fn is_proven_refusal(&self) -> bool {
-        matches!(self, ProviderError::Business { .. })
+        matches!(
+            self,
+            ProviderError::Business { .. } | ProviderError::NotSent(_)
+        )
+    }
+
+    /// Whether this answer of `one/{id}` says the account has no such host: a well-formed
+    /// refusal that is neither an authentication failure nor a "wait / retry later" code.
+    /// It is one of the two signals of a host's absence (the other: a complete listing).
+    pub fn denies_host(&self) -> bool {
+        matches!(self, ProviderError::Business { code, .. }
+            if !matches!(code, 401 | 500 | 503 | 1005 | 6000 | 6001 | 6005 | 7003))
     }
 
     /// The provider's code, when it gave one.
     pub fn code(&self) -> Option<i64> {
         match self {
             ProviderError::Business { code, .. } => Some(*code),
+            ProviderError::NotSent(e) => e.code(),
             _ => None,
         }
     }
@@ -40,6 +55,7 @@ impl ProviderError {
     pub fn provider_message(&self) -> Option<&str> {
         match self {
             ProviderError::Business { message, .. } => Some(message),
+            ProviderError::NotSent(e) => e.provider_message(),
             _ => None,
         }
     }
@@ -47,6 +63,7 @@ impl ProviderError {
     pub fn trace_id(&self) -> Option<&str> {
         match self {
             ProviderError::Business { trace_id, .. } => trace_id.as_deref(),
+            ProviderError::NotSent(e) => e.trace_id(),
             _ => None,
         }
     }
@@ -58,6 +75,7 @@ impl ProviderError {
             ProviderError::Transport(_) => "transport",
             ProviderError::HttpStatus(_) => "http_status",
             ProviderError::Malformed(_) => "malformed",
+            ProviderError::NotSent(e) => e.kind(),
         }
     }
 }

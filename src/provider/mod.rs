@@ -22,6 +22,8 @@ pub const PRODUCTION_URL: &str = "https://client.xuandashi.com";
 pub const SANDBOX_URL: &str = "https://client-sandbox.xuandashi.com";
 /// Most hosts `mypage` returns per call.
 pub const PAGE_SIZE: u32 = 25;
+/// Pages read before a listing that never ends is an error (250,000 hosts).
+const MAX_PAGES: u32 = 10_000;
 /// Header carrying the token.
 pub const TOKEN_HEADER: &str = "Finovy-Access-Token";
 
@@ -278,7 +280,11 @@ impl ProviderClient {
     ) -> Result<Value, ProviderError> {
         let mut renewed = false;
         loop {
-            let token = self.tokens.get(|| self.fetch_token()).await?;
+            let token = self
+                .tokens
+                .get(|| self.fetch_token())
+                .await
+                .map_err(|e| ProviderError::NotSent(Box::new(e)))?;
             match self
                 .send(endpoint, method.clone(), path, body, Some(&token.value))
                 .await
@@ -351,19 +357,29 @@ impl ProviderClient {
         decode(data, "host page")
     }
 
-    /// Every host of the account, page by page.
+    /// Every host of the account, page by page until a short or empty page. `totalCounts`
+    /// is only a hint (page-level or per item, number or string, or absent) and the order
+    /// is unspecified, so neither ends the listing; a host seen twice (the pages shifted
+    /// while they were read) is kept once.
     pub async fn all_hosts(&self) -> Result<Vec<Host>, ProviderError> {
-        let mut hosts = Vec::new();
-        for page in 1..=10_000 {
+        let mut hosts: Vec<Host> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for page in 1..=MAX_PAGES {
             let batch = self.my_page(page, PAGE_SIZE).await?;
-            let got = batch.data.len();
-            hosts.extend(batch.data);
-            let total = batch.total_counts.unwrap_or(0).max(0) as usize;
-            if got < PAGE_SIZE as usize || hosts.len() >= total {
-                break;
+            let got = batch.items;
+            for host in batch.data {
+                let fresh = host.id.as_ref().is_none_or(|id| seen.insert(id.clone()));
+                if fresh {
+                    hosts.push(host);
+                }
+            }
+            if got < PAGE_SIZE as usize {
+                return Ok(hosts);
             }
         }
-        Ok(hosts)
+        Err(ProviderError::Malformed(format!(
+            "mypage still returned full pages after {MAX_PAGES} pages"
+        )))
     }
 
     /// Starts (`true`) or shuts down (`false`) a host.
@@ -476,8 +492,8 @@ impl ClientPool {
         observer: Option<CallObserver>,
     ) -> Arc<ProviderClient> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        // A changed secret for the same account replaces the old client.
-        clients.retain(|k, _| k.uuid != credentials.uuid || *k == credentials);
+        // Two Secrets may name one account with different app secrets: each keeps its
+        // client (a client of a secret nobody uses any more only costs its memory).
         clients
             .entry(credentials.clone())
             .or_insert_with(|| {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct Token {
     pub(crate) value: String,
-    refresh_after: Instant,
+    /// `None` when the provider gave no lifetime: used until a 401 says otherwise.
+    refresh_after: Option<Instant>,
     generation: u64,
 }
 
@@ -39,7 +40,7 @@ impl TokenCache {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         current
             .as_ref()
-            .filter(|t| Instant::now() < t.refresh_after)
+            .filter(|t| t.refresh_after.is_none_or(|at| Instant::now() < at))
             .cloned()
     }
 
@@ -65,7 +66,7 @@ impl TokenCache {
             + 1;
         let token = Token {
             value,
-            refresh_after: Instant::now() + lifetime.mul_f64(0.8),
+            refresh_after: (!lifetime.is_zero()).then(|| Instant::now() + lifetime.mul_f64(0.8)),
             generation,
         };
         *current = Some(token.clone());

@@ -196,12 +196,41 @@ impl Host {
 
 /// `data` of mypage.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "RawHostPage")]
 pub struct HostPage {
-    #[serde(default, deserialize_with = "lenient_vec")]
+    /// The hosts that could be read; malformed items are skipped.
     pub data: Vec<Host>,
-    #[serde(default, deserialize_with = "lenient_i64")]
+    /// How many items the page carried, readable or not: a full page is not the last.
+    pub items: usize,
+    /// The total, page-level or from the items (a hint only).
     pub total_counts: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawHostPage {
+    #[serde(default, deserialize_with = "lenient_items")]
+    data: Vec<Value>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    total_counts: Option<i64>,
+}
+
+impl From<RawHostPage> for HostPage {
+    fn from(raw: RawHostPage) -> HostPage {
+        let per_item = raw.data.iter().find_map(|item| {
+            let total = item.get("totalCounts")?;
+            lenient_i64(total.clone()).ok().flatten()
+        });
+        HostPage {
+            items: raw.data.len(),
+            total_counts: raw.total_counts.or(per_item),
+            data: raw
+                .data
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect(),
+        }
+    }
 }
 
 /// Body of createRent.
@@ -238,17 +267,10 @@ pub fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
     })
 }
 
-/// A list whose malformed items are skipped rather than failing the whole page.
-fn lenient_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
+/// A list (null reads as empty); its items are checked one by one by the caller.
+fn lenient_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
     match Value::deserialize(d)? {
-        Value::Array(items) => Ok(items
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect()),
+        Value::Array(items) => Ok(items),
         Value::Null => Ok(Vec::new()),
         other => Err(de::Error::custom(format!(
             "expected a list, got {}",
@@ -306,7 +328,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.data.len(), 2);
+        assert_eq!(p.items, 3, "a skipped item still counts toward a full page");
         assert_eq!(p.total_counts, Some(2));
+        let per_item: HostPage =
+            serde_json::from_value(json!({"data": [{"id": "a", "totalCounts": "31"}]})).unwrap();
+        assert_eq!(per_item.total_counts, Some(31));
+        let bare: HostPage = serde_json::from_value(json!({"data": null})).unwrap();
+        assert_eq!((bare.items, bare.total_counts), (0, None));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! [`Simulator`]; users run it with `rentedhost-operator simulate`.
 
 pub mod catalogue;
+pub mod freedom;
 mod state;
 
+pub use freedom::Freedom;
 pub use state::{Account, Fault, SimHost, State, Timing};
 
 use crate::provider::{Endpoint, HostStatus, TOKEN_HEADER};
@@ -15,6 +17,7 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
+use freedom::Unauthorized;
 use serde_json::{Value, json};
 use state::Answer;
 use std::collections::HashMap;
@@ -146,7 +149,7 @@ async fn respond(
     endpoint: Endpoint,
     work: impl FnOnce(&mut State) -> Answer,
 ) -> Response {
-    let (fault, envelope) = {
+    let (fault, envelope, status) = {
         let mut state = sim.state();
         state.count(endpoint);
         let fault = state.take_fault(endpoint);
@@ -154,14 +157,25 @@ async fn respond(
             Some(f) if !f.commits() => None,
             _ => Some(work(&mut state)),
         };
+        let freedom = state.freedom;
+        let status = match &answer {
+            Some(a) if a.code == 401 && freedom.unauthorized == Unauthorized::HttpStatus => {
+                StatusCode::UNAUTHORIZED
+            }
+            _ => StatusCode::OK,
+        };
         let envelope = answer.map(|a| {
-            json!({"code": a.code, "success": a.code == 0, "msg": a.msg, "data": a.data, "traceId": state.next_trace_id()})
+            let mut v = json!({"code": a.code, "msg": a.msg, "data": a.data, "traceId": state.next_trace_id()});
+            if !freedom.omit_success {
+                v["success"] = json!(a.code == 0);
+            }
+            v
         });
-        (fault, envelope)
+        (fault, envelope, status)
     };
     let json = |v: Value| {
         Response::builder()
-            .status(StatusCode::OK)
+            .status(status)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(v.to_string()))
             .expect("static response parts")
@@ -187,6 +201,10 @@ async fn respond(
             .header(header::CONTENT_TYPE, "text/html")
             .body(Body::from("<html>system busy</html>"))
             .expect("static response parts"),
+        (Some(Fault::NotDone), _) => {
+            let v = json!({"code": 0, "msg": "success", "data": false, "traceId": "sim-notdone"});
+            json(v)
+        }
         (Some(Fault::DropAfterCommit), _) => {
             let cut = futures::stream::iter([
                 Ok(bytes::Bytes::from_static(b"{\"code\":0,")),

@@ -1,6 +1,7 @@
 //! The simulator's state and the provider's business rules, without HTTP.
 
 use super::catalogue;
+use super::freedom::{DeleteUnknown, Freedom, HostOrder, TotalCounts, id_hash};
 use crate::provider::{CreateRent, Endpoint, Host, HostStatus, Image, Package};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -19,6 +20,9 @@ pub enum Fault {
     NonJson,
     /// The work is done, then the connection drops mid-answer (the answer is lost).
     DropAfterCommit,
+    /// A well-formed success envelope with `data: false`; the work is not done (as
+    /// `delete` may answer for a host it did not delete).
+    NotDone,
 }
 
 impl Fault {
@@ -82,6 +86,8 @@ pub struct State {
     /// When each call arrived, in order.
     pub call_log: Vec<(Endpoint, Instant)>,
     pub timing: Timing,
+    /// Which reading of the documentation's freedoms this provider follows.
+    pub freedom: Freedom,
     trace: u64,
 }
 
@@ -160,6 +166,7 @@ impl Default for State {
             calls: HashMap::new(),
             call_log: Vec::new(),
             timing: Timing::default(),
+            freedom: Freedom::default(),
             trace: 0,
         }
     }
@@ -343,12 +350,33 @@ impl State {
         if let Some(a) = self.accounts.get_mut(account) {
             a.balance -= price;
         }
+        let id = self.add_host(
+            account,
+            &package,
+            &image,
+            request.period_number,
+            request.period_type,
+            now_ms(),
+        );
+        Answer::ok(Value::String(id))
+    }
+
+    /// Puts a new host on the account, created at `created` (epoch ms); returns its id.
+    pub fn add_host(
+        &mut self,
+        account: &str,
+        package: &Package,
+        image: &Image,
+        period_number: u32,
+        period_type: u8,
+        created: i64,
+    ) -> String {
+        let hours = period_hours(period_type).unwrap_or(1.0);
         let mut id = random_letters(10);
         while self.hosts.contains_key(&id) {
             id = random_letters(10);
         }
-        let created = now_ms();
-        let expires = created + (hours * f64::from(request.period_number) * 3_600_000.0) as i64;
+        let expires = created + (hours * f64::from(period_number) * 3_600_000.0) as i64;
         let host = Host {
             id: Some(id.clone()),
             name: package.name.clone(),
@@ -374,7 +402,7 @@ impl State {
         let mut sim_host = SimHost {
             host,
             owner: account.to_string(),
-            package_id: request.package_id,
+            package_id: package.package_id.clone().unwrap_or_default(),
             status: HostStatus::Starting,
             settles_to: None,
         };
@@ -384,7 +412,36 @@ impl State {
             self.timing.start_delay,
         );
         self.hosts.insert(id.clone(), sim_host);
-        Answer::ok(Value::String(id))
+        id
+    }
+
+    /// Puts `n` hosts on the account as if rented before the operator started: of every
+    /// rental package (the first one included), created between one and thirty days ago.
+    pub fn preload_hosts(&mut self, account: &str, n: usize) -> Vec<String> {
+        let rentals: Vec<Package> = self
+            .packages
+            .iter()
+            .filter(|p| p.use_type.as_deref() != Some("0"))
+            .cloned()
+            .collect();
+        let now = now_ms();
+        (0..n)
+            .map(|i| {
+                let package = rentals[i % rentals.len()].clone();
+                let image = self
+                    .images
+                    .iter()
+                    .find(|im| im.type_ == package.type_)
+                    .cloned()
+                    .unwrap_or_default();
+                let age = (1 + (i as i64 * 7919) % 30) * 86_400_000 + i as i64 * 1000;
+                let id = self.add_host(account, &package, &image, 1, 3, now - age);
+                if let Some(h) = self.hosts.get_mut(&id) {
+                    h.set_status(HostStatus::Running);
+                }
+                id
+            })
+            .collect()
     }
 
     fn owned_host(&mut self, account: &str, id: &str) -> Option<&mut SimHost> {
@@ -395,7 +452,10 @@ impl State {
     pub fn one(&mut self, account: &str, id: &str) -> Answer {
         match self.owned_host(account, id) {
             Some(h) => Answer::ok(serde_json::to_value(&h.host).unwrap_or_default()),
-            None => Answer::err(1003, "主机不存在"),
+            None => {
+                let code = self.freedom.unknown_host_code;
+                Answer::err(code, "主机不存在")
+            }
         }
     }
 
@@ -416,15 +476,40 @@ impl State {
             .min(25);
         self.settle_hosts();
         let mut mine: Vec<&SimHost> = self.hosts.values().filter(|h| h.owner == account).collect();
-        mine.sort_by_key(|h| (std::cmp::Reverse(h.host.create_time), h.host.id.clone()));
+        match self.freedom.order {
+            HostOrder::NewestFirst => {
+                mine.sort_by_key(|h| (std::cmp::Reverse(h.host.create_time), h.host.id.clone()))
+            }
+            HostOrder::OldestFirst => mine.sort_by_key(|h| (h.host.create_time, h.host.id.clone())),
+            HostOrder::Unrelated => {
+                mine.sort_by_key(|h| id_hash(h.host.id.as_deref().unwrap_or_default()))
+            }
+        }
         let total = mine.len();
-        let items: Vec<&Host> = mine
+        let per_item = matches!(
+            self.freedom.totals,
+            TotalCounts::PerItemString | TotalCounts::Both
+        );
+        let items: Vec<Value> = mine
             .into_iter()
             .skip((page - 1) * size)
             .take(size)
-            .map(|h| &h.host)
+            .map(|h| {
+                let mut item = serde_json::to_value(&h.host).unwrap_or_default();
+                if per_item {
+                    item["totalCounts"] = Value::String(total.to_string());
+                }
+                item
+            })
             .collect();
-        Answer::ok(json!({"data": items, "totalCounts": total}))
+        let mut data = json!({ "data": items });
+        if matches!(
+            self.freedom.totals,
+            TotalCounts::PageLevel | TotalCounts::Both
+        ) {
+            data["totalCounts"] = json!(total);
+        }
+        Answer::ok(data)
     }
 
     pub fn operate(&mut self, account: &str, id: &str, op: Option<&str>) -> Answer {
@@ -481,8 +566,12 @@ impl State {
 
     pub fn delete(&mut self, account: &str, id: &str) -> Answer {
         if self.owned_host(account, id).is_none() {
+            let code = match self.freedom.delete_unknown {
+                DeleteUnknown::ErrorCode => 1003,
+                DeleteUnknown::FalseData => 0,
+            };
             return Answer {
-                code: 1003,
+                code,
                 msg: "主机不存在",
                 data: Value::Bool(false),
             };

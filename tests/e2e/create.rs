@@ -65,8 +65,8 @@ async fn creation_waiting_is_retried_until_created() {
     world.sim.set_create_waits(3);
     world.create("rh", demo_spec()).await;
     let pending = world
-        .wait_for("rh", LIMIT, "CreatePending", |o| {
-            is(o, "Ready", "False", "CreatePending")
+        .wait_for("rh", LIMIT, "ProviderCreating", |o| {
+            is(o, "Ready", "False", "ProviderCreating")
         })
         .await;
     let e = pending.status.unwrap().last_error.unwrap();
@@ -316,7 +316,7 @@ async fn an_uncommitted_unknown_outcome_creates_again_after_the_grace_period() {
 
 /// Creates `name` with createRent answering after 1.5 s, and kills the controller once the
 /// provider has the call (createPending recorded, the answer not yet back).
-async fn kill_during_create(world: &mut World, name: &str) {
+pub(crate) async fn kill_during_create(world: &mut World, name: &str) {
     world.sim.inject(
         Endpoint::CreateRent,
         [Fault::Latency(Duration::from_millis(1500))],
@@ -355,7 +355,7 @@ async fn two_matching_unclaimed_hosts_stop_with_an_explanation() {
     let mut world = World::start("ambiguous", |_| {}).await;
     kill_during_create(&mut world, "rh").await;
     // Someone rents the same package by hand meanwhile.
-    let body = serde_json::json!({"packageId": "teTapaSUFq", "imageId": "507", "periodNumber": 1, "periodType": 3});
+    let body = serde_json::json!({"packageId": "teTapaSUFq", "imageId": "507", "periodNumber": 5, "periodType": 3});
     assert_eq!(world.sim.state().create_rent("demo-account", &body).code, 0);
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(world.sim.host_ids().len(), 2);

@@ -5,6 +5,7 @@ mod support;
 mod create;
 mod harness;
 mod helm;
+mod money;
 mod observe;
 mod operations;
 mod validation;

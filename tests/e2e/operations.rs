@@ -17,6 +17,7 @@ fn lease(ns: &str, identity: &str) -> LeaseConfig {
         name: "rentedhost-operator".into(),
         identity: identity.into(),
         duration: Duration::from_secs(2),
+        leadership: leader::Leadership::elected(),
     }
 }
 

@@ -9,7 +9,7 @@ use rentedhost_operator::api::RentedHost;
 use rentedhost_operator::controller::{self, Config, credentials::SecretRef};
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider::ClientSettings;
-use rentedhost_operator::simulator::{self, Simulator, catalogue::DEMO_ACCOUNT};
+use rentedhost_operator::simulator::{self, Freedom, Simulator, catalogue::DEMO_ACCOUNT};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ pub fn test_config(sim_url: &str, ns: &str) -> Config {
         retry_scale: 0.02,
         concurrency: 16,
         instance: None,
+        leadership: rentedhost_operator::leader::Leadership::always(),
     }
 }
 
@@ -57,6 +58,15 @@ impl World {
         let ns = super::test_namespace(&client, prefix).await;
         let sim = Simulator::default();
         sim.state().timing = simulator::fast_timing(Duration::from_millis(500));
+        // Every test meets one reading of the API's freedoms, chosen by a printed seed
+        // (XDS_SIM_SEED=N repeats a run).
+        let seed = std::env::var("XDS_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>);
+        let freedom = Freedom::from_seed(seed);
+        println!("[{prefix}] simulator XDS_SIM_SEED={seed}: {freedom:?}");
+        sim.state().freedom = freedom;
         let (addr, _task) = sim.serve(0).await.unwrap();
         let mut config = test_config(&format!("http://{addr}"), &ns);
         tweak(&mut config);

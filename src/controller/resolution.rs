@@ -1,0 +1,411 @@
+//! Resolving createRent calls whose answer was lost, as a pure function of the account's
+//! pending creates, its complete host listing and the hosts claimed by objects.
+//!
+//! Hosts made from the same request are interchangeable: the pending creates of one
+//! request are paired with the unclaimed hosts that match it, oldest pending with oldest
+//! host, each host within its create's time window. Only when more such hosts appeared
+//! than creates were waiting for them (someone else rents on the account) is a person asked.
+
+use crate::api::{CreateRequest, PeriodUnit};
+use crate::provider::{Host, Image, Package};
+use jiff::Timestamp;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// One object's pending create, as recorded in its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCreate {
+    /// `namespace/name` of the object.
+    pub key: String,
+    pub since: Timestamp,
+    /// When the call ended without an answer; `None` if the operator stopped during it.
+    pub call_ended: Option<Timestamp>,
+    pub request: CreateRequest,
+}
+
+/// What the provider's catalogue says a request's host looks like.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected<'a> {
+    pub package: Option<&'a Package>,
+    pub image: Option<&'a Image>,
+}
+
+/// Time allowances of the window in which a create's host can appear.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Clock difference allowed between us and the provider.
+    pub skew: Duration,
+    /// Longest a createRent call can last (the client's timeout): the end of a call whose
+    /// end was not recorded.
+    pub call_limit: Duration,
+}
+
+/// The outcome for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// This host is the object's: adopt it.
+    Adopt(String),
+    /// No host for this object: nothing unclaimed appeared in its window (yet).
+    NoHost,
+    /// More matching hosts appeared than creates were waiting for them: these are the
+    /// candidates in this object's window.
+    Ambiguous(Vec<String>),
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PendingCreate {
+    /// [since − skew, end of the call + skew], in epoch milliseconds.
+    fn window(&self, w: Window) -> (i64, i64) {
+        let end = self.call_ended.unwrap_or_else(|| self.since + w.call_limit);
+        (
+            self.since.as_millisecond() - millis(w.skew),
+            end.max(self.since).as_millisecond() + millis(w.skew),
+        )
+    }
+
+    fn admits(&self, w: Window, created: i64) -> bool {
+        let (from, to) = self.window(w);
+        (from..=to).contains(&created)
+    }
+}
+
+/// Hours of a period as the provider may count them: (shortest, longest).
+fn period_hours(unit: PeriodUnit) -> (f64, f64) {
+    match unit {
+        PeriodUnit::Hour => (1.0, 1.0),
+        PeriodUnit::Day => (24.0, 24.0),
+        PeriodUnit::Week => (168.0, 168.0),
+        PeriodUnit::Month => (28.0 * 24.0, 31.0 * 24.0),
+        PeriodUnit::Quarter => (89.0 * 24.0, 92.0 * 24.0),
+        PeriodUnit::Year => (365.0 * 24.0, 366.0 * 24.0),
+    }
+}
+
+/// Whether a host can be the one `request` rented: every field the host shows agrees with
+/// the request (a field the provider left out cannot rule a host out).
+pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> bool {
+    let differ = |a: Option<i64>, b: Option<i64>| matches!((a, b), (Some(a), Some(b)) if a != b);
+    if host.use_type.as_deref().is_some_and(|u| u.trim() != "1") {
+        return false;
+    }
+    if let Some(p) = expected.package
+        && (differ(host.cpu, p.cpu_number)
+            || differ(host.memory, p.memory_number)
+            || differ(host.rigid_disk, p.rigid_disk_number)
+            || differ(host.gpu_number.or(Some(0)), p.gpu_number.or(Some(0))))
+    {
+        return false;
+    }
+    let image_name = expected
+        .image
+        .and_then(|i| i.system_image_name.as_deref())
+        .map(str::trim);
+    if let (Some(want), Some(shown)) = (image_name, host.operating_system.as_deref())
+        && !shown.trim().eq_ignore_ascii_case(want)
+    {
+        return false;
+    }
+    if let (Some(created), Some(expires)) = (host.create_time, host.expiration_time) {
+        let (short, long) = period_hours(request.period.unit);
+        let count = f64::from(request.period.count);
+        let hours = (expires - created) as f64 / 3_600_000.0;
+        // An hour of slack for the provider's rounding.
+        if hours < short * count - 1.0 || hours > long * count + 1.0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// The resolution of the pending create of object `me`, given every pending create of the
+/// account (read by quorum), its complete listing, and every claimed host id.
+pub fn resolve(
+    me: &PendingCreate,
+    pending: &[PendingCreate],
+    hosts: &[Host],
+    claimed: &HashSet<String>,
+    expected: Expected<'_>,
+    window: Window,
+) -> Resolution {
+    let mut group: Vec<&PendingCreate> = pending
+        .iter()
+        .filter(|p| p.request == me.request && p.key != me.key)
+        .chain(std::iter::once(me))
+        .collect();
+    group.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
+    let unclaimed = hosts
+        .iter()
+        .filter_map(|h| Some((h.id.as_deref()?, h)))
+        .filter(|(id, _)| !claimed.contains(*id))
+        .filter(|(_, h)| matches(h, &me.request, expected));
+    // A host whose creation time cannot be read may be in any window: it blocks both
+    // pairing and a new create (fail closed).
+    let (mut timed, untimed): (Vec<(&str, i64)>, Vec<&str>) = {
+        let mut timed = Vec::new();
+        let mut untimed = Vec::new();
+        for (id, h) in unclaimed {
+            match h.create_time {
+                Some(t) => timed.push((id, t)),
+                None => untimed.push(id),
+            }
+        }
+        (timed, untimed)
+    };
+    timed.retain(|(_, t)| group.iter().any(|p| p.admits(window, *t)));
+    timed.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+    timed.dedup();
+    let in_my_window = |timed: &[(&str, i64)]| -> Vec<String> {
+        let mut ids: Vec<String> = timed
+            .iter()
+            .filter(|(_, t)| me.admits(window, *t))
+            .map(|(id, _)| id.to_string())
+            .chain(untimed.iter().map(|id| id.to_string()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    // Without the package's configuration nothing tells this request's hosts from others.
+    let unverifiable = expected.package.is_none();
+    if !untimed.is_empty() || timed.len() > group.len() || (unverifiable && !timed.is_empty()) {
+        let candidates = in_my_window(&timed);
+        if !candidates.is_empty() {
+            return Resolution::Ambiguous(candidates);
+        }
+        return Resolution::NoHost;
+    }
+    let mut taken = vec![false; timed.len()];
+    for p in group {
+        let pick = timed
+            .iter()
+            .enumerate()
+            .find(|(i, (_, t))| !taken[*i] && p.admits(window, *t))
+            .map(|(i, _)| i);
+        if let Some(i) = pick {
+            taken[i] = true;
+            if p.key == me.key {
+                return Resolution::Adopt(timed[i].0.to_string());
+            }
+        }
+    }
+    Resolution::NoHost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RentalPeriod;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn request() -> CreateRequest {
+        CreateRequest {
+            package_id: "teTapaSUFq".into(),
+            image_id: "507".into(),
+            period: RentalPeriod {
+                count: 5,
+                unit: PeriodUnit::Month,
+            },
+        }
+    }
+
+    fn pending(key: &str, since: i64, ended: Option<i64>) -> PendingCreate {
+        PendingCreate {
+            key: key.into(),
+            since: t(since),
+            call_ended: ended.map(t),
+            request: request(),
+        }
+    }
+
+    fn package() -> Package {
+        Package {
+            package_id: Some("teTapaSUFq".into()),
+            cpu_number: Some(8),
+            memory_number: Some(32),
+            rigid_disk_number: Some(128),
+            gpu_number: Some(1),
+            ..Default::default()
+        }
+    }
+
+    fn image() -> Image {
+        Image {
+            image_id: Some("507".into()),
+            system_image_name: Some("Windows Server".into()),
+            ..Default::default()
+        }
+    }
+
+    fn host(id: &str, created: i64) -> Host {
+        let created = t(created).as_millisecond();
+        Host {
+            id: Some(id.into()),
+            cpu: Some(8),
+            memory: Some(32),
+            rigid_disk: Some(128),
+            gpu_number: Some(1),
+            operating_system: Some("Windows Server".into()),
+            use_type: Some("1".into()),
+            create_time: Some(created),
+            expiration_time: Some(created + 5 * 720 * 3_600_000),
+            ..Default::default()
+        }
+    }
+
+    const W: Window = Window {
+        skew: Duration::from_secs(2),
+        call_limit: Duration::from_secs(15),
+    };
+
+    fn run(
+        me: &PendingCreate,
+        all: &[PendingCreate],
+        hosts: &[Host],
+        claimed: &[&str],
+    ) -> Resolution {
+        let (p, i) = (package(), image());
+        let claimed = claimed.iter().map(|s| s.to_string()).collect();
+        let expected = Expected {
+            package: Some(&p),
+            image: Some(&i),
+        };
+        resolve(me, all, hosts, &claimed, expected, W)
+    }
+
+    #[test]
+    fn one_create_one_host_adopts_it() {
+        let me = pending("ns/a", 0, Some(3));
+        assert_eq!(
+            run(&me, &[], &[host("old", -600), host("h1", 1)], &[]),
+            Resolution::Adopt("h1".into())
+        );
+    }
+
+    #[test]
+    fn the_window_is_bounded_on_both_sides() {
+        let me = pending("ns/a", 0, Some(3));
+        for created in [-3, 6, 600] {
+            assert_eq!(
+                run(&me, &[], &[host("h", created)], &[]),
+                Resolution::NoHost,
+                "created at {created}"
+            );
+        }
+        // The end of a call that was never recorded is bounded by the call limit.
+        let crashed = pending("ns/a", 0, None);
+        assert_eq!(
+            run(&crashed, &[], &[host("h", 16)], &[]),
+            Resolution::Adopt("h".into())
+        );
+        assert_eq!(
+            run(&crashed, &[], &[host("h", 18)], &[]),
+            Resolution::NoHost
+        );
+    }
+
+    #[test]
+    fn every_field_the_host_shows_must_match() {
+        let me = pending("ns/a", 0, Some(3));
+        type Change = Box<dyn Fn(&mut Host)>;
+        let variants: Vec<(&str, Change)> = vec![
+            ("cpu", Box::new(|h| h.cpu = Some(4))),
+            ("gpu", Box::new(|h| h.gpu_number = None)),
+            (
+                "image",
+                Box::new(|h| h.operating_system = Some("Ubuntu Server".into())),
+            ),
+            ("pay-as-you-go", Box::new(|h| h.use_type = Some("0".into()))),
+            (
+                "period",
+                Box::new(|h| h.expiration_time = h.create_time.map(|c| c + 720 * 3_600_000)),
+            ),
+        ];
+        for (what, change) in variants {
+            let mut h = host("h", 1);
+            change(&mut h);
+            assert_eq!(run(&me, &[], &[h], &[]), Resolution::NoHost, "{what}");
+        }
+        let mut unknown = host("h", 1);
+        unknown.operating_system = None;
+        unknown.expiration_time = None;
+        assert_eq!(
+            run(&me, &[], &[unknown], &[]),
+            Resolution::Adopt("h".into()),
+            "a field left out cannot rule a host out"
+        );
+    }
+
+    #[test]
+    fn claimed_hosts_are_never_candidates() {
+        let me = pending("ns/a", 0, Some(3));
+        assert_eq!(run(&me, &[], &[host("h1", 1)], &["h1"]), Resolution::NoHost);
+    }
+
+    #[test]
+    fn pending_creates_of_one_request_pair_oldest_with_oldest() {
+        let all = [
+            pending("ns/c", 2, Some(5)),
+            pending("ns/a", 0, Some(4)),
+            pending("ns/b", 1, Some(4)),
+        ];
+        let hosts = [host("z", 3), host("y", 1), host("x", 2)];
+        let got: Vec<Resolution> = all.iter().map(|me| run(me, &all, &hosts, &[])).collect();
+        assert_eq!(
+            got,
+            vec![
+                Resolution::Adopt("z".into()),
+                Resolution::Adopt("y".into()),
+                Resolution::Adopt("x".into())
+            ]
+        );
+        // After a's pairing is written, b and c resolve the same way.
+        let rest = [all[0].clone(), all[2].clone()];
+        assert_eq!(
+            run(&all[2], &rest, &hosts, &["y"]),
+            Resolution::Adopt("x".into())
+        );
+        // Fewer hosts than creates: the newest create gets none.
+        let two = [host("y", 1), host("x", 2)];
+        assert_eq!(run(&all[0], &all, &two, &[]), Resolution::NoHost);
+    }
+
+    #[test]
+    fn more_hosts_than_creates_is_ambiguous_and_names_them() {
+        let me = pending("ns/a", 0, Some(3));
+        assert_eq!(
+            run(&me, &[], &[host("h2", 2), host("h1", 1)], &[]),
+            Resolution::Ambiguous(vec!["h1".into(), "h2".into()])
+        );
+    }
+
+    #[test]
+    fn an_unreadable_creation_time_or_package_fails_closed() {
+        let me = pending("ns/a", 0, Some(3));
+        let mut h = host("h", 1);
+        h.create_time = None;
+        assert_eq!(
+            run(&me, &[], &[h], &[]),
+            Resolution::Ambiguous(vec!["h".into()])
+        );
+        let claimed = HashSet::new();
+        let no_package = resolve(&me, &[], &[host("h", 1)], &claimed, Expected::default(), W);
+        assert_eq!(no_package, Resolution::Ambiguous(vec!["h".into()]));
+    }
+
+    #[test]
+    fn other_requests_are_separate_groups() {
+        let me = pending("ns/a", 0, Some(3));
+        let mut other = pending("ns/b", 0, Some(3));
+        other.request.period.count = 1;
+        assert_eq!(
+            run(&me, &[other], &[host("h", 1)], &[]),
+            Resolution::Adopt("h".into())
+        );
+    }
+}

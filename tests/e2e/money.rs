@@ -1,0 +1,348 @@
+//! Money safety under the API's full freedom (issue 7): listings that span pages in any
+//! order with any kind of total, releases that are confirmed only by two signals.
+
+use crate::support::operator::{World, demo_spec, host_id, is};
+use rentedhost_operator::provider::Endpoint;
+use rentedhost_operator::simulator::Fault;
+use rentedhost_operator::simulator::freedom::{HostOrder, TotalCounts};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+/// More hosts than one page of `mypage` holds.
+const PRELOADED: usize = 30;
+
+/// A world whose account already has hosts on more than one page, listed in `order` with
+/// the total given as `totals`.
+async fn crowded(prefix: &str, order: HostOrder, totals: TotalCounts) -> World {
+    let world = World::start(prefix, |_| {}).await;
+    {
+        let mut state = world.sim.state();
+        state.freedom.order = order;
+        state.freedom.totals = totals;
+        state.preload_hosts("demo-account", PRELOADED);
+    }
+    world
+}
+
+#[tokio::test]
+async fn a_host_on_a_later_page_is_observed_not_lost() {
+    for (i, (order, totals)) in [
+        (HostOrder::OldestFirst, TotalCounts::PerItemString),
+        (HostOrder::Unrelated, TotalCounts::Absent),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let world = crowded(&format!("page2-{i}"), order, totals).await;
+        world.create("rh", demo_spec()).await;
+        let obj = world
+            .wait_for("rh", LIMIT, "ready", |o| is(o, "Ready", "True", "Running"))
+            .await;
+        let reasons = world.event_reasons("rh").await;
+        assert!(
+            !reasons.iter().any(|r| r == "HostNotFound"),
+            "{order:?}/{totals:?}: {reasons:?}"
+        );
+        assert!(host_id(&obj).is_some());
+        assert_eq!(world.sim.host_ids().len(), PRELOADED + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_resolved_from_a_listing_of_every_page() {
+    let world = crowded(
+        "lost-page2",
+        HostOrder::OldestFirst,
+        TotalCounts::PerItemString,
+    )
+    .await;
+    world
+        .sim
+        .inject(Endpoint::CreateRent, [Fault::DropAfterCommit]);
+    world.create("rh", demo_spec()).await;
+    let obj = world
+        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
+        .await;
+    // Past the grace period: no second create.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+    assert_eq!(world.sim.host_ids().len(), PRELOADED + 1);
+    assert!(world.sim.host_ids().contains(&host_id(&obj).unwrap()));
+    world.wait_events("rh", "AdoptedHost", 1).await;
+}
+
+#[tokio::test]
+async fn a_release_answered_false_keeps_the_finalizer_until_the_host_is_gone() {
+    let world = crowded(
+        "del-false",
+        HostOrder::OldestFirst,
+        TotalCounts::PerItemString,
+    )
+    .await;
+    world.create("rh", demo_spec()).await;
+    let id = host_id(
+        &world
+            .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
+            .await,
+    )
+    .unwrap();
+    // The provider answers "not deleted" once; the host is still there, on page 2.
+    world.sim.inject(Endpoint::Delete, [Fault::NotDone]);
+    world.api().delete("rh", &Default::default()).await.unwrap();
+    world
+        .wait_for("rh", LIMIT, "ReleaseFailed", |o| {
+            is(o, "Synced", "False", "ReleaseFailed")
+        })
+        .await;
+    world.wait_gone("rh", LIMIT).await;
+    assert!(!world.sim.host_ids().contains(&id), "the host is released");
+    assert_eq!(world.sim.host_ids().len(), PRELOADED);
+    assert_eq!(world.sim.calls(Endpoint::Delete), 2);
+}
+
+#[tokio::test]
+async fn a_host_released_outside_is_confirmed_gone_by_two_signals() {
+    let world = crowded("del-gone", HostOrder::Unrelated, TotalCounts::Both).await;
+    world.create("rh", demo_spec()).await;
+    let id = host_id(
+        &world
+            .wait_for("rh", LIMIT, "ready", |o| is(o, "Ready", "True", "Running"))
+            .await,
+    )
+    .unwrap();
+    world.sim.remove_host(&id);
+    world
+        .wait_for("rh", LIMIT, "HostNotFound", |o| {
+            is(o, "Ready", "False", "HostNotFound")
+        })
+        .await;
+    let ones = world.sim.calls(Endpoint::One);
+    assert!(
+        ones >= 1,
+        "absence from the listing is confirmed by one/{{id}}"
+    );
+    world.api().delete("rh", &Default::default()).await.unwrap();
+    world.wait_gone("rh", LIMIT).await;
+    assert_eq!(world.sim.calls(Endpoint::Delete), 1);
+    assert!(world.sim.calls(Endpoint::One) > ones);
+    assert_eq!(world.sim.host_ids().len(), PRELOADED);
+}
+
+/// Hole 2: the request of a pending create cannot change, so its host is always matched
+/// against what was asked for.
+#[tokio::test]
+async fn the_request_cannot_change_while_a_create_is_pending() {
+    let mut world = World::start("frozen", |_| {}).await;
+    crate::create::kill_during_create(&mut world, "rh").await;
+    for (field, value) in [
+        ("packageId", serde_json::json!("kQvBmLtRzA")),
+        ("imageId", serde_json::json!("4005")),
+        ("period", serde_json::json!({"count": 1, "unit": "Day"})),
+    ] {
+        let patch = serde_json::json!({"spec": {field: value}});
+        let refused = world
+            .api()
+            .patch("rh", &Default::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .expect_err("the API server refuses the change");
+        let message = refused.to_string();
+        assert!(
+            message.contains(&format!("spec.{field}")) && message.contains("createRent is pending"),
+            "{message}"
+        );
+    }
+    let recorded = world
+        .get("rh")
+        .await
+        .status
+        .unwrap()
+        .create_pending
+        .unwrap();
+    let request = recorded.request.expect("the request is recorded");
+    assert_eq!(request.package_id, "teTapaSUFq");
+    world.start_controller();
+    let obj = world
+        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
+        .await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+}
+
+/// Hole 4: spec.hostId and the create-not-rented annotation cannot drop a pending create.
+#[tokio::test]
+async fn user_actions_during_a_pending_create_cannot_drop_its_host() {
+    let mut world = World::start("useract", |_| {}).await;
+    let existing = world.sim.state().preload_hosts("demo-account", 1).remove(0);
+    crate::create::kill_during_create(&mut world, "rh").await;
+    let patch = serde_json::json!({"spec": {"hostId": existing}});
+    let refused = world
+        .api()
+        .patch("rh", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect_err("spec.hostId waits for the pending create");
+    assert!(refused.to_string().contains("spec.hostId"), "{refused}");
+    // A GitOps tool applies the annotation from an earlier incident.
+    let stale = serde_json::json!({"metadata": {"annotations": {"xuandashi.dev/create-not-rented": "true"}}});
+    world
+        .api()
+        .patch("rh", &Default::default(), &kube::api::Patch::Merge(&stale))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    world.start_controller();
+    let obj = world
+        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1, "no second create");
+    let mut ids = world.sim.host_ids();
+    ids.sort();
+    let mut want = vec![existing, host_id(&obj).unwrap()];
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+/// Hole 5: a status computed from a stale view (a deposed leader's reconcile, the
+/// credentials-missing path on a cached object) cannot remove hostId or createPending.
+#[tokio::test]
+async fn a_write_from_a_stale_view_keeps_host_id_and_create_pending() {
+    use rentedhost_operator::controller::{decision, writes};
+    let mut world = World::start("stale", |_| {}).await;
+    world.create("rented", demo_spec()).await;
+    let stale = world.get("rented").await;
+    let id = host_id(
+        &world
+            .wait_for("rented", LIMIT, "rented", |o| host_id(o).is_some())
+            .await,
+    )
+    .unwrap();
+    crate::create::kill_during_create(&mut world, "pending").await;
+    let stale_pending = {
+        let mut o = world.get("pending").await;
+        o.status = None;
+        o
+    };
+    for stale in [stale, stale_pending] {
+        let name = stale.metadata.name.clone().unwrap();
+        let t = decision::credentials_missing(
+            &stale,
+            "credentials Secret not found",
+            jiff::Timestamp::now(),
+        );
+        writes::apply_status(&world.client, &stale, &t.status)
+            .await
+            .unwrap();
+        let now = world.get(&name).await.status.unwrap();
+        assert!(
+            is(
+                &world.get(&name).await,
+                "Synced",
+                "False",
+                "CredentialsMissing"
+            ),
+            "{name}: the stale write landed"
+        );
+        match name.as_str() {
+            "rented" => assert_eq!(now.host_id.as_deref(), Some(id.as_str())),
+            _ => assert!(
+                now.create_pending.is_some(),
+                "{name}: createPending survives"
+            ),
+        }
+    }
+    world.start_controller();
+    world
+        .wait_for("pending", LIMIT, "rented", |o| host_id(o).is_some())
+        .await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
+    assert_eq!(world.sim.host_ids().len(), 2);
+}
+
+/// Hole 3: P's create fails without a host while Q's has committed and its answer is still
+/// on the way: P must not take Q's host.
+#[tokio::test]
+async fn a_failed_create_never_adopts_a_host_whose_answer_is_in_flight() {
+    let world = World::start("inflight", |_| {}).await;
+    world.sim.inject(
+        Endpoint::CreateRent,
+        [Fault::Latency(Duration::from_millis(1800)), Fault::NonJson],
+    );
+    world.create("q", demo_spec()).await;
+    while world.sim.calls(Endpoint::CreateRent) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    world.create("p", demo_spec()).await;
+    let q = world
+        .wait_for("q", LIMIT, "rented", |o| host_id(o).is_some())
+        .await;
+    let p = world
+        .wait_for("p", LIMIT, "rented", |o| host_id(o).is_some())
+        .await;
+    assert_ne!(host_id(&p), host_id(&q), "one host per object");
+    let mut ids = world.sim.host_ids();
+    ids.sort();
+    let mut claimed = vec![host_id(&p).unwrap(), host_id(&q).unwrap()];
+    claimed.sort();
+    assert_eq!(ids, claimed, "every host belongs to an object");
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 3);
+}
+
+/// Hole 3, the common case: a burst of one spec with lost answers and a controller kill
+/// resolves itself, one host per object, none unclaimed, nobody asked.
+#[tokio::test]
+async fn a_burst_with_lost_answers_and_a_kill_resolves_itself() {
+    const N: usize = 50;
+    let mut world = World::start("burst", |_| {}).await;
+    world.sim.state().preload_hosts("demo-account", PRELOADED);
+    let preloaded: std::collections::HashSet<String> = world.sim.host_ids().into_iter().collect();
+    // 30 % of answers lost after the host was made, spread through the burst.
+    let faults = (0..N).map(|i| match i % 10 {
+        0 | 4 => Fault::DropAfterCommit,
+        7 => Fault::ServerErrorAfterCommit,
+        _ => Fault::Latency(Duration::from_millis(20)),
+    });
+    world.sim.inject(Endpoint::CreateRent, faults);
+    for i in 0..N {
+        world.create(&format!("rh-{i:02}"), demo_spec()).await;
+    }
+    while world.sim.calls(Endpoint::CreateRent) < (N / 2) as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    world.kill_controller().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.start_controller();
+    let mut owners = std::collections::HashMap::new();
+    for i in 0..N {
+        let name = format!("rh-{i:02}");
+        let obj = world
+            .wait_for(&name, Duration::from_secs(90), "rented", |o| {
+                host_id(o).is_some() || is(o, "Ready", "False", "CreateOutcomeUnknown")
+            })
+            .await;
+        let id = host_id(&obj).unwrap_or_else(|| panic!("{name} stopped: {:?}", obj.status));
+        if let Some(other) = owners.insert(id.clone(), name.clone()) {
+            panic!("{name} and {other} share host {id}");
+        }
+    }
+    let created: Vec<String> = world
+        .sim
+        .host_ids()
+        .into_iter()
+        .filter(|id| !preloaded.contains(id))
+        .collect();
+    let unclaimed: Vec<&String> = created
+        .iter()
+        .filter(|id| !owners.contains_key(*id))
+        .collect();
+    println!(
+        "burst of {N}: {} createRent calls, {} hosts made, {} unclaimed",
+        world.sim.calls(Endpoint::CreateRent),
+        created.len(),
+        unclaimed.len()
+    );
+    assert!(
+        unclaimed.is_empty(),
+        "hosts billed with no object: {unclaimed:?}"
+    );
+    assert_eq!(created.len(), N);
+}
