@@ -1,5 +1,5 @@
 # Build or reuse the test control plane, then run every check CI runs.
-.PHONY: testenv test lint crd run-simulator
+.PHONY: testenv test lint crd run-simulator protocol
 
 testenv:
 	testenv/build.sh
@@ -14,3 +14,8 @@ test: testenv lint
 crd:
 	cargo run -q -- crd > crds/rentedhost.yaml
 	cp crds/rentedhost.yaml charts/rentedhost-operator/crds/rentedhost.yaml
+
+# The never-rent-twice protocol under 200 random interleavings (release build).
+protocol: testenv
+	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" PROTOCOL_SEEDS=$${PROTOCOL_SEEDS:-0..200} \
+		cargo test --release --test e2e protocol -- --nocapture

@@ -209,6 +209,11 @@ pub struct RentedHostStatus {
     /// Id of the rented (or adopted) host at the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
+    /// The provider account (its id, `uuid`) that the host or the pending create belongs
+    /// to. Credentials that name another account are refused for this object: releasing or
+    /// looking for its host there would find nothing and prove nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// Lifecycle phase: Pending, Creating, Provisioning, Running, Stopped, Expired, Failed or Deleting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,

@@ -88,11 +88,12 @@ pub fn plan(obj: &RentedHost) -> Step {
     }
     if status.create_pending.is_some() {
         // A pending create is resolved before anything else, so that its host is never
-        // dropped; only once the operator has asked a person (CreateOutcomeUnknown) is
-        // spec.hostId their answer.
+        // dropped. The API server accepts spec.hostId during a pending create only once
+        // the operator has asked a person (CreateOutcomeUnknown): then it is their answer,
+        // whatever later errors wrote into the status.
         return match nonempty(&obj.spec.host_id) {
-            Some(id) if stopped_as_unknown(&status) => Step::Adopt(id),
-            _ => Step::ResolvePending,
+            Some(id) => Step::Adopt(id),
+            None => Step::ResolvePending,
         };
     }
     if let Some(id) = nonempty(&obj.spec.host_id) {
@@ -684,6 +685,39 @@ pub fn provider_failed(obj: &RentedHost, error: &ProviderError, now: Timestamp) 
     }
 }
 
+/// The credentials now name another account than the one the host (or the pending create)
+/// belongs to: nothing is done with them, and the user is told how to get back.
+pub fn account_changed(
+    obj: &RentedHost,
+    owner: &str,
+    now_named: &str,
+    now: Timestamp,
+) -> Transition {
+    let what = match obj.status.as_ref().and_then(|s| nonempty(&s.host_id)) {
+        Some(id) => format!("host {id}"),
+        None => "the pending createRent".to_string(),
+    };
+    let problem = format!(
+        "{what} belongs to provider account {owner}, but the credentials now name account {now_named}: point spec.credentialsSecretRef (or the operator's Secret) back at account {owner}; nothing is created, looked up or released with the other account"
+    );
+    let mut t = credentials_missing(obj, &problem, now);
+    let e = local_error(Reason::CredentialsAccountChanged, problem.clone());
+    t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+    t.status.last_error = Some(e);
+    let r = Reason::CredentialsAccountChanged.as_str();
+    set(
+        &mut t.status,
+        obj,
+        ConditionType::Synced,
+        false,
+        r,
+        &problem,
+        now,
+    );
+    t.requeue = Requeue::Retry(Reason::CredentialsAccountChanged);
+    t
+}
+
 /// The credentials Secret is missing or lacks a key.
 pub fn credentials_missing(obj: &RentedHost, problem: &str, now: Timestamp) -> Transition {
     let mut status = base(obj);
@@ -1126,21 +1160,8 @@ mod tests {
         user_pick.spec.host_id = Some("h3".into());
         assert_eq!(
             plan(&user_pick),
-            Step::ResolvePending,
-            "a pending create is resolved before spec.hostId is adopted"
-        );
-        let asked = after_resolution(
-            &o,
-            &Resolution::Ambiguous(vec!["h3".into(), "h4".into()]),
-            t0(),
-            Duration::from_secs(120),
-            later(5),
-        );
-        user_pick.status = Some(asked.status);
-        assert_eq!(
-            plan(&user_pick),
             Step::Adopt("h3".into()),
-            "once a person was asked, spec.hostId is the answer"
+            "spec.hostId (accepted only once a person was asked) is the answer"
         );
         let refused =
             after_create(&obj(None), &pending(&obj(None)), &Err(business(7005)), t0()).status;
@@ -1563,6 +1584,25 @@ mod tests {
         assert!(t.is_none());
         assert_eq!(note.unwrap().reason, "Orphaned");
         assert_eq!(release_needed(&obj(None)), None);
+    }
+
+    #[test]
+    fn credentials_of_another_account_are_refused_and_explained() {
+        let o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            account: Some("acct-1".into()),
+            phase: Some(Phase::Running),
+            ..Default::default()
+        }));
+        let t = account_changed(&o, "acct-1", "acct-2", t0());
+        assert_eq!(t.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(
+            cond(&t.status, ConditionType::Synced),
+            ("False".into(), "CredentialsAccountChanged".into())
+        );
+        let msg = &t.status.last_error.as_ref().unwrap().message;
+        assert!(msg.contains("acct-1") && msg.contains("acct-2") && msg.contains("host h1"));
+        assert_eq!(t.note.unwrap().reason, "CredentialsAccountChanged");
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub enum Error {
     Conflict,
     #[error("Kubernetes API error: {0}")]
     Kube(#[source] Box<kube::Error>),
+    /// Leadership lapsed: protocol writes and releases wait for the next leader.
+    #[error("this replica no longer leads; the leader carries on")]
+    NotLeading,
 }
 
 impl Error {
@@ -92,6 +95,7 @@ impl Error {
         match self {
             Error::Conflict => "Conflict",
             Error::Kube(_) => "KubernetesApiError",
+            Error::NotLeading => "NotLeading",
         }
     }
 }

@@ -33,6 +33,7 @@ pub enum Reason {
     HostNotRunning,
     HostUnavailable,
     ConnectionSecretConflict,
+    CredentialsAccountChanged,
 }
 
 /// How a reason is retried.
@@ -49,7 +50,7 @@ const fn secs(s: u64) -> Duration {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Creating,
         Reason::ProviderCreating,
         Reason::InsufficientResources,
@@ -77,6 +78,7 @@ impl Reason {
         Reason::HostNotRunning,
         Reason::HostUnavailable,
         Reason::ConnectionSecretConflict,
+        Reason::CredentialsAccountChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +110,7 @@ impl Reason {
             Reason::HostNotRunning => "HostNotRunning",
             Reason::HostUnavailable => "HostUnavailable",
             Reason::ConnectionSecretConflict => "ConnectionSecretConflict",
+            Reason::CredentialsAccountChanged => "CredentialsAccountChanged",
         }
     }
 
@@ -168,7 +171,7 @@ impl Reason {
             // Looked at again now and then: another object's resolution may settle it.
             Reason::CreateOutcomeUnknown | Reason::ConnectionSecretConflict => backoff(60, 600),
             // The Secret watch brings the object back at once; this is a safety net.
-            Reason::CredentialsMissing => backoff(600, 600),
+            Reason::CredentialsMissing | Reason::CredentialsAccountChanged => backoff(600, 600),
             Reason::ProviderUnavailable
             | Reason::AwaitingCreateOutcome
             | Reason::HostUnavailable => backoff(5, 300),

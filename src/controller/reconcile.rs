@@ -5,7 +5,7 @@ use super::decision::{self, Release, Requeue, Step, Transition};
 use super::reason::Reason;
 use super::resolution::{self, PendingCreate, Resolution, Window};
 use super::{Context, Error, credentials, object_key, writes};
-use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost};
+use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost, RentedHostStatus};
 use crate::provider::{CreateRent, ProviderClient, ProviderError};
 use jiff::Timestamp;
 use kube::api::Api;
@@ -54,6 +54,7 @@ pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> A
     match error {
         Error::Conflict => Action::requeue(Duration::from_millis(200)),
         Error::Kube(_) => action(&ctx, &obj, Requeue::Retry(Reason::ProviderUnavailable)),
+        Error::NotLeading => Action::requeue(Duration::from_secs(5)),
     }
 }
 
@@ -156,6 +157,11 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, 
                 .map(Outcome::Done);
         }
     };
+    if let Some(t) = wrong_account(&obj, &provider) {
+        return finish(ctx, &obj, t, "LoadCredentials")
+            .await
+            .map(Outcome::Done);
+    }
     // Every step that can spend money or change the protocol fields acts on a quorum read.
     let obj = match &step {
         Step::Observe(_) => obj,
@@ -173,6 +179,16 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, 
         Step::AddFinalizer | Step::WaitForSpecChange => unreachable!("handled by reconcile"),
     };
     Ok(Outcome::Done(action))
+}
+
+/// The refusal of credentials that name another account than the host's (or the pending
+/// create's).
+fn wrong_account(obj: &RentedHost, provider: &ProviderClient) -> Option<Transition> {
+    let status = obj.status.as_ref()?;
+    let owner = status.account.as_deref()?;
+    let owned = status.host_id.is_some() || status.create_pending.is_some();
+    (owned && owner != provider.account())
+        .then(|| decision::account_changed(obj, owner, provider.account(), now()))
 }
 
 /// A quorum read: decisions that could spend money are never made on a cached object.
@@ -215,6 +231,23 @@ fn claimed_ids(ctx: &Context, all: &[RentedHost], me: &RentedHost) -> HashSet<St
     ids
 }
 
+/// A write of the protocol fields: only while this replica leads, and naming the account
+/// the host or the pending create belongs to.
+async fn write_protocol(
+    ctx: &Context,
+    obj: &RentedHost,
+    status: &RentedHostStatus,
+    account: &str,
+) -> Result<RentedHost, Error> {
+    if !ctx.config.leadership.is_leading() {
+        return Err(Error::NotLeading);
+    }
+    let mut status = status.clone();
+    let owned = status.host_id.is_some() || status.create_pending.is_some();
+    status.account = owned.then(|| account.to_string());
+    writes::write_protocol(&ctx.client, obj, &status).await
+}
+
 async fn create(
     obj: RentedHost,
     provider: &ProviderClient,
@@ -232,8 +265,12 @@ async fn create(
     }
     // The guarded write fails if anyone (another replica, an older view) changed the object:
     // createRent is called only after the API server has accepted createPending.
-    let recorded = decision::creating(&obj, now());
-    let obj = writes::write_protocol(&ctx.client, &obj, &recorded).await?;
+    let since = now();
+    // The call, token and rate limit included, ends within the limit the resolution's
+    // window assumes for a call whose end was never recorded.
+    let deadline = tokio::time::Instant::now() + ctx.config.provider.timeout;
+    let recorded = decision::creating(&obj, since);
+    let obj = write_protocol(ctx, &obj, &recorded, provider.account()).await?;
     let spec = &obj.spec;
     let request = CreateRent {
         package_id: spec.package_id.clone(),
@@ -246,13 +283,19 @@ async fn create(
         tracing::warn!("leadership lapsed before createRent; not calling it");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let answer = provider.create_rent(&request).await;
+    let answer = tokio::time::timeout_at(deadline, provider.create_rent(&request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProviderError::Transport(
+                "no answer within the call limit".into(),
+            ))
+        });
     if let Ok(id) = &answer {
         ctx.claim(&obj, id);
         tracing::info!(host = %id, "rented host");
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
-    let written = write_after_create(ctx, obj, &recorded, &t.status).await?;
+    let written = write_after_create(ctx, obj, &recorded, &t.status, provider.account()).await?;
     if let Some(note) = &t.note {
         writes::publish(&ctx.recorder, &written, note, "CreateRent").await;
     }
@@ -265,13 +308,14 @@ async fn create(
 async fn write_after_create(
     ctx: &Context,
     mut obj: RentedHost,
-    recorded: &crate::api::RentedHostStatus,
-    status: &crate::api::RentedHostStatus,
+    recorded: &RentedHostStatus,
+    status: &RentedHostStatus,
+    account: &str,
 ) -> Result<RentedHost, Error> {
     let mine = recorded.create_pending.as_ref().map(|p| &p.since);
     let mut delay = Duration::from_millis(100);
     for _ in 0..8 {
-        match writes::write_protocol(&ctx.client, &obj, status).await {
+        match write_protocol(ctx, &obj, status, account).await {
             Err(Error::Conflict) => {}
             Err(e @ Error::Kube(_)) => {
                 tracing::warn!(error = %e, "writing createRent's outcome failed; retrying")
@@ -343,16 +387,8 @@ async fn resolve_and_write(
     };
     let all = quorum_list(ctx).await?;
     let Some(obj) = all.iter().find(|o| object_key(o) == me.key).cloned() else {
-        return Ok(Ok((
-            obj.clone(),
-            decision::after_resolution(
-                obj,
-                &Resolution::NoHost,
-                me.since,
-                ctx.config.create_grace,
-                now(),
-            ),
-        )));
+        // Gone meanwhile (it cannot be, with its finalizer): look again.
+        return Err(Error::Conflict);
     };
     let me = pending_create(&obj).unwrap_or(me);
     let claimed = claimed_ids(ctx, &all, &obj);
@@ -367,23 +403,34 @@ async fn resolve_and_write(
         skew: ctx.config.clock_skew,
         call_limit: ctx.config.provider.timeout,
     };
-    let found = resolution::resolve(
-        &me,
-        &others,
-        &listing.hosts,
-        &claimed,
-        expected.as_ref(),
-        window,
-    );
-    let t = decision::after_resolution(&obj, &found, me.since, ctx.config.create_grace, now());
+    let decide = |hosts: &[crate::provider::Host]| {
+        let found = resolution::resolve(&me, &others, hosts, &claimed, expected.as_ref(), window);
+        let waited_from = me.call_end(window);
+        decision::after_resolution(&obj, &found, waited_from, ctx.config.create_grace, now())
+    };
+    let mut t = decide(&listing.hosts);
+    if t.status.host_id.is_none() && t.status.create_pending.is_none() {
+        // About to create again: a listing read while hosts were released or expired may
+        // have skipped one as the pages shifted. Only a second complete listing, started
+        // after the first, that agrees allows it.
+        match ctx.hosts.listing(provider, Instant::now()).await {
+            Ok(again) => t = decide(&again.hosts),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
     if let Some(id) = &t.status.host_id {
         ctx.claim(&obj, id);
     }
-    let written = writes::write_protocol(&ctx.client, &obj, &t.status).await?;
+    let written = write_protocol(ctx, &obj, &t.status, provider.account()).await?;
     Ok(Ok((written, t)))
 }
 
+/// Whether `obj` rents on the same account as `provider`: by the account its status
+/// records, else by its credentials.
 async fn same_account(ctx: &Context, obj: &RentedHost, provider: &ProviderClient) -> bool {
+    if let Some(account) = obj.status.as_ref().and_then(|s| s.account.as_deref()) {
+        return account == provider.account();
+    }
     let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
         return false;
     };
@@ -428,6 +475,9 @@ async fn adopt(
     provider: &Arc<ProviderClient>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    // Not while a create of the account is in flight: its host is not claimed yet.
+    let gate = ctx.hosts.create_gate(provider);
+    let _exclusive = gate.write().await;
     let all = quorum_list(ctx).await?;
     let key = object_key(&obj);
     let other = all
@@ -453,7 +503,7 @@ async fn adopt(
     let written = if t.status.host_id.is_some() {
         ctx.claim(&obj, id);
         ctx.poller.register(provider, &obj);
-        writes::write_protocol(&ctx.client, &obj, &t.status).await?
+        write_protocol(ctx, &obj, &t.status, provider.account()).await?
     } else {
         writes::apply_status(&ctx.client, &obj, &t.status).await?
     };
@@ -514,6 +564,17 @@ async fn observe_and_operate(
     ctx: &Context,
 ) -> Result<Action, Error> {
     ctx.poller.register(provider, &obj);
+    let obj = match obj.status.as_ref().is_some_and(|s| s.account.is_none()) {
+        // Rented before the account was recorded: record it, on a quorum read.
+        true => match fresh_opt(ctx, &obj).await? {
+            Some(current) if decision::plan(&current) == Step::Observe(id.to_string()) => {
+                let status = current.status.clone().unwrap_or_default();
+                write_protocol(ctx, &current, &status, provider.account()).await?
+            }
+            _ => return Ok(Action::requeue(Duration::from_secs(1))),
+        },
+        false => obj,
+    };
     // The poller keeps the account's listing fresh: a reconcile reads it, and fetches only
     // when there is none recent (concurrent reconciles share that one fetch).
     let not_before = Instant::now().checked_sub(ctx.config.poll_interval * 2);
@@ -609,6 +670,9 @@ async fn finalize(
             }
         }
     }
+    if provider.is_some() && !ctx.config.leadership.is_leading() {
+        return Err(Error::NotLeading);
+    }
     let release = match (decision::release_needed(&obj), provider) {
         (Some(id), Some(provider)) => release(provider, ctx, &id).await,
         _ => Release::NotNeeded,
@@ -637,6 +701,9 @@ async fn finalize(
 }
 
 async fn release(provider: &ProviderClient, ctx: &Context, id: &str) -> Release {
+    // Releases shift the listing's pages: no resolution reads it meanwhile.
+    let gate = ctx.hosts.create_gate(provider);
+    let _releasing = gate.read().await;
     let error = match provider.delete(id).await {
         Ok(true) => return Release::Released,
         Ok(false) => None,

@@ -52,11 +52,21 @@ pub enum Resolution {
     Ambiguous(Vec<String>),
 }
 
+/// How a listed host without an id is named among candidates.
+const NO_ID: &str = "(a host listed without an id)";
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl PendingCreate {
+    /// When the call ended, or the latest it can have ended.
+    pub fn call_end(&self, w: Window) -> Timestamp {
+        self.call_ended
+            .unwrap_or_else(|| self.since + w.call_limit)
+            .max(self.since)
+    }
+
     /// [since − skew, end of the call + skew], in epoch milliseconds.
     fn window(&self, w: Window) -> (i64, i64) {
         let end = self.call_ended.unwrap_or_else(|| self.since + w.call_limit);
@@ -135,10 +145,15 @@ pub fn resolve(
         .filter(|p| p.request == me.request && p.key != me.key)
         .chain(std::iter::once(me))
         .collect();
-    group.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
+    // Windows are taken in order of their end, each pairing with the oldest free host in
+    // it: for hosts (points) and windows (intervals) that order pairs as many as possible,
+    // so no create goes without a host while one of its window's hosts stays unpaired.
+    group.sort_by(|a, b| {
+        (a.window(window).1, a.since, &a.key).cmp(&(b.window(window).1, b.since, &b.key))
+    });
     let unclaimed = hosts
         .iter()
-        .filter_map(|h| Some((h.id.as_deref()?, h)))
+        .map(|h| (h.id.as_deref().unwrap_or(NO_ID), h))
         .filter(|(id, _)| !claimed.contains(*id))
         .filter(|(_, h)| matches(h, &me.request, expected));
     // A host whose creation time cannot be read may be in any window: it blocks both
@@ -148,8 +163,9 @@ pub fn resolve(
         let mut untimed = Vec::new();
         for (id, h) in unclaimed {
             match h.create_time {
-                Some(t) => timed.push((id, t)),
-                None => untimed.push(id),
+                // A host without an id cannot be adopted, nor ruled out.
+                Some(t) if id != NO_ID => timed.push((id, t)),
+                _ => untimed.push(id),
             }
         }
         (timed, untimed)
@@ -373,6 +389,29 @@ mod tests {
         // Fewer hosts than creates: the newest create gets none.
         let two = [host("y", 1), host("x", 2)];
         assert_eq!(run(&all[0], &all, &two, &[]), Resolution::NoHost);
+    }
+
+    #[test]
+    fn pairing_by_window_end_leaves_no_create_without_its_host() {
+        // a's call ran long, b's failed fast; b's host was made before a's.
+        let all = [pending("ns/a", 0, Some(15)), pending("ns/b", 1, Some(2))];
+        let hosts = [host("hb", 2), host("ha", 14)];
+        let got: Vec<Resolution> = all.iter().map(|me| run(me, &all, &hosts, &[])).collect();
+        assert_eq!(
+            got,
+            vec![
+                Resolution::Adopt("ha".into()),
+                Resolution::Adopt("hb".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_without_an_id_blocks_pairing_and_a_new_create() {
+        let me = pending("ns/a", 0, Some(3));
+        let mut h = host("x", 1);
+        h.id = None;
+        assert!(matches!(run(&me, &[], &[h], &[]), Resolution::Ambiguous(_)));
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub const MANAGER: &str = "rentedhost-operator";
 /// view it was computed from, can remove or change them (server-side apply removes only
 /// fields the applying manager owns).
 pub const STATUS_MANAGER: &str = "rentedhost-operator-status";
-/// Field manager of the protocol fields (`hostId`, `createPending`, `createAttempts`),
+/// Field manager of the protocol fields (`hostId`, `createPending`, `createAttempts`,
+/// `account`),
 /// written only by resourceVersion-guarded patches based on a quorum read.
 pub const PROTOCOL_MANAGER: &str = "rentedhost-operator-protocol";
 
@@ -26,6 +27,7 @@ fn observation_part(status: &RentedHostStatus) -> RentedHostStatus {
         host_id: None,
         create_pending: None,
         create_attempts: None,
+        account: None,
         ..status.clone()
     }
 }
@@ -88,6 +90,7 @@ pub async fn write_protocol(
             "hostId": status.host_id,
             "createPending": pending,
             "createAttempts": status.create_attempts,
+            "account": status.account,
         },
     });
     let params = PatchParams {

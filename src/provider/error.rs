@@ -38,8 +38,13 @@ impl ProviderError {
     /// refusal that is neither an authentication failure nor a "wait / retry later" code.
     /// It is one of the two signals of a host's absence (the other: a complete listing).
     pub fn denies_host(&self) -> bool {
+        // Codes that mean something else (authentication, load, a missing parameter, the
+        // wallet, capacity, a host that is busy) prove nothing about the host's existence.
         matches!(self, ProviderError::Business { code, .. }
-            if !matches!(code, 401 | 500 | 503 | 1005 | 6000 | 6001 | 6005 | 7003))
+        if !matches!(
+            code,
+            401 | 500 | 503 | 1005 | 1007 | 1037 | 6000..=6005 | 7002..=7004 | 9000 | 9001
+        ))
     }
 
     /// The provider's code, when it gave one.

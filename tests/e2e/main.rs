@@ -8,4 +8,5 @@ mod helm;
 mod money;
 mod observe;
 mod operations;
+mod protocol;
 mod validation;

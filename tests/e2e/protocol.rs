@@ -1,0 +1,259 @@
+//! The never-rent-twice protocol under random interleavings: for each seed, the real
+//! controller, the real API server and the simulator over HTTP go through a random mix of
+//! many objects of one spec, answers lost after commit or delayed past other creates,
+//! spec edits, `spec.hostId` and stale annotations during pending creates, deletions
+//! during pending creates and controller kills. After each run: every object has exactly
+//! one host, no two share one, every host on the account belongs to an object or was there
+//! before, and once everything is deleted no host made by the run remains.
+//!
+//! `PROTOCOL_SEEDS=a..b` runs those seeds (default: 20 from a random base, printed).
+
+use crate::support::operator::{World, demo_spec, host_id, is};
+use kube::api::{Patch, PatchParams};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rentedhost_operator::provider::Endpoint;
+use rentedhost_operator::simulator::{Fault, Freedom};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+const AT_ONCE: usize = 4;
+
+fn seeds() -> Vec<u64> {
+    if let Ok(range) = std::env::var("PROTOCOL_SEEDS") {
+        let (a, b) = range.split_once("..").expect("PROTOCOL_SEEDS=first..end");
+        return (a.parse().unwrap()..b.parse().unwrap()).collect();
+    }
+    let base = rand::random_range(0..1_000_000u64);
+    (base..base + 20).collect()
+}
+
+/// What one seed did, for the record.
+#[derive(Debug, Default)]
+struct Summary {
+    objects: usize,
+    deleted: usize,
+    kills: usize,
+    refused_edits: usize,
+    creates: u64,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+async fn merge(world: &World, name: &str, patch: serde_json::Value) -> bool {
+    world
+        .api()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .is_ok()
+}
+
+async fn run_seed(seed: u64) -> Result<Summary, String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut world = World::start(&format!("proto-{seed}"), |_| {}).await;
+    world.sim.state().freedom = Freedom::from_seed(seed);
+    let before: HashSet<String> = world
+        .sim
+        .state()
+        .preload_hosts("demo-account", rng.random_range(0..35))
+        .into_iter()
+        .collect();
+    let preloaded: Vec<String> = before.iter().cloned().collect();
+    let faults: Vec<Fault> = (0..40)
+        .map(|_| match rng.random_range(0..100) {
+            0..20 => Fault::DropAfterCommit,
+            20..30 => Fault::ServerErrorAfterCommit,
+            30..38 => Fault::NonJson,
+            38..45 => Fault::ServerError,
+            _ => Fault::Latency(ms(rng.random_range(0..2500))),
+        })
+        .collect();
+    world.sim.inject(Endpoint::CreateRent, faults);
+    let mut summary = Summary {
+        objects: rng.random_range(3..8),
+        ..Summary::default()
+    };
+    let mut created = 0;
+    let mut live: Vec<String> = Vec::new();
+    let mut deleted: Vec<String> = Vec::new();
+    for _ in 0..rng.random_range(8..16) {
+        let pick = |rng: &mut StdRng, live: &[String]| {
+            (!live.is_empty()).then(|| live[rng.random_range(0..live.len())].clone())
+        };
+        match rng.random_range(0..100) {
+            0..35 if created < summary.objects => {
+                let name = format!("rh-{created}");
+                world.create(&name, demo_spec()).await;
+                live.push(name);
+                created += 1;
+            }
+            35..45 => {
+                if let Some(name) = pick(&mut rng, &live) {
+                    let patch = serde_json::json!({"spec": {"packageId": "kQvBmLtRzA"}});
+                    if !merge(&world, &name, patch).await {
+                        summary.refused_edits += 1;
+                    }
+                }
+            }
+            45..55 => {
+                if let (Some(name), false) = (pick(&mut rng, &live), preloaded.is_empty()) {
+                    let id = &preloaded[rng.random_range(0..preloaded.len())];
+                    let patch = serde_json::json!({"spec": {"hostId": id}});
+                    if !merge(&world, &name, patch).await {
+                        summary.refused_edits += 1;
+                    }
+                }
+            }
+            55..65 => {
+                if let Some(name) = pick(&mut rng, &live) {
+                    let stale = serde_json::json!({"metadata": {"annotations": {"xuandashi.dev/create-not-rented": "true"}}});
+                    merge(&world, &name, stale).await;
+                }
+            }
+            65..75 => {
+                if let Some(name) = pick(&mut rng, &live) {
+                    world.api().delete(&name, &Default::default()).await.ok();
+                    live.retain(|n| *n != name);
+                    deleted.push(name);
+                }
+            }
+            75..85 => {
+                world.kill_controller().await;
+                tokio::time::sleep(ms(rng.random_range(0..400))).await;
+                world.start_controller();
+                summary.kills += 1;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(ms(rng.random_range(0..300))).await;
+    }
+    while created < summary.objects {
+        let name = format!("rh-{created}");
+        world.create(&name, demo_spec()).await;
+        live.push(name);
+        created += 1;
+    }
+    summary.deleted = deleted.len();
+    // Settle: deleted objects gone (their hosts released), live ones rented.
+    for name in &deleted {
+        let start = Instant::now();
+        while world.api().get_opt(name).await.unwrap().is_some() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "seed {seed}: {name} not gone after 60 s"
+            );
+            tokio::time::sleep(ms(100)).await;
+        }
+    }
+    let mut owners: HashMap<String, String> = HashMap::new();
+    for name in &live {
+        let start = Instant::now();
+        let obj = loop {
+            let obj = world.get(name).await;
+            if host_id(&obj).is_some() || is(&obj, "Ready", "False", "CreateOutcomeUnknown") {
+                break obj;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "seed {seed}: {name} not rented after 60 s: {:?}",
+                obj.status
+            );
+            tokio::time::sleep(ms(100)).await;
+        };
+        let id = host_id(&obj).ok_or_else(|| {
+            format!(
+                "seed {seed}: {name} asked a person although nobody else rents: {:?}",
+                obj.status
+            )
+        })?;
+        if let Some(other) = owners.insert(id.clone(), name.clone()) {
+            return Err(format!("seed {seed}: {name} and {other} share host {id}"));
+        }
+    }
+    let hosts: HashSet<String> = world.sim.host_ids().into_iter().collect();
+    let orphans: Vec<&String> = hosts
+        .iter()
+        .filter(|id| !before.contains(*id) && !owners.contains_key(*id))
+        .collect();
+    ensure!(
+        orphans.is_empty(),
+        "seed {seed}: hosts billed with no object: {orphans:?}"
+    );
+    for id in owners.keys() {
+        ensure!(
+            hosts.contains(id),
+            "seed {seed}: an object claims host {id}, which the account does not have"
+        );
+    }
+    summary.creates = world.sim.calls(Endpoint::CreateRent);
+    // Delete everything: no host made by the run may remain.
+    for name in &live {
+        world.api().delete(name, &Default::default()).await.ok();
+    }
+    for name in &live {
+        let start = Instant::now();
+        while world.api().get_opt(name).await.unwrap().is_some() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "seed {seed}: {name} not gone after 60 s"
+            );
+            tokio::time::sleep(ms(100)).await;
+        }
+    }
+    let left: Vec<String> = world
+        .sim
+        .host_ids()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "seed {seed}: hosts of the run left after deleting everything: {left:?}"
+    );
+    Ok(summary)
+}
+
+#[tokio::test]
+async fn random_interleavings_never_rent_twice() {
+    let seeds = seeds();
+    println!(
+        "protocol seeds {}..{} (PROTOCOL_SEEDS=a..b repeats a run)",
+        seeds[0],
+        seeds[seeds.len() - 1] + 1
+    );
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for chunk in seeds.chunks(AT_ONCE) {
+        let runs = chunk.iter().map(|seed| {
+            let seed = *seed;
+            tokio::spawn(async move { (seed, run_seed(seed).await) })
+        });
+        for run in futures::future::join_all(runs).await {
+            match run {
+                Ok((seed, Ok(s))) => println!("seed {seed}: ok {s:?}"),
+                Ok((seed, Err(e))) => {
+                    println!("seed {seed}: FAILED {e}");
+                    failures.push(e);
+                }
+                Err(panic) => failures.push(format!("a seed panicked: {panic}")),
+            }
+        }
+    }
+    println!(
+        "{} seeds in {:.0?}: {} failed",
+        seeds.len(),
+        started.elapsed(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
