@@ -2,7 +2,8 @@
 //! controller, the real API server and the simulator over HTTP go through a random mix of
 //! many objects of one spec, answers lost after commit or delayed past other creates,
 //! spec edits, `spec.hostId` and stale annotations during pending creates, deletions
-//! during pending creates and controller kills. After each run: every object has exactly
+//! during pending creates, controller kills, and (every other seed) two replicas under
+//! leader election whose leader is killed. After each run: every object has exactly
 //! one host, no two share one, every host on the account belongs to an object or was there
 //! before, and once everything is deleted no host made by the run remains.
 //!
@@ -31,6 +32,7 @@ fn seeds() -> Vec<u64> {
 /// What one seed did, for the record.
 #[derive(Debug, Default)]
 struct Summary {
+    replicated: bool,
     objects: usize,
     deleted: usize,
     kills: usize,
@@ -60,7 +62,18 @@ async fn merge(world: &World, name: &str, patch: serde_json::Value) -> bool {
 
 async fn run_seed(seed: u64) -> Result<Summary, String> {
     let mut rng = StdRng::seed_from_u64(seed);
+    // Every other seed runs two replicas under leader election instead of one controller,
+    // and a kill stops one of them (the leader, often).
+    let replicated = seed % 2 == 0;
     let mut world = World::start(&format!("proto-{seed}"), |_| {}).await;
+    let mut next_replica = 0;
+    if replicated {
+        world.kill_controller().await;
+        for _ in 0..2 {
+            world.start_replica(&format!("replica-{next_replica}"));
+            next_replica += 1;
+        }
+    }
     world.sim.state().freedom = Freedom::from_seed(seed);
     let before: HashSet<String> = world
         .sim
@@ -80,6 +93,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         .collect();
     world.sim.inject(Endpoint::CreateRent, faults);
     let mut summary = Summary {
+        replicated,
         objects: rng.random_range(3..8),
         ..Summary::default()
     };
@@ -126,6 +140,14 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
                     live.retain(|n| *n != name);
                     deleted.push(name);
                 }
+            }
+            75..85 if replicated => {
+                let victim = rng.random_range(0..world.replica_count());
+                world.kill_replica(victim).await;
+                tokio::time::sleep(ms(rng.random_range(0..400))).await;
+                world.start_replica(&format!("replica-{next_replica}"));
+                next_replica += 1;
+                summary.kills += 1;
             }
             75..85 => {
                 world.kill_controller().await;

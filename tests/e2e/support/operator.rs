@@ -23,6 +23,8 @@ pub struct World {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     controller: Option<tokio::task::JoinHandle<()>>,
+    /// Replicas under leader election (see [`World::start_replica`]).
+    replicas: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Test timings: the retry table at 1/50 (15 s → 0.3 s), fast polls, a 3 s create grace.
@@ -77,6 +79,7 @@ impl World {
             config,
             metrics: Arc::new(Metrics::default()),
             controller: None,
+            replicas: Vec::new(),
         };
         world
             .put_secret(CREDENTIALS, DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
@@ -96,6 +99,42 @@ impl World {
             metrics,
             std::future::pending(),
         )));
+    }
+
+    /// Starts a replica that reconciles only while it holds the namespace's Lease (2 s), as
+    /// the chart's Deployment with several replicas does.
+    pub fn start_replica(&mut self, identity: &str) {
+        use rentedhost_operator::leader::{self, Leadership, LeaseConfig};
+        let leadership = Leadership::elected();
+        let mut config = self.config.clone();
+        config.leadership = leadership.clone();
+        config.instance = Some(identity.to_string());
+        let lease = LeaseConfig {
+            namespace: self.ns.clone(),
+            name: "rentedhost-operator".into(),
+            identity: identity.to_string(),
+            duration: Duration::from_secs(2),
+            leadership,
+        };
+        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        self.replicas.push(tokio::spawn(async move {
+            let work_client = client.clone();
+            leader::run_elected(client, lease, std::future::pending(), move |stop| {
+                controller::run(work_client, config, metrics, stop.wait())
+            })
+            .await;
+        }));
+    }
+
+    /// Stops replica `i` at once (as a crash would); it leaves its lease to expire.
+    pub async fn kill_replica(&mut self, i: usize) {
+        let task = self.replicas.remove(i);
+        task.abort();
+        let _ = task.await;
+    }
+
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
     }
 
     /// Stops the controller at once, wherever it is (as a crash would).
@@ -249,6 +288,9 @@ impl Drop for World {
         let calls: Vec<String> = calls.into_iter().map(|(e, n)| format!("{e}={n}")).collect();
         println!("provider calls [{}]: {}", self.ns, calls.join(" "));
         if let Some(task) = self.controller.take() {
+            task.abort();
+        }
+        for task in self.replicas.drain(..) {
             task.abort();
         }
     }
