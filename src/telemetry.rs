@@ -61,5 +61,8 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3 fortnights").is_err());
+        for refused in ["0s", "0", "0ms", "-5s"] {
+            assert!(parse_duration(refused).is_err(), "{refused}");
+        }
     }
 }

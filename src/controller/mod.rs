@@ -112,9 +112,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Reports provider calls to the metrics.
     pub observer: crate::provider::CallObserver,
-    /// Retry attempts per object (uid) and reason, reset on success: a 6005 after transport
-    /// errors starts at the first step of its own row.
-    attempts: Mutex<HashMap<(String, reason::Reason), u32>>,
+    attempts: reason::Attempts,
     /// No createRent before this instant for this (uid, generation): a backoff holds even
     /// when another trigger reconciles the object first.
     hold: Mutex<HashMap<String, (Option<i64>, std::time::Instant)>>,
@@ -209,21 +207,12 @@ impl Context {
 
     /// The next retry attempt number for an object and reason (0 first), counting it.
     pub fn next_attempt(&self, obj: &RentedHost, reason: reason::Reason) -> u32 {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = attempts
-            .entry((obj.uid().unwrap_or_default(), reason))
-            .or_insert(0);
-        let current = *n;
-        *n = n.saturating_add(1);
-        current
+        self.attempts.next(&obj.uid().unwrap_or_default(), reason)
     }
 
     pub fn reset_attempts(&self, obj: &RentedHost) {
         let uid = obj.uid().unwrap_or_default();
-        self.attempts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(u, _), _| *u != uid);
+        self.attempts.reset(&uid);
         self.hold
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -320,7 +309,7 @@ pub async fn run(
         store: store.clone(),
         observer: metrics.provider_observer(),
         metrics: metrics.clone(),
-        attempts: Mutex::default(),
+        attempts: reason::Attempts::default(),
         hold: Mutex::default(),
         claims: Mutex::default(),
         credentials: Mutex::default(),

@@ -94,6 +94,10 @@ fn period_hours(unit: PeriodUnit) -> (f64, f64) {
     }
 }
 
+fn differ_text(a: &Option<String>, b: &Option<String>) -> bool {
+    matches!((a.as_deref(), b.as_deref()), (Some(a), Some(b)) if a.trim() != b.trim())
+}
+
 /// Whether a host can be the one `request` rented: every field the host shows agrees with
 /// the request (a field the provider left out cannot rule a host out).
 pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> bool {
@@ -105,7 +109,9 @@ pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> 
         && (differ(host.cpu, p.cpu_number)
             || differ(host.memory, p.memory_number)
             || differ(host.rigid_disk, p.rigid_disk_number)
-            || differ(host.gpu_number.or(Some(0)), p.gpu_number.or(Some(0))))
+            || differ(host.gpu_number.or(Some(0)), p.gpu_number.or(Some(0)))
+            || differ_text(&host.area, &p.area)
+            || differ_text(&host.pve_machine_type, &p.pve_machine_type))
     {
         return false;
     }
@@ -242,6 +248,8 @@ mod tests {
     fn package() -> Package {
         Package {
             package_id: Some("teTapaSUFq".into()),
+            area: Some("0".into()),
+            pve_machine_type: Some("1".into()),
             cpu_number: Some(8),
             memory_number: Some(32),
             rigid_disk_number: Some(128),
@@ -268,6 +276,8 @@ mod tests {
             gpu_number: Some(1),
             operating_system: Some("Windows Server".into()),
             use_type: Some("1".into()),
+            area: Some("0".into()),
+            pve_machine_type: Some("1".into()),
             create_time: Some(created),
             expiration_time: Some(created + 5 * 720 * 3_600_000),
             ..Default::default()
@@ -337,6 +347,11 @@ mod tests {
                 Box::new(|h| h.operating_system = Some("Ubuntu Server".into())),
             ),
             ("pay-as-you-go", Box::new(|h| h.use_type = Some("0".into()))),
+            ("area", Box::new(|h| h.area = Some("2".into()))),
+            (
+                "machine type",
+                Box::new(|h| h.pve_machine_type = Some("2".into())),
+            ),
             (
                 "period",
                 Box::new(|h| h.expiration_time = h.create_time.map(|c| c + 720 * 3_600_000)),

@@ -519,6 +519,17 @@ mod tests {
     }
 
     #[test]
+    fn two_secrets_of_one_account_keep_their_own_clients() {
+        let pool = ClientPool::default();
+        let settings = ClientSettings::default();
+        let a = pool.get(&settings, Credentials::new("acct", "old"), None);
+        let b = pool.get(&settings, Credentials::new("acct", "new"), None);
+        let a_again = pool.get(&settings, Credentials::new("acct", "old"), None);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a, &a_again), "neither evicts the other");
+    }
+
+    #[test]
     fn metric_labels_are_bounded() {
         assert_eq!(bounded_code_label("6002"), "6002");
         assert_eq!(bounded_code_label("12345"), "other");

@@ -113,6 +113,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_without_a_lifetime_is_used_until_rejected() {
+        let cache = TokenCache::default();
+        let calls = AtomicU32::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(("t".to_string(), Duration::ZERO))
+        };
+        let first = cache.get(fetch).await.unwrap();
+        for _ in 0..5 {
+            cache.get(fetch).await.unwrap();
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "not fetched before every call"
+        );
+        cache.reject(first.generation());
+        cache.get(fetch).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "refreshed after a 401");
+    }
+
+    #[tokio::test]
     async fn a_rejected_token_is_refetched_once_and_stale_rejections_are_ignored() {
         let cache = TokenCache::default();
         let fetch = |v: &'static str| {

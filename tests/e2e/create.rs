@@ -73,11 +73,7 @@ async fn creation_waiting_is_retried_until_created() {
     assert_eq!(e.code, Some(6005));
     assert_eq!(e.provider_message.as_deref(), Some("创建等待"));
     assert!(e.trace_id.is_some_and(|t| t.starts_with("sim-")));
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 4);
-    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+    let obj = world.rented_after("rh", 4).await;
     assert_eq!(obj.status.as_ref().unwrap().create_attempts, Some(4));
     assert!(
         obj.status.unwrap().last_error.is_none(),
@@ -159,11 +155,7 @@ async fn type_mismatch_waits_for_a_spec_change_then_rents() {
     world
         .patch_spec("rh", serde_json::json!({"imageId": "507"}))
         .await;
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
-    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+    world.rented_after("rh", 2).await;
 }
 
 async fn refused_with(world: &World, reason: &str, code: i64) {
@@ -273,11 +265,7 @@ async fn committed_without_answer_is_adopted(prefix: &str, fault: Fault) {
     let world = World::start(prefix, |_| {}).await;
     world.sim.inject(Endpoint::CreateRent, [fault]);
     world.create("rh", demo_spec()).await;
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
-    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+    world.rented_after("rh", 1).await;
     world.wait_events("rh", "AdoptedHost", 1).await;
 }
 
@@ -301,11 +289,7 @@ async fn an_uncommitted_unknown_outcome_creates_again_after_the_grace_period() {
             is(o, "Ready", "False", "AwaitingCreateOutcome")
         })
         .await;
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
-    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+    world.rented_after("rh", 2).await;
     let times = world.sim.call_times(Endpoint::CreateRent);
     assert!(
         times[1] - times[0] >= Duration::from_secs(3),
@@ -343,11 +327,7 @@ async fn a_controller_killed_during_create_adopts_on_restart() {
     assert_eq!(world.sim.host_ids().len(), 1);
     assert!(host_id(&world.get("rh").await).is_none());
     world.start_controller();
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
-    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+    world.rented_after("rh", 1).await;
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! controller, the real API server and the simulator over HTTP go through a random mix of
 //! many objects of one spec, answers lost after commit or delayed past other creates,
 //! spec edits, `spec.hostId` and stale annotations during pending creates, deletions
-//! during pending creates, controller kills, and (every other seed) two replicas under
-//! leader election whose leader is killed. After each run: every object has exactly
+//! during pending creates, controller kills, (every other seed) two replicas under leader
+//! election whose leader is killed, and (every third seed) watches that run up to 1.5 s
+//! behind the API server, so that every decision starts from a stale cache. After each run: every object has exactly
 //! one host, no two share one, every host on the account belongs to an object or was there
 //! before, and once everything is deleted no host made by the run remains.
 //!
@@ -30,9 +31,10 @@ fn seeds() -> Vec<u64> {
 }
 
 /// What one seed did, for the record.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Summary {
     replicated: bool,
+    watch_lag: Option<Duration>,
     objects: usize,
     deleted: usize,
     kills: usize,
@@ -60,15 +62,42 @@ async fn merge(world: &World, name: &str, patch: serde_json::Value) -> bool {
         .is_ok()
 }
 
+/// Waits (a minute at most) until every one of `names` is gone.
+async fn all_gone(world: &World, names: &[String], seed: u64) -> Result<(), String> {
+    for name in names {
+        let start = Instant::now();
+        while world.api().get_opt(name).await.unwrap().is_some() {
+            ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "seed {seed}: {name} not gone after 60 s"
+            );
+            tokio::time::sleep(ms(100)).await;
+        }
+    }
+    Ok(())
+}
+
 async fn run_seed(seed: u64) -> Result<Summary, String> {
     let mut rng = StdRng::seed_from_u64(seed);
     // Every other seed runs two replicas under leader election instead of one controller,
     // and a kill stops one of them (the leader, often).
-    let replicated = seed % 2 == 0;
+    let replicated = seed.is_multiple_of(2);
+    // Every third seed's controllers see their watches up to 1.5 s late (stale caches).
+    let lag = seed
+        .is_multiple_of(3)
+        .then(|| ms(rng.random_range(200..1500)));
     let mut world = World::start(&format!("proto-{seed}"), |_| {}).await;
     let mut next_replica = 0;
-    if replicated {
+    if let Some(lag) = lag {
+        world.lag_watches(lag).await;
+    }
+    if replicated || lag.is_some() {
         world.kill_controller().await;
+    }
+    if !replicated && lag.is_some() {
+        world.start_controller();
+    }
+    if replicated {
         for _ in 0..2 {
             world.start_replica(&format!("replica-{next_replica}"));
             next_replica += 1;
@@ -94,6 +123,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     world.sim.inject(Endpoint::CreateRent, faults);
     let mut summary = Summary {
         replicated,
+        watch_lag: lag,
         objects: rng.random_range(3..8),
         ..Summary::default()
     };
@@ -167,16 +197,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     }
     summary.deleted = deleted.len();
     // Settle: deleted objects gone (their hosts released), live ones rented.
-    for name in &deleted {
-        let start = Instant::now();
-        while world.api().get_opt(name).await.unwrap().is_some() {
-            ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "seed {seed}: {name} not gone after 60 s"
-            );
-            tokio::time::sleep(ms(100)).await;
-        }
-    }
+    all_gone(&world, &deleted, seed).await?;
     let mut owners: HashMap<String, String> = HashMap::new();
     for name in &live {
         let start = Instant::now();
@@ -222,16 +243,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     for name in &live {
         world.api().delete(name, &Default::default()).await.ok();
     }
-    for name in &live {
-        let start = Instant::now();
-        while world.api().get_opt(name).await.unwrap().is_some() {
-            ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "seed {seed}: {name} not gone after 60 s"
-            );
-            tokio::time::sleep(ms(100)).await;
-        }
-    }
+    all_gone(&world, &live, seed).await?;
     let left: Vec<String> = world
         .sim
         .host_ids()
@@ -262,7 +274,20 @@ async fn random_interleavings_never_rent_twice() {
         });
         for run in futures::future::join_all(runs).await {
             match run {
-                Ok((seed, Ok(s))) => println!("seed {seed}: ok {s:?}"),
+                Ok((seed, Ok(s))) => println!(
+                    "seed {seed}: ok: {} objects, {} deleted early, {} kills, {} edits refused, {} createRent calls, {}, watch lag {:?}",
+                    s.objects,
+                    s.deleted,
+                    s.kills,
+                    s.refused_edits,
+                    s.creates,
+                    if s.replicated {
+                        "2 replicas"
+                    } else {
+                        "1 controller"
+                    },
+                    s.watch_lag.unwrap_or_default()
+                ),
                 Ok((seed, Err(e))) => {
                     println!("seed {seed}: FAILED {e}");
                     failures.push(e);

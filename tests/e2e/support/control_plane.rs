@@ -336,6 +336,30 @@ impl ControlPlane {
         kube::Client::try_from(config).unwrap()
     }
 
+    /// A kube client that acts as `user` (the admin impersonating it): for what RBAC allows.
+    pub async fn client_as(&self, user: &str) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        config.auth_info.impersonate = Some(user.to_string());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// An admin client whose watches run `lag` behind the API server (see `lag.rs`).
+    pub async fn client_with_watch_lag(&self, lag: std::time::Duration) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::client::ClientBuilder::try_from(config)
+            .unwrap()
+            .with_layer(&tower::layer::layer_fn(|inner| {
+                super::lag::LaggingWatches { inner, lag }
+            }))
+            .build()
+    }
+
     /// `kubectl` pointed at this control plane.
     pub fn kubectl(&self) -> Command {
         let mut command = Command::new(self.assets.join("kubectl"));

@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rentedhost_operator::api::RentedHost;
 use rentedhost_operator::controller::{self, Config, credentials::SecretRef};
 use rentedhost_operator::metrics::Metrics;
-use rentedhost_operator::provider::ClientSettings;
+use rentedhost_operator::provider::{ClientSettings, Endpoint};
 use rentedhost_operator::simulator::{self, Freedom, Simulator, catalogue::DEMO_ACCOUNT};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub struct World {
     controller: Option<tokio::task::JoinHandle<()>>,
     /// Replicas under leader election (see [`World::start_replica`]).
     replicas: Vec<tokio::task::JoinHandle<()>>,
+    /// The client controllers and replicas start with (`client` unless set).
+    controller_client: Option<kube::Client>,
 }
 
 /// Test timings: the retry table at 1/50 (15 s → 0.3 s), fast polls, a 3 s create grace.
@@ -80,6 +82,7 @@ impl World {
             metrics: Arc::new(Metrics::default()),
             controller: None,
             replicas: Vec::new(),
+            controller_client: None,
         };
         world
             .put_secret(CREDENTIALS, DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
@@ -90,8 +93,25 @@ impl World {
     }
 
     pub fn start_controller(&mut self) {
+        self.start_controller_as(self.controller_client());
+    }
+
+    fn controller_client(&self) -> kube::Client {
+        self.controller_client
+            .clone()
+            .unwrap_or_else(|| self.client.clone())
+    }
+
+    /// Controllers started from now on see their watches `lag` behind the API server.
+    pub async fn lag_watches(&mut self, lag: Duration) {
+        let plane = install_crd();
+        self.controller_client = Some(plane.client_with_watch_lag(lag).await);
+    }
+
+    /// Starts the controller with its own client (another identity, say).
+    pub fn start_controller_as(&mut self, client: kube::Client) {
         assert!(self.controller.is_none(), "controller already running");
-        let (client, config) = (self.client.clone(), self.config.clone());
+        let config = self.config.clone();
         let metrics = self.metrics.clone();
         self.controller = Some(tokio::spawn(controller::run(
             client,
@@ -116,7 +136,7 @@ impl World {
             duration: Duration::from_secs(2),
             leadership,
         };
-        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let (client, metrics) = (self.controller_client(), self.metrics.clone());
         self.replicas.push(tokio::spawn(async move {
             let work_client = client.clone();
             leader::run_elected(client, lease, std::future::pending(), move |stop| {
@@ -213,6 +233,19 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until `name` is rented, and checks that it took `creates` createRent calls and
+    /// that its host is the only one on the account.
+    pub async fn rented_after(&self, name: &str, creates: u64) -> RentedHost {
+        let obj = self
+            .wait_for(name, Duration::from_secs(30), "rented", |o| {
+                host_id(o).is_some()
+            })
+            .await;
+        assert_eq!(self.sim.calls(Endpoint::CreateRent), creates, "{name}");
+        assert_eq!(self.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+        obj
     }
 
     pub async fn wait_gone(&self, name: &str, limit: Duration) {
