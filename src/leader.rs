@@ -253,14 +253,20 @@ where
     };
     let worker = work(Shutdown(listen));
     tokio::pin!(worker);
+    tokio::pin!(renewals);
     let ended = tokio::select! {
         _ = &mut worker => Ended::Stopped,
         _ = &mut stop => {
             let _ = tell.send(true);
-            (&mut worker).await;
+            // In-flight reconciles finish while the lease is still renewed: a rented host's
+            // id is written while this replica may still write it.
+            tokio::select! {
+                _ = &mut worker => {}
+                _ = &mut renewals => (&mut worker).await,
+            }
             Ended::Stopped
         }
-        _ = renewals => {
+        _ = &mut renewals => {
             tracing::error!("leader election: lease lost; stopping");
             let _ = tell.send(true);
             (&mut worker).await;
@@ -268,6 +274,12 @@ where
         }
     };
     lock.config.leadership.hold_until(None);
-    lock.release().await;
+    // An API server that stopped answering must not keep the process from ending.
+    if tokio::time::timeout(deadline, lock.release())
+        .await
+        .is_err()
+    {
+        tracing::warn!("leader election: the lease could not be released in time");
+    }
     ended
 }

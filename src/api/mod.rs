@@ -77,17 +77,15 @@ macro_rules! frozen_while_pending {
     validation = Rule::new(frozen_while_pending!("period"))
         .message("spec.period cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
         .field_path(".spec.period"),
-    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.createPending) || (has(oldSelf.status.lastError) && oldSelf.status.lastError.reason == 'CreateOutcomeUnknown') || (has(self.spec.hostId) ? self.spec.hostId : '') == (has(oldSelf.spec.hostId) ? oldSelf.spec.hostId : '')")
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.createPending) || (has(oldSelf.status.lastError) && oldSelf.status.lastError.reason in ['CreateOutcomeUnknown', 'HostNotFound', 'HostClaimed']) || (has(self.spec.hostId) ? self.spec.hostId : '') == (has(oldSelf.spec.hostId) ? oldSelf.spec.hostId : '')")
         .message("spec.hostId can be set while a createRent is pending (status.createPending) only once the operator asks for it (reason CreateOutcomeUnknown): the pending create is resolved first")
+        .field_path(".spec.hostId"),
+    validation = Rule::new("!has(oldSelf.spec.hostId) || oldSelf.spec.hostId == '' || (has(self.spec.hostId) && self.spec.hostId == oldSelf.spec.hostId) || !has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == ''")
+        .message("spec.hostId is immutable once the host is adopted (status.hostId is set)")
         .field_path(".spec.hostId"),
     validation = Rule::new("!has(self.spec.hostId) || self.spec.hostId == '' || !has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == '' || self.spec.hostId == oldSelf.status.hostId")
         .message("spec.hostId must name the host already rented (status.hostId) once one is")
         .field_path(".spec.hostId"),
-)]
-#[x_kube(
-    validation = Rule::new("!has(oldSelf.hostId) || oldSelf.hostId == '' || (has(self.hostId) && self.hostId == oldSelf.hostId)")
-        .message("spec.hostId is immutable once set")
-        .field_path(".hostId")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RentedHostSpec {
@@ -113,7 +111,9 @@ pub struct RentedHostSpec {
     #[serde(default)]
     pub power_state: PowerState,
 
-    /// Adopt this existing host instead of renting a new one. Immutable once set.
+    /// Adopt this existing host instead of renting a new one. Immutable once the host is
+    /// adopted (`status.hostId` is set); while a createRent is pending, accepted only as the
+    /// answer the operator asks for (reason `CreateOutcomeUnknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub host_id: Option<String>,
@@ -267,6 +267,10 @@ pub struct CreatePending {
     /// are not this create's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_ended: Option<String>,
+    /// The latest the call can end (RFC 3339), fixed before it began: the end of the window
+    /// when the call's end was not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
 }
 
 /// What a createRent call asked for.

@@ -309,12 +309,15 @@ fn reason_label(reason: &str) -> &'static str {
 }
 
 /// The status recorded (and confirmed by the API server) before createRent is called.
-pub fn creating(obj: &RentedHost, now: Timestamp) -> RentedHostStatus {
+/// `budget` bounds the recording and the call together: its end is recorded as the
+/// pending create's deadline.
+pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHostStatus {
     let mut status = base(obj);
     status.create_pending = Some(CreatePending {
         since: now.to_string(),
         request: Some(CreateRequest::of(&obj.spec)),
         call_ended: None,
+        deadline: Some((now + budget).to_string()),
     });
     status.create_attempts = Some(status.create_attempts.unwrap_or(0) + 1);
     status.phase = Some(Phase::Creating);
@@ -1136,7 +1139,7 @@ mod tests {
     }
 
     fn pending(o: &RentedHost) -> RentedHostStatus {
-        creating(o, t0())
+        creating(o, t0(), Duration::from_secs(30))
     }
 
     #[test]
@@ -1186,7 +1189,7 @@ mod tests {
 
     #[test]
     fn creating_records_pending_before_the_call() {
-        let s = creating(&obj(None), t0());
+        let s = creating(&obj(None), t0(), Duration::from_secs(30));
         let recorded = s.create_pending.as_ref().unwrap();
         assert_eq!(recorded.since, "2026-11-26T07:00:00Z");
         assert_eq!(
@@ -1201,7 +1204,7 @@ mod tests {
             cond(&s, ConditionType::Ready),
             ("False".into(), "Creating".into())
         );
-        let again = creating(&obj(Some(s)), later(10));
+        let again = creating(&obj(Some(s)), later(10), Duration::from_secs(30));
         assert_eq!(again.create_attempts, Some(2));
     }
 

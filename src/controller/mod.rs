@@ -165,6 +165,16 @@ impl Context {
             .insert(id.to_string(), (object_key(obj), std::time::Instant::now()));
     }
 
+    /// The host id this process learned for `obj` and has not seen written yet, if any.
+    pub fn claim_for(&self, obj: &RentedHost) -> Option<String> {
+        let me = object_key(obj);
+        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        claims
+            .iter()
+            .find(|(_, (k, _))| *k == me)
+            .map(|(id, _)| id.clone())
+    }
+
     /// When this process learned host id `id` (it rented or adopted it), if it did.
     pub fn learned_at(&self, id: &str) -> Option<std::time::Instant> {
         let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());

@@ -170,6 +170,11 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, 
             Err(outcome) => return Ok(outcome),
         },
     };
+    if let Some(t) = wrong_account(&obj, &provider) {
+        return finish(ctx, &obj, t, "LoadCredentials")
+            .await
+            .map(Outcome::Done);
+    }
     let action = match step {
         Step::Create => create(obj, &provider, ctx).await?,
         Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
@@ -244,7 +249,9 @@ async fn write_protocol(
     }
     let mut status = status.clone();
     let owned = status.host_id.is_some() || status.create_pending.is_some();
-    status.account = owned.then(|| account.to_string());
+    // An account once recorded stays (`wrong_account` refuses credentials of another).
+    let recorded = obj.status.as_ref().and_then(|s| s.account.clone());
+    status.account = owned.then(|| recorded.unwrap_or_else(|| account.to_string()));
     writes::write_protocol(&ctx.client, obj, &status).await
 }
 
@@ -265,11 +272,11 @@ async fn create(
     }
     // The guarded write fails if anyone (another replica, an older view) changed the object:
     // createRent is called only after the API server has accepted createPending.
-    let since = now();
-    // The call, token and rate limit included, ends within the limit the resolution's
-    // window assumes for a call whose end was never recorded.
-    let deadline = tokio::time::Instant::now() + ctx.config.provider.timeout;
-    let recorded = decision::creating(&obj, since);
+    // The recording and the call (token and rate limit included) end within this budget,
+    // whose end is recorded: the resolution's window for a call whose end never was.
+    let budget = ctx.config.provider.timeout * 2;
+    let deadline = tokio::time::Instant::now() + budget;
+    let recorded = decision::creating(&obj, now(), budget);
     let obj = write_protocol(ctx, &obj, &recorded, provider.account()).await?;
     let spec = &obj.spec;
     let request = CreateRent {
@@ -354,6 +361,7 @@ fn pending_create(obj: &RentedHost) -> Option<PendingCreate> {
         key: object_key(obj),
         since,
         call_ended: pending.call_ended.as_deref().and_then(parse),
+        deadline: pending.deadline.as_deref().and_then(parse),
         request: pending
             .request
             .clone()
@@ -390,21 +398,56 @@ async fn resolve_and_write(
         // Gone meanwhile (it cannot be, with its finalizer): look again.
         return Err(Error::Conflict);
     };
+    if obj
+        .spec
+        .host_id
+        .as_deref()
+        .is_some_and(|id| !id.trim().is_empty())
+    {
+        // The user answered meanwhile: plan again, to adopt their host.
+        return Err(Error::Conflict);
+    }
+    if wrong_account(&obj, provider).is_some() {
+        // Planned again, the object reports the credentials' account.
+        return Err(Error::Conflict);
+    }
     let me = pending_create(&obj).unwrap_or(me);
     let claimed = claimed_ids(ctx, &all, &obj);
     let mut others = Vec::new();
     for o in all.iter().filter(|o| object_key(o) != me.key) {
         let Some(p) = pending_create(o) else { continue };
         if same_account(ctx, o, provider).await {
-            others.push(p);
+            let catalogued = match ctx.hosts.expected(provider, &p.request).await {
+                Ok(x) => x,
+                Err(e) => return Ok(Err(e)),
+            };
+            others.push((p, catalogued));
         }
     }
+    let others: Vec<resolution::Other<'_>> = others
+        .iter()
+        .map(|(p, c)| (p.clone(), c.as_ref()))
+        .collect();
     let window = Window {
         skew: ctx.config.clock_skew,
         call_limit: ctx.config.provider.timeout,
     };
+    // createRent answered this process with a host for this object, but the answer could
+    // not be written: that host is the object's, whatever pairing would say.
+    let answered = ctx.claim_for(&obj);
     let decide = |hosts: &[crate::provider::Host]| {
-        let found = resolution::resolve(&me, &others, hosts, &claimed, expected.as_ref(), window);
+        let found = match &answered {
+            Some(id) => Resolution::Adopt(id.clone()),
+            None => resolution::resolve(
+                &me,
+                &others,
+                hosts,
+                &claimed,
+                expected.as_ref(),
+                window,
+                now(),
+            ),
+        };
         let waited_from = me.call_end(window);
         decision::after_resolution(&obj, &found, waited_from, ctx.config.create_grace, now())
     };
@@ -418,11 +461,20 @@ async fn resolve_and_write(
             Err(e) => return Ok(Err(e)),
         }
     }
-    if let Some(id) = &t.status.host_id {
+    let paired = t.status.host_id.clone().filter(|_| answered.is_none());
+    if let Some(id) = &paired {
         ctx.claim(&obj, id);
     }
-    let written = write_protocol(ctx, &obj, &t.status, provider.account()).await?;
-    Ok(Ok((written, t)))
+    match write_protocol(ctx, &obj, &t.status, provider.account()).await {
+        Ok(written) => Ok(Ok((written, t))),
+        Err(e) => {
+            // The pairing is made again next time, perhaps differently.
+            if let Some(id) = &paired {
+                ctx.release_claim(id);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Whether `obj` rents on the same account as `provider`: by the account its status
@@ -644,14 +696,20 @@ fn needs_provider_to_finalize(obj: &RentedHost) -> bool {
 
 async fn finalize(
     mut obj: RentedHost,
-    provider: Option<&ProviderClient>,
+    provider: Option<&Arc<ProviderClient>>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    let pending = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.create_pending.is_some());
+    let answer = obj.spec.host_id.clone().filter(|id| !id.trim().is_empty());
+    if let (Some(provider), true, Some(id)) = (provider, pending, &answer) {
+        // The user answered an ambiguous create with spec.hostId: adopt it, then release it.
+        return adopt(obj.clone(), id, provider, ctx).await;
+    }
     if let Some(provider) = provider
-        && obj
-            .status
-            .as_ref()
-            .is_some_and(|s| s.create_pending.is_some())
+        && pending
     {
         // A deletion during a pending create resolves the create first: adopt, then release.
         match resolve_and_write(&obj, provider, ctx).await? {
@@ -701,9 +759,10 @@ async fn finalize(
 }
 
 async fn release(provider: &ProviderClient, ctx: &Context, id: &str) -> Release {
-    // Releases shift the listing's pages: no resolution reads it meanwhile.
+    // Releases shift the listing's pages: neither a resolution nor another release's proof
+    // of absence reads it meanwhile.
     let gate = ctx.hosts.create_gate(provider);
-    let _releasing = gate.read().await;
+    let _releasing = gate.write().await;
     let error = match provider.delete(id).await {
         Ok(true) => return Release::Released,
         Ok(false) => None,

@@ -20,6 +20,8 @@ pub struct PendingCreate {
     pub since: Timestamp,
     /// When the call ended without an answer; `None` if the operator stopped during it.
     pub call_ended: Option<Timestamp>,
+    /// The latest the call could have ended, as recorded when it began.
+    pub deadline: Option<Timestamp>,
     pub request: CreateRequest,
 }
 
@@ -63,16 +65,16 @@ impl PendingCreate {
     /// When the call ended, or the latest it can have ended.
     pub fn call_end(&self, w: Window) -> Timestamp {
         self.call_ended
+            .or(self.deadline)
             .unwrap_or_else(|| self.since + w.call_limit)
             .max(self.since)
     }
 
     /// [since − skew, end of the call + skew], in epoch milliseconds.
     fn window(&self, w: Window) -> (i64, i64) {
-        let end = self.call_ended.unwrap_or_else(|| self.since + w.call_limit);
         (
             self.since.as_millisecond() - millis(w.skew),
-            end.max(self.since).as_millisecond() + millis(w.skew),
+            self.call_end(w).as_millisecond() + millis(w.skew),
         )
     }
 
@@ -109,7 +111,7 @@ pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> 
         && (differ(host.cpu, p.cpu_number)
             || differ(host.memory, p.memory_number)
             || differ(host.rigid_disk, p.rigid_disk_number)
-            || differ(host.gpu_number.or(Some(0)), p.gpu_number.or(Some(0)))
+            || differ(host.gpu_number, p.gpu_number.or(Some(0)))
             || differ_text(&host.area, &p.area)
             || differ_text(&host.pve_machine_type, &p.pve_machine_type))
     {
@@ -119,10 +121,12 @@ pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> 
         .image
         .and_then(|i| i.system_image_name.as_deref())
         .map(str::trim);
-    if let (Some(want), Some(shown)) = (image_name, host.operating_system.as_deref())
-        && !shown.trim().eq_ignore_ascii_case(want)
-    {
-        return false;
+    // The host may show the image's name in short ("Windows" for "Windows Server").
+    if let (Some(want), Some(shown)) = (image_name, host.operating_system.as_deref()) {
+        let (want, shown) = (want.to_lowercase(), shown.trim().to_lowercase());
+        if !(want.contains(&shown) || shown.contains(&want)) {
+            return false;
+        }
     }
     if let (Some(created), Some(expires)) = (host.create_time, host.expiration_time) {
         let (short, long) = period_hours(request.period.unit);
@@ -136,18 +140,23 @@ pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> 
     true
 }
 
-/// The resolution of the pending create of object `me`, given every pending create of the
-/// account (read by quorum), its complete listing, and every claimed host id.
+/// Another pending create of the account, with what its request's host looks like.
+pub type Other<'a> = (PendingCreate, Expected<'a>);
+
+/// The resolution of the pending create of object `me`, given every other pending create of
+/// the account (read by quorum), its complete listing, and every claimed host id.
 pub fn resolve(
     me: &PendingCreate,
-    pending: &[PendingCreate],
+    others: &[Other<'_>],
     hosts: &[Host],
     claimed: &HashSet<String>,
     expected: Expected<'_>,
     window: Window,
+    now: Timestamp,
 ) -> Resolution {
-    let mut group: Vec<&PendingCreate> = pending
+    let mut group: Vec<&PendingCreate> = others
         .iter()
+        .map(|(p, _)| p)
         .filter(|p| p.request == me.request && p.key != me.key)
         .chain(std::iter::once(me))
         .collect();
@@ -157,63 +166,93 @@ pub fn resolve(
     group.sort_by(|a, b| {
         (a.window(window).1, a.since, &a.key).cmp(&(b.window(window).1, b.since, &b.key))
     });
-    let unclaimed = hosts
+    let unclaimed: Vec<(&str, &Host)> = hosts
         .iter()
         .map(|h| (h.id.as_deref().unwrap_or(NO_ID), h))
         .filter(|(id, _)| !claimed.contains(*id))
-        .filter(|(_, h)| matches(h, &me.request, expected));
-    // A host whose creation time cannot be read may be in any window: it blocks both
-    // pairing and a new create (fail closed).
-    let (mut timed, untimed): (Vec<(&str, i64)>, Vec<&str>) = {
-        let mut timed = Vec::new();
-        let mut untimed = Vec::new();
-        for (id, h) in unclaimed {
-            match h.create_time {
-                // A host without an id cannot be adopted, nor ruled out.
-                Some(t) if id != NO_ID => timed.push((id, t)),
-                _ => untimed.push(id),
-            }
-        }
-        (timed, untimed)
-    };
-    timed.retain(|(_, t)| group.iter().any(|p| p.admits(window, *t)));
+        .collect();
+    // A host whose creation time cannot be read may be in any window, and one without an id
+    // can be neither adopted nor ruled out: either blocks pairing and a new create.
+    let unplaceable: Vec<&str> = unclaimed
+        .iter()
+        .filter(|(id, h)| *id == NO_ID || h.create_time.is_none())
+        .filter(|(_, h)| matches(h, &me.request, expected))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut timed: Vec<(&str, i64)> = unclaimed
+        .iter()
+        .filter(|(id, _)| *id != NO_ID)
+        .filter(|(_, h)| matches(h, &me.request, expected))
+        .filter_map(|(id, h)| Some((*id, h.create_time?)))
+        .filter(|(_, t)| group.iter().any(|p| p.admits(window, *t)))
+        .collect();
     timed.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
     timed.dedup();
-    let in_my_window = |timed: &[(&str, i64)]| -> Vec<String> {
-        let mut ids: Vec<String> = timed
-            .iter()
-            .filter(|(_, t)| me.admits(window, *t))
-            .map(|(id, _)| id.to_string())
-            .chain(untimed.iter().map(|id| id.to_string()))
-            .collect();
+    let named = |ids: Vec<&str>| -> Vec<String> {
+        let mut ids: Vec<String> = ids.into_iter().map(str::to_string).collect();
         ids.sort();
         ids.dedup();
         ids
     };
+    let in_my_window = || {
+        timed
+            .iter()
+            .filter(|(_, t)| me.admits(window, *t))
+            .map(|(id, _)| *id)
+            .chain(unplaceable.iter().copied())
+            .collect::<Vec<_>>()
+    };
     // Without the package's configuration nothing tells this request's hosts from others.
     let unverifiable = expected.package.is_none();
-    if !untimed.is_empty() || timed.len() > group.len() || (unverifiable && !timed.is_empty()) {
-        let candidates = in_my_window(&timed);
+    if !unplaceable.is_empty() || timed.len() > group.len() || (unverifiable && !timed.is_empty()) {
+        let candidates = in_my_window();
         if !candidates.is_empty() {
-            return Resolution::Ambiguous(candidates);
+            return Resolution::Ambiguous(named(candidates));
         }
-        return Resolution::NoHost;
-    }
-    let mut taken = vec![false; timed.len()];
-    for p in group {
-        let pick = timed
-            .iter()
-            .enumerate()
-            .find(|(i, (_, t))| !taken[*i] && p.admits(window, *t))
-            .map(|(i, _)| i);
-        if let Some(i) = pick {
-            taken[i] = true;
-            if p.key == me.key {
-                return Resolution::Adopt(timed[i].0.to_string());
+    } else {
+        let mut taken = vec![false; timed.len()];
+        for p in &group {
+            let pick = timed
+                .iter()
+                .enumerate()
+                .find(|(i, (_, t))| !taken[*i] && p.admits(window, *t))
+                .map(|(i, _)| i);
+            if let Some(i) = pick {
+                taken[i] = true;
+                if p.key == me.key {
+                    return Resolution::Adopt(timed[i].0.to_string());
+                }
             }
         }
     }
-    Resolution::NoHost
+    // No host for this create. A new create is allowed only if no unclaimed rental host at
+    // all appeared since it began, whatever it looks like (a field the catalogue words
+    // differently, a commit later than the call), except the hosts another pending create
+    // pairs with: anything else is for a person to judge.
+    let paired_elsewhere = |id: &str, h: &Host| {
+        timed.iter().any(|(t, _)| *t == id)
+            || others.iter().any(|(p, x)| {
+                p.request != me.request
+                    && matches(h, &p.request, *x)
+                    && h.create_time.is_some_and(|t| p.admits(window, t))
+            })
+    };
+    let from = me.window(window).0;
+    let strays: Vec<&str> = unclaimed
+        .iter()
+        .filter(|(_, h)| h.use_type.as_deref().is_none_or(|u| u.trim() != "0"))
+        .filter(|(_, h)| {
+            h.create_time
+                .is_none_or(|t| t >= from && t <= now.as_millisecond() + millis(window.skew))
+        })
+        .filter(|(id, h)| !paired_elsewhere(id, h))
+        .map(|(id, _)| *id)
+        .collect();
+    if strays.is_empty() {
+        Resolution::NoHost
+    } else {
+        Resolution::Ambiguous(named(strays))
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +280,7 @@ mod tests {
             key: key.into(),
             since: t(since),
             call_ended: ended.map(t),
+            deadline: None,
             request: request(),
         }
     }
@@ -301,7 +341,8 @@ mod tests {
             package: Some(&p),
             image: Some(&i),
         };
-        resolve(me, all, hosts, &claimed, expected, W)
+        let others: Vec<Other<'_>> = all.iter().map(|o| (o.clone(), expected)).collect();
+        resolve(me, &others, hosts, &claimed, expected, W, t(60))
     }
 
     #[test]
@@ -311,28 +352,80 @@ mod tests {
             run(&me, &[], &[host("old", -600), host("h1", 1)], &[]),
             Resolution::Adopt("h1".into())
         );
+        let mut short = host("h2", 1);
+        short.operating_system = Some("windows".into());
+        assert_eq!(
+            run(&me, &[], &[short], &[]),
+            Resolution::Adopt("h2".into()),
+            "the image's name in short"
+        );
     }
 
     #[test]
     fn the_window_is_bounded_on_both_sides() {
         let me = pending("ns/a", 0, Some(3));
-        for created in [-3, 6, 600] {
+        let asked = Resolution::Ambiguous(vec!["h".into()]);
+        // Before the call: someone else's. After it: not adopted, but a late commit may be
+        // ours, so no new create either: a person decides.
+        for (created, want) in [(-3, Resolution::NoHost), (6, asked.clone())] {
             assert_eq!(
                 run(&me, &[], &[host("h", created)], &[]),
-                Resolution::NoHost,
+                want,
                 "created at {created}"
             );
         }
-        // The end of a call that was never recorded is bounded by the call limit.
+        // The end of a call that was never recorded is bounded by the call limit, or by
+        // the deadline recorded when it began.
         let crashed = pending("ns/a", 0, None);
         assert_eq!(
             run(&crashed, &[], &[host("h", 16)], &[]),
             Resolution::Adopt("h".into())
         );
+        assert_eq!(run(&crashed, &[], &[host("h", 18)], &[]), asked);
+        let recorded = PendingCreate {
+            deadline: Some(t(30)),
+            ..crashed
+        };
         assert_eq!(
-            run(&crashed, &[], &[host("h", 18)], &[]),
-            Resolution::NoHost
+            run(&recorded, &[], &[host("h", 31)], &[]),
+            Resolution::Adopt("h".into())
         );
+    }
+
+    #[test]
+    fn no_new_create_while_any_unclaimed_rental_host_appeared() {
+        let me = pending("ns/a", 0, Some(3));
+        let mut office = host("o", 20);
+        office.cpu = Some(4);
+        let mut payg = host("p", 20);
+        payg.use_type = Some("0".into());
+        assert_eq!(
+            run(&me, &[], &[office.clone(), payg], &[]),
+            Resolution::Ambiguous(vec!["o".into()]),
+            "a rental host of any shape blocks a new create; pay-as-you-go does not"
+        );
+        // ... unless another pending create of its shape pairs with it.
+        let mut theirs = pending("ns/b", 10, Some(25));
+        theirs.request.package_id = "office".into();
+        let office_package = Package {
+            cpu_number: Some(4),
+            ..package()
+        };
+        let i = image();
+        let p = package();
+        let expected = Expected {
+            package: Some(&p),
+            image: Some(&i),
+        };
+        let others = [(
+            theirs,
+            Expected {
+                package: Some(&office_package),
+                image: Some(&i),
+            },
+        )];
+        let got = resolve(&me, &others, &[office], &HashSet::new(), expected, W, t(60));
+        assert_eq!(got, Resolution::NoHost);
     }
 
     #[test]
@@ -341,7 +434,7 @@ mod tests {
         type Change = Box<dyn Fn(&mut Host)>;
         let variants: Vec<(&str, Change)> = vec![
             ("cpu", Box::new(|h| h.cpu = Some(4))),
-            ("gpu", Box::new(|h| h.gpu_number = None)),
+            ("gpu", Box::new(|h| h.gpu_number = Some(2))),
             (
                 "image",
                 Box::new(|h| h.operating_system = Some("Ubuntu Server".into())),
@@ -360,11 +453,17 @@ mod tests {
         for (what, change) in variants {
             let mut h = host("h", 1);
             change(&mut h);
-            assert_eq!(run(&me, &[], &[h], &[]), Resolution::NoHost, "{what}");
+            // Not adopted; and, being a rental host that appeared, not created past either.
+            let want = match what {
+                "pay-as-you-go" => Resolution::NoHost,
+                _ => Resolution::Ambiguous(vec!["h".into()]),
+            };
+            assert_eq!(run(&me, &[], &[h], &[]), want, "{what}");
         }
         let mut unknown = host("h", 1);
         unknown.operating_system = None;
         unknown.expiration_time = None;
+        unknown.gpu_number = None;
         assert_eq!(
             run(&me, &[], &[unknown], &[]),
             Resolution::Adopt("h".into()),
@@ -448,7 +547,15 @@ mod tests {
             Resolution::Ambiguous(vec!["h".into()])
         );
         let claimed = HashSet::new();
-        let no_package = resolve(&me, &[], &[host("h", 1)], &claimed, Expected::default(), W);
+        let no_package = resolve(
+            &me,
+            &[],
+            &[host("h", 1)],
+            &claimed,
+            Expected::default(),
+            W,
+            t(60),
+        );
         assert_eq!(no_package, Resolution::Ambiguous(vec!["h".into()]));
     }
 

@@ -627,3 +627,48 @@ async fn a_lagging_cache_neither_spins_nor_rents_twice() {
     );
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
 }
+
+/// After a lost answer, a new create is made only if no unclaimed rental host at all
+/// appeared since the call began: one that looks different (here another package, rented
+/// by someone else meanwhile) is for a person to judge; the annotation naming the pending
+/// create then allows the new create.
+#[tokio::test]
+async fn any_unclaimed_host_since_the_call_stops_a_new_create_until_a_person_decides() {
+    let world = World::start("stray", |_| {}).await;
+    world.sim.inject(Endpoint::CreateRent, [Fault::NonJson]);
+    world.create("rh", demo_spec()).await;
+    world
+        .wait_for("rh", LIMIT, "awaiting", |o| {
+            is(o, "Ready", "False", "AwaitingCreateOutcome")
+        })
+        .await;
+    let body = serde_json::json!({"packageId": "kQvBmLtRzA", "imageId": "507", "periodNumber": 1, "periodType": 2});
+    assert_eq!(world.sim.state().create_rent("demo-account", &body).code, 0);
+    let stray = world.sim.host_ids().remove(0);
+    let obj = world
+        .wait_for("rh", LIMIT, "asking", |o| {
+            is(o, "Ready", "False", "CreateOutcomeUnknown")
+        })
+        .await;
+    let status = obj.status.unwrap();
+    assert!(status.last_error.unwrap().message.contains(&stray));
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1, "no new create");
+    let since = status.create_pending.unwrap().since;
+    let annotate = serde_json::json!({"metadata": {"annotations": {"xuandashi.dev/create-not-rented": since}}});
+    world
+        .api()
+        .patch(
+            "rh",
+            &Default::default(),
+            &kube::api::Patch::Merge(&annotate),
+        )
+        .await
+        .unwrap();
+    let obj = world
+        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
+        .await;
+    assert_ne!(host_id(&obj), Some(stray));
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
+    let annotations = obj.metadata.annotations.unwrap_or_default();
+    assert!(!annotations.contains_key("xuandashi.dev/create-not-rented"));
+}

@@ -3,7 +3,6 @@
 use crate::support::operator::{World, demo_spec, host_id, is};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use rentedhost_operator::controller;
 use rentedhost_operator::leader::{self, Ended, LeaseConfig};
 use rentedhost_operator::provider::Endpoint;
 use std::sync::Arc;
@@ -105,30 +104,16 @@ async fn rent_all(world: &World, range: std::ops::Range<usize>) {
 async fn two_operator_replicas_rent_once_per_object_even_when_the_leader_dies() {
     let mut world = World::start("replicas", |_| {}).await;
     world.kill_controller().await;
-    let spawn_replica = |identity: &'static str| {
-        let (client, config, metrics) = (
-            world.client.clone(),
-            world.config.clone(),
-            world.metrics.clone(),
-        );
-        let ns = world.ns.clone();
-        tokio::spawn(leader::run_elected(
-            client.clone(),
-            lease(&ns, identity),
-            std::future::pending(),
-            move |stop| controller::run(client, config, metrics, stop.wait()),
-        ))
-    };
-    let first = spawn_replica("replica-a");
+    world.start_replica("replica-a");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _second = spawn_replica("replica-b");
+    world.start_replica("replica-b");
     rent_all(&world, 0..5).await;
     assert_eq!(
         holder(&world.client, &world.ns).await.as_deref(),
         Some("replica-a")
     );
     // The leader dies without releasing its lease: the other takes over once it expires.
-    first.abort();
+    world.kill_replica(0).await;
     rent_all(&world, 5..8).await;
     assert_eq!(
         holder(&world.client, &world.ns).await.as_deref(),
@@ -136,6 +121,64 @@ async fn two_operator_replicas_rent_once_per_object_even_when_the_leader_dies() 
     );
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 8);
     assert_eq!(world.sim.host_ids().len(), 8);
+}
+
+/// Hole 6: a leader whose lease renewals hang (the API server stops answering it) stops
+/// spending money before another replica can take over, and stops working soon after.
+#[tokio::test]
+async fn a_leader_whose_renewals_hang_stops_leading_before_another_takes_over() {
+    let plane = crate::support::shared();
+    let client = plane.client().await;
+    let ns = crate::support::test_namespace(&client, "hung-lease").await;
+    let stalled = Arc::new(AtomicBool::new(false));
+    let hanging = plane.client_stalling("/leases", stalled.clone()).await;
+    let elected = |client: kube::Client, identity: &str| {
+        let config = lease(&ns, identity);
+        let leadership = config.leadership.clone();
+        let working = Arc::new(AtomicBool::new(false));
+        let flag = working.clone();
+        tokio::spawn(leader::run_elected(
+            client,
+            config,
+            std::future::pending(),
+            move |shutdown| async move {
+                flag.store(true, Ordering::SeqCst);
+                shutdown.wait().await;
+                flag.store(false, Ordering::SeqCst);
+            },
+        ));
+        (leadership, working)
+    };
+    let (a_leads, a_works) = elected(hanging, "replica-a");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (b_leads, b_works) = elected(client.clone(), "replica-b");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(a_leads.is_leading() && a_works.load(Ordering::SeqCst));
+    assert!(!b_leads.is_leading() && !b_works.load(Ordering::SeqCst));
+    stalled.store(true, Ordering::SeqCst);
+    let hung = Instant::now();
+    let mut b_since = None;
+    while hung.elapsed() < Duration::from_secs(8) {
+        if b_leads.is_leading() {
+            assert!(
+                !a_leads.is_leading(),
+                "two replicas may spend money at once, {:?} after A's renewals hung",
+                hung.elapsed()
+            );
+            b_since.get_or_insert_with(Instant::now);
+        }
+        if b_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b_since = b_since.expect("the other replica takes over");
+    println!(
+        "A's renewals hung; B leads {:?} later",
+        b_since.duration_since(hung)
+    );
+    assert!(!a_works.load(Ordering::SeqCst), "A stopped working");
+    assert!(b_works.load(Ordering::SeqCst));
 }
 
 #[tokio::test]

@@ -133,7 +133,7 @@ async fn a_rented_hosts_package_image_and_period_are_immutable() {
         &world.ns,
         "rh",
         &format!("{VALID}  hostId: other\n"),
-        &["spec.hostId", "immutable once set"],
+        &["spec.hostId", "immutable once the host is adopted"],
     );
 }
 

@@ -346,7 +346,7 @@ impl ControlPlane {
         kube::Client::try_from(config).unwrap()
     }
 
-    /// An admin client whose watches run `lag` behind the API server (see `lag.rs`).
+    /// An admin client whose watches run `lag` behind the API server (see `client_faults.rs`).
     pub async fn client_with_watch_lag(&self, lag: std::time::Duration) -> kube::Client {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -355,7 +355,29 @@ impl ControlPlane {
         kube::client::ClientBuilder::try_from(config)
             .unwrap()
             .with_layer(&tower::layer::layer_fn(|inner| {
-                super::lag::LaggingWatches { inner, lag }
+                super::client_faults::LaggingWatches { inner, lag }
+            }))
+            .build()
+    }
+
+    /// An admin client whose requests to paths containing `path` hang while `stalled` is set.
+    pub async fn client_stalling(
+        &self,
+        path: &'static str,
+        stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::client::ClientBuilder::try_from(config)
+            .unwrap()
+            .with_layer(&tower::layer::layer_fn(|inner| {
+                super::client_faults::Stalling {
+                    inner,
+                    path,
+                    stalled: stalled.clone(),
+                }
             }))
             .build()
     }

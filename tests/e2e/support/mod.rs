@@ -1,7 +1,7 @@
 //! Shared support for the end-to-end tests: the control plane and small helpers.
 
+pub mod client_faults;
 pub mod control_plane;
-pub mod lag;
 pub mod logs;
 pub mod operator;
 

@@ -81,3 +81,38 @@ where
     });
     StreamBody::new(frames).boxed_unsync()
 }
+
+/// Requests whose path contains `path` never get an answer while `stalled` is set: an API
+/// server that hangs (kube's client has no read timeout of its own).
+#[derive(Clone)]
+pub struct Stalling<S> {
+    pub inner: S,
+    pub path: &'static str,
+    pub stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S> tower::Service<Request<kube::client::Body>> for Stalling<S>
+where
+    S: tower::Service<Request<kube::client::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
+        let stall = self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+            && request.uri().path().contains(self.path);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            answer.await
+        })
+    }
+}
