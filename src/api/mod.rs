@@ -77,7 +77,7 @@ macro_rules! frozen_while_pending {
     validation = Rule::new(frozen_while_pending!("period"))
         .message("spec.period cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
         .field_path(".spec.period"),
-    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.createPending) || (has(oldSelf.status.lastError) && oldSelf.status.lastError.reason in ['CreateOutcomeUnknown', 'HostNotFound', 'HostClaimed']) || (has(self.spec.hostId) ? self.spec.hostId : '') == (has(oldSelf.spec.hostId) ? oldSelf.spec.hostId : '')")
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.createPending) || has(oldSelf.status.createPending.askedAt) || (has(self.spec.hostId) ? self.spec.hostId : '') == (has(oldSelf.spec.hostId) ? oldSelf.spec.hostId : '')")
         .message("spec.hostId can be set while a createRent is pending (status.createPending) only once the operator asks for it (reason CreateOutcomeUnknown): the pending create is resolved first")
         .field_path(".spec.hostId"),
     validation = Rule::new("!has(oldSelf.spec.hostId) || oldSelf.spec.hostId == '' || (has(self.spec.hostId) && self.spec.hostId == oldSelf.spec.hostId) || !has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == ''")
@@ -271,6 +271,11 @@ pub struct CreatePending {
     /// when the call's end was not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// When the operator stopped to ask a person about this create (reason
+    /// `CreateOutcomeUnknown`, RFC 3339). From then on `spec.hostId` is accepted as the
+    /// answer, and the `xuandashi.dev/create-not-rented` annotation naming `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_at: Option<String>,
 }
 
 /// What a createRent call asked for.

@@ -110,11 +110,14 @@ pub fn plan(obj: &RentedHost) -> Step {
     Step::Create
 }
 
+/// Whether the operator asked a person about the pending create (CreateOutcomeUnknown):
+/// a mark in `createPending` itself, so that no later write of another error hides it and
+/// no earlier one fakes it.
 fn stopped_as_unknown(status: &RentedHostStatus) -> bool {
     status
-        .last_error
+        .create_pending
         .as_ref()
-        .is_some_and(|e| e.reason == Reason::CreateOutcomeUnknown.as_str())
+        .is_some_and(|p| p.asked_at.is_some())
 }
 
 /// Whether the user allowed a new create after an ambiguous outcome: only once the operator
@@ -318,6 +321,7 @@ pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHos
         request: Some(CreateRequest::of(&obj.spec)),
         call_ended: None,
         deadline: Some((now + budget).to_string()),
+        asked_at: None,
     });
     status.create_attempts = Some(status.create_attempts.unwrap_or(0) + 1);
     status.phase = Some(Phase::Creating);
@@ -514,6 +518,9 @@ pub fn after_resolution(
                 .as_ref()
                 .map(|p| p.since.clone())
                 .unwrap_or_default();
+            if let Some(pending) = status.create_pending.as_mut() {
+                pending.asked_at.get_or_insert_with(|| now.to_string());
+            }
             let msg = format!(
                 "createRent's outcome is unknown and more unclaimed hosts match than creates were waiting for them ({}; someone else rents on this account?): set spec.hostId to the right one, or annotate the object with {CREATE_NOT_RENTED_ANNOTATION}={since} to allow a new create",
                 many.join(", ")
@@ -1206,6 +1213,11 @@ mod tests {
         );
         let again = creating(&obj(Some(s)), later(10), Duration::from_secs(30));
         assert_eq!(again.create_attempts, Some(2));
+        assert!(again.create_pending.as_ref().unwrap().asked_at.is_none());
+        assert_eq!(
+            again.create_pending.unwrap().deadline.as_deref(),
+            Some("2026-11-26T07:00:40Z")
+        );
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub struct Context {
     /// Host ids this process assigned, until the store shows them: the object (key) and
     /// when the id was learned.
     claims: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Host ids createRent answered this process, per object (uid) and pending create
+    /// (`since`), until they are written: the object's host, whatever pairing would say.
+    answers: Mutex<HashMap<String, (String, String)>>,
     /// Credentials read from Secrets, dropped when the Secret changes.
     credentials: Mutex<HashMap<(String, String), crate::provider::Credentials>>,
 }
@@ -165,14 +168,38 @@ impl Context {
             .insert(id.to_string(), (object_key(obj), std::time::Instant::now()));
     }
 
-    /// The host id this process learned for `obj` and has not seen written yet, if any.
-    pub fn claim_for(&self, obj: &RentedHost) -> Option<String> {
+    /// Records that createRent answered host `id` for the pending create `since` of `obj`.
+    pub fn answered(&self, obj: &RentedHost, since: &str, id: &str) {
+        self.claim(obj, id);
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                obj.uid().unwrap_or_default(),
+                (since.to_string(), id.to_string()),
+            );
+    }
+
+    /// The host createRent answered for the object's current pending create, if this
+    /// process got that answer.
+    pub fn answer_for(&self, obj: &RentedHost) -> Option<String> {
+        let since = obj.status.as_ref()?.create_pending.as_ref()?.since.clone();
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let (asked, id) = answers.get(&obj.uid().unwrap_or_default())?;
+        (*asked == since).then(|| id.clone())
+    }
+
+    /// Forgets every claim and answer of an object that is gone.
+    pub fn forget_object(&self, obj: &RentedHost) {
         let me = object_key(obj);
-        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        claims
-            .iter()
-            .find(|(_, (k, _))| *k == me)
-            .map(|(id, _)| id.clone())
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (k, _)| *k != me);
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&obj.uid().unwrap_or_default());
     }
 
     /// When this process learned host id `id` (it rented or adopted it), if it did.
@@ -322,6 +349,7 @@ pub async fn run(
         attempts: reason::Attempts::default(),
         hold: Mutex::default(),
         claims: Mutex::default(),
+        answers: Mutex::default(),
         credentials: Mutex::default(),
         config: config.clone(),
     });

@@ -298,7 +298,8 @@ async fn create(
             ))
         });
     if let Ok(id) = &answer {
-        ctx.claim(&obj, id);
+        let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
+        ctx.answered(&obj, since.unwrap_or_default(), id);
         tracing::info!(host = %id, "rented host");
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
@@ -430,11 +431,12 @@ async fn resolve_and_write(
         .collect();
     let window = Window {
         skew: ctx.config.clock_skew,
-        call_limit: ctx.config.provider.timeout,
+        // The budget of a create (`create`), for one recorded without its deadline.
+        call_limit: ctx.config.provider.timeout * 2,
     };
     // createRent answered this process with a host for this object, but the answer could
     // not be written: that host is the object's, whatever pairing would say.
-    let answered = ctx.claim_for(&obj);
+    let answered = ctx.answer_for(&obj);
     let decide = |hosts: &[crate::provider::Host]| {
         let found = match &answered {
             Some(id) => Resolution::Adopt(id.clone()),
@@ -555,7 +557,13 @@ async fn adopt(
     let written = if t.status.host_id.is_some() {
         ctx.claim(&obj, id);
         ctx.poller.register(provider, &obj);
-        write_protocol(ctx, &obj, &t.status, provider.account()).await?
+        match write_protocol(ctx, &obj, &t.status, provider.account()).await {
+            Ok(written) => written,
+            Err(e) => {
+                ctx.release_claim(id);
+                return Err(e);
+            }
+        }
     } else {
         writes::apply_status(&ctx.client, &obj, &t.status).await?
     };
@@ -749,9 +757,7 @@ async fn finalize(
             }
             writes::remove_finalizer(&ctx.client, &obj).await?;
             ctx.poller.forget(&obj);
-            if let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_deref()) {
-                ctx.release_claim(id);
-            }
+            ctx.forget_object(&obj);
             ctx.reset_attempts(&obj);
             Ok(Action::await_change())
         }

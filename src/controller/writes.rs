@@ -80,10 +80,15 @@ pub async fn write_protocol(
     status: &RentedHostStatus,
 ) -> Result<RentedHost, Error> {
     // Every nested field is named, null when absent: a merge patch keeps what it omits.
-    let pending = status
-        .create_pending
-        .as_ref()
-        .map(|p| json!({"since": p.since, "request": p.request, "callEnded": p.call_ended}));
+    let pending = status.create_pending.as_ref().map(|p| {
+        json!({
+            "since": p.since,
+            "request": p.request,
+            "callEnded": p.call_ended,
+            "deadline": p.deadline,
+            "askedAt": p.asked_at,
+        })
+    });
     let patch = json!({
         "metadata": {"resourceVersion": obj.resource_version()},
         "status": {

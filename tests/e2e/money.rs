@@ -160,6 +160,10 @@ async fn the_request_cannot_change_while_a_create_is_pending() {
         .unwrap();
     let request = recorded.request.expect("the request is recorded");
     assert_eq!(request.package_id, "teTapaSUFq");
+    assert!(
+        recorded.deadline.is_some(),
+        "the call's deadline is recorded"
+    );
     world.start_controller();
     world.rented_after("rh", 1).await;
 }
