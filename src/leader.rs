@@ -7,8 +7,9 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use parking_lot::Mutex;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -44,16 +45,13 @@ impl Leadership {
     pub fn is_leading(&self) -> bool {
         match &self.0 {
             None => true,
-            Some(until) => until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some_and(|u| Instant::now() < u),
+            Some(until) => until.lock().is_some_and(|u| Instant::now() < u),
         }
     }
 
     fn hold_until(&self, until: Option<Instant>) {
         if let Some(slot) = &self.0 {
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = until;
+            *slot.lock() = until;
         }
     }
 }
@@ -98,7 +96,7 @@ impl LeaseLock {
             spec.renew_time.as_ref().map(|t| t.0)
         );
         let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
-        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut observed = self.observed.lock();
         match observed.as_ref() {
             Some((last, at)) if *last == seen => at.elapsed() > duration,
             _ => {

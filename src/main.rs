@@ -1,9 +1,10 @@
 use clap::{Args, Parser, Subcommand};
 use rentedhost_operator::controller::{self, credentials::SecretRef};
+use rentedhost_operator::duration;
 use rentedhost_operator::metrics::Metrics;
-use rentedhost_operator::provider::{self, ClientSettings};
+use rentedhost_operator::provider;
 use rentedhost_operator::simulator::{self, Simulator};
-use rentedhost_operator::telemetry::{self, LogFormat, parse_duration};
+use rentedhost_operator::telemetry::{self, LogFormat};
 use rentedhost_operator::{http, leader};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,21 +39,20 @@ enum Command {
         #[arg(long, default_value_t = 8090)]
         port: u16,
         /// Token lifetime the simulator grants.
-        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        #[arg(long, default_value = "30m", value_parser = duration::positive)]
         token_lifetime: Duration,
         /// Time a host takes to start or stop.
-        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        #[arg(long, default_value = "3s", value_parser = duration::positive)]
         transition_time: Duration,
     },
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Base URL of the provider API (production by default).
-    #[arg(long, env = "PROVIDER_URL", default_value = provider::PRODUCTION_URL)]
-    provider_url: String,
+    #[command(flatten)]
+    config: controller::Config,
     /// Use the provider's sandbox instead of production.
-    #[arg(long, conflicts_with = "provider_url")]
+    #[arg(long, conflicts_with = "base_url")]
     sandbox: bool,
     /// Secret holding the default credentials (keys `uuid` and `secret`).
     #[arg(long, env = "CREDENTIALS_SECRET")]
@@ -60,30 +60,6 @@ struct RunArgs {
     /// The operator's own namespace: its default credentials Secret and its Lease live here.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     operator_namespace: String,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
-    /// Host poll interval.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    poll_interval: Duration,
-    /// Poll interval while a host is starting or stopping.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    fast_poll_interval: Duration,
-    /// How long a createRent with a lost answer may take to show its host.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
-    create_grace: Duration,
-    /// Timeout of every provider call.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    request_timeout: Duration,
-    /// Provider requests per second per account.
-    #[arg(long, default_value_t = 5.0)]
-    rate_limit: f64,
-    /// Provider request burst per account.
-    #[arg(long, default_value_t = 10)]
-    burst: u32,
-    /// Reconciles running at once.
-    #[arg(long, default_value_t = 8)]
-    concurrency: u16,
     /// Address of the HTTP port (/metrics, /healthz, /readyz).
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: std::net::SocketAddr,
@@ -94,7 +70,7 @@ struct RunArgs {
     #[arg(long, default_value = "rentedhost-operator")]
     lease_name: String,
     /// Lease duration: a replica that stops renewing loses the lease this long after.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = duration::positive)]
     lease_duration: Duration,
 }
 
@@ -136,30 +112,17 @@ async fn run(args: RunArgs) -> ExitCode {
     } else {
         leader::Leadership::always()
     };
-    let config = controller::Config {
-        provider: ClientSettings {
-            base_url: if args.sandbox {
-                provider::SANDBOX_URL.to_string()
-            } else {
-                args.provider_url
-            },
-            timeout: args.request_timeout,
-            requests_per_second: args.rate_limit,
-            burst: args.burst,
-            ..ClientSettings::default()
-        },
+    let mut config = controller::Config {
         default_credentials: args
             .credentials_secret
             .map(|name| SecretRef::new(&args.operator_namespace, &name)),
-        namespace: args.namespace,
-        poll_interval: args.poll_interval,
-        fast_poll_interval: args.fast_poll_interval,
-        create_grace: args.create_grace,
-        concurrency: args.concurrency,
         instance: std::env::var("POD_NAME").ok(),
         leadership: leadership.clone(),
-        ..controller::Config::default()
+        ..args.config
     };
+    if args.sandbox {
+        config.provider.base_url = provider::SANDBOX_URL.to_string();
+    }
     let metrics = Arc::new(Metrics::default());
     match http::serve(args.http_addr, metrics.clone()).await {
         Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz, /readyz"),
@@ -234,6 +197,32 @@ async fn simulate(port: u16, token_lifetime: Duration, transition_time: Duration
         Err(error) => {
             eprintln!("rentedhost-operator simulate: cannot listen on port {port}: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_defaults_live_in_one_place() {
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from(["rentedhost-operator", "run", "--poll-interval", "2m"]);
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        let defaults = controller::Config::default();
+        assert_eq!(args.config.poll_interval, Duration::from_secs(120));
+        assert_eq!(args.config.create_grace, defaults.create_grace);
+        assert_eq!(args.config.provider.timeout, defaults.provider.timeout);
+        assert_eq!(defaults.create_grace, Duration::from_secs(120));
+        assert_eq!(defaults.provider.base_url, provider::PRODUCTION_URL);
+        for zero in ["0s", "-1s", "5"] {
+            let refused =
+                Cli::try_parse_from(["rentedhost-operator", "run", "--create-grace", zero]);
+            assert!(refused.is_err(), "{zero}");
         }
     }
 }

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::{Schema, SchemaGenerator, json_schema};
 
 /// The condition types this operator maintains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum ConditionType {
     /// The host is rented and in the requested power state.
     Ready,
@@ -18,11 +18,7 @@ pub enum ConditionType {
 
 impl ConditionType {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ConditionType::Ready => "Ready",
-            ConditionType::Rented => "Rented",
-            ConditionType::Synced => "Synced",
-        }
+        self.into()
     }
 }
 

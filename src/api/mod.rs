@@ -51,6 +51,7 @@ macro_rules! frozen_while_pending {
     group = "xuandashi.dev",
     version = "v1alpha1",
     kind = "RentedHost",
+    doc = "A prepaid host rented from the Xuandashi cloud. The operator calls createRent once for the object (never twice: see status.createPending), records the host id in status.hostId, keeps the status true to the host (state, address, expiry, power), writes its login to the connection Secret, and releases the host when the object is deleted (unless spec.deletionPolicy is Orphan).",
     namespaced,
     shortname = "rh",
     status = "RentedHostStatus",

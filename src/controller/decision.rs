@@ -305,10 +305,9 @@ fn error_note(before: &RentedHostStatus, error: &LastError) -> Option<Note> {
 }
 
 fn reason_label(reason: &str) -> &'static str {
-    Reason::ALL
-        .iter()
-        .find(|r| r.as_str() == reason)
-        .map_or("ProviderError", |r| r.as_str())
+    reason
+        .parse::<Reason>()
+        .map_or(Reason::ProviderError.as_str(), Reason::as_str)
 }
 
 /// The status recorded (and confirmed by the API server) before createRent is called.

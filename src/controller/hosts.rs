@@ -4,8 +4,9 @@
 use super::resolution::Expected;
 use crate::api::CreateRequest;
 use crate::provider::{Host, Image, Package, ProviderClient, ProviderError};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// All hosts of one account at one moment.
@@ -72,7 +73,7 @@ const PACKAGES_TTL: Duration = Duration::from_secs(600);
 
 impl HostDirectory {
     fn account(&self, client: &ProviderClient) -> Arc<AccountHosts> {
-        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut accounts = self.accounts.lock();
         accounts
             .entry(client.account().to_string())
             .or_default()

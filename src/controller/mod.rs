@@ -23,50 +23,56 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Controller settings (flags of `run`).
-#[derive(Debug, Clone)]
+/// Controller settings: the flags of `run` (the defaults live here), and what `run` derives.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    #[command(flatten)]
     pub provider: ClientSettings,
     /// The operator's credentials Secret, used by objects without `credentialsSecretRef`.
+    #[arg(skip)]
     pub default_credentials: Option<SecretRef>,
-    /// Watch only this namespace (all when `None`).
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Host poll interval, and the faster one while a host starts or stops.
+    /// Host poll interval.
+    #[arg(long, default_value = "60s", value_parser = crate::duration::positive)]
     pub poll_interval: Duration,
+    /// Poll interval while a host is starting or stopping.
+    #[arg(long, default_value = "15s", value_parser = crate::duration::positive)]
     pub fast_poll_interval: Duration,
-    /// How long a createRent with a lost answer may take to show its host.
+    /// How long after its call a createRent with a lost answer may take to show its host.
+    #[arg(long, default_value = "2m", value_parser = crate::duration::positive)]
     pub create_grace: Duration,
     /// Clock difference allowed between us and the provider when matching creation times.
+    #[arg(long, default_value = "30s", value_parser = crate::duration::positive)]
     pub clock_skew: Duration,
     /// Multiplies every delay of the retry table (tests shorten it; 1.0 in production).
+    #[arg(skip = 1.0)]
     pub retry_scale: f64,
     /// Reconciles running at once.
+    #[arg(long, default_value_t = 8)]
     pub concurrency: u16,
     /// Identity of this replica in events.
+    #[arg(skip)]
     pub instance: Option<String>,
     /// Whether this replica may spend money now (it holds the lease, or runs alone).
+    #[arg(skip = crate::leader::Leadership::always())]
     pub leadership: crate::leader::Leadership,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            provider: ClientSettings::default(),
-            default_credentials: None,
-            namespace: None,
-            poll_interval: Duration::from_secs(60),
-            fast_poll_interval: Duration::from_secs(15),
-            create_grace: Duration::from_secs(120),
-            clock_skew: Duration::from_secs(30),
-            retry_scale: 1.0,
-            concurrency: 8,
-            instance: None,
-            leadership: crate::leader::Leadership::always(),
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
         }
+        <Defaults as clap::Parser>::parse_from(["defaults"]).config
     }
 }
 
@@ -141,7 +147,7 @@ impl Context {
             (claims && key != me).then_some(key)
         });
         from_store.or_else(|| {
-            let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+            let claims = self.claims.lock();
             claims
                 .get(id)
                 .map(|(k, _)| k)
@@ -153,7 +159,7 @@ impl Context {
     /// Host ids this process learned for objects other than `obj` (until they are written).
     pub fn claims_of_others(&self, obj: &RentedHost) -> Vec<String> {
         let me = object_key(obj);
-        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let claims = self.claims.lock();
         claims
             .iter()
             .filter(|(_, (k, _))| **k != me)
@@ -164,27 +170,23 @@ impl Context {
     pub fn claim(&self, obj: &RentedHost, id: &str) {
         self.claims
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), (object_key(obj), std::time::Instant::now()));
     }
 
     /// Records that createRent answered host `id` for the pending create `since` of `obj`.
     pub fn answered(&self, obj: &RentedHost, since: &str, id: &str) {
         self.claim(obj, id);
-        self.answers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                obj.uid().unwrap_or_default(),
-                (since.to_string(), id.to_string()),
-            );
+        self.answers.lock().insert(
+            obj.uid().unwrap_or_default(),
+            (since.to_string(), id.to_string()),
+        );
     }
 
     /// The host createRent answered for the object's current pending create, if this
     /// process got that answer.
     pub fn answer_for(&self, obj: &RentedHost) -> Option<String> {
         let since = obj.status.as_ref()?.create_pending.as_ref()?.since.clone();
-        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let answers = self.answers.lock();
         let (asked, id) = answers.get(&obj.uid().unwrap_or_default())?;
         (*asked == since).then(|| id.clone())
     }
@@ -192,19 +194,13 @@ impl Context {
     /// Forgets every claim and answer of an object that is gone.
     pub fn forget_object(&self, obj: &RentedHost) {
         let me = object_key(obj);
-        self.claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (k, _)| *k != me);
-        self.answers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&obj.uid().unwrap_or_default());
+        self.claims.lock().retain(|_, (k, _)| *k != me);
+        self.answers.lock().remove(&obj.uid().unwrap_or_default());
     }
 
     /// When this process learned host id `id` (it rented or adopted it), if it did.
     pub fn learned_at(&self, id: &str) -> Option<std::time::Instant> {
-        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let claims = self.claims.lock();
         claims.get(id).map(|(_, at)| *at)
     }
 
@@ -214,32 +210,21 @@ impl Context {
         secret: &SecretRef,
     ) -> Result<crate::provider::Credentials, credentials::Problem> {
         let key = (secret.namespace.clone(), secret.name.clone());
-        if let Some(c) = self
-            .credentials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(c) = self.credentials.lock().get(&key) {
             return Ok(c.clone());
         }
         let loaded = credentials::load(&self.client, secret).await?;
-        self.credentials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, loaded.clone());
+        self.credentials.lock().insert(key, loaded.clone());
         Ok(loaded)
     }
 
     fn forget_credentials(&self, namespace: &str, name: &str) {
-        let mut cache = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.credentials.lock();
         cache.remove(&(namespace.to_string(), name.to_string()));
     }
 
     pub fn release_claim(&self, id: &str) {
-        self.claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.claims.lock().remove(id);
     }
 
     /// The next retry attempt number for an object and reason (0 first), counting it.
@@ -250,15 +235,12 @@ impl Context {
     pub fn reset_attempts(&self, obj: &RentedHost) {
         let uid = obj.uid().unwrap_or_default();
         self.attempts.reset(&uid);
-        self.hold
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&uid);
+        self.hold.lock().remove(&uid);
     }
 
     /// Holds creates for this object's generation until `until`.
     pub fn hold_creates(&self, obj: &RentedHost, until: std::time::Instant) {
-        let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hold = self.hold.lock();
         hold.insert(
             obj.uid().unwrap_or_default(),
             (obj.metadata.generation, until),
@@ -267,7 +249,7 @@ impl Context {
 
     /// How long creates are still held for this object at its generation.
     pub fn create_held_for(&self, obj: &RentedHost) -> Option<Duration> {
-        let hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        let hold = self.hold.lock();
         let (generation, until) = hold.get(&obj.uid().unwrap_or_default())?;
         let left = until.checked_duration_since(std::time::Instant::now())?;
         (*generation == obj.metadata.generation).then_some(left)
@@ -287,14 +269,6 @@ fn users_of_secret(
         .filter(|o| credentials::secret_ref(o, default).is_some_and(|r| r.is(namespace, name)))
         .map(|o| ObjectRef::from_obj(&*o))
         .collect()
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Runs the controller until `shutdown` completes.
@@ -363,12 +337,8 @@ pub async fn run(
         config.fast_poll_interval,
         wake_tx,
     ));
-    let _stop_poll = AbortOnDrop(poll);
-    let wakes =
-        futures::stream::unfold(
-            wake_rx,
-            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
-        );
+    let _stop_poll = tokio_util::task::AbortOnDropHandle::new(poll);
+    let wakes = tokio_stream::wrappers::ReceiverStream::new(wake_rx);
     let default_secret = config.default_credentials.clone();
     let secret_store = store.clone();
     let secret_ctx = ctx.clone();

@@ -7,8 +7,9 @@ use super::hosts::HostDirectory;
 use crate::api::RentedHost;
 use crate::provider::ProviderClient;
 use kube::runtime::reflector::{ObjectRef, Store};
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -35,7 +36,7 @@ pub fn digest(data: &std::collections::BTreeMap<String, String>) -> u64 {
 
 impl Poller {
     pub fn register(&self, client: &Arc<ProviderClient>, obj: &RentedHost) {
-        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut accounts = self.accounts.lock();
         let reference = ObjectRef::from_obj(obj);
         for (account, watched) in accounts.iter_mut() {
             if account != client.account() {
@@ -49,39 +50,32 @@ impl Poller {
 
     pub fn forget(&self, obj: &RentedHost) {
         let reference = ObjectRef::from_obj(obj);
-        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut accounts = self.accounts.lock();
         for watched in accounts.values_mut() {
             watched.objects.remove(&reference);
         }
-        self.connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&reference);
+        self.connections.lock().remove(&reference);
     }
 
     /// The connection Secret of this object changed (edited or deleted): write it again.
     pub fn connection_changed(&self, reference: &ObjectRef<RentedHost>) {
-        self.connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(reference);
+        self.connections.lock().remove(reference);
     }
 
     /// Whether the connection Secret already holds `data` (as far as this process wrote it).
     pub fn connection_current(&self, obj: &RentedHost, data_digest: u64) -> bool {
-        let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let connections = self.connections.lock();
         connections.get(&ObjectRef::from_obj(obj)) == Some(&data_digest)
     }
 
     pub fn connection_written(&self, obj: &RentedHost, data_digest: u64) {
         self.connections
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(ObjectRef::from_obj(obj), data_digest);
     }
 
     fn snapshot(&self) -> Vec<(Arc<ProviderClient>, Vec<ObjectRef<RentedHost>>)> {
-        let accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let accounts = self.accounts.lock();
         accounts
             .values()
             .filter_map(|w| Some((w.client.clone()?, w.objects.iter().cloned().collect())))
@@ -106,7 +100,7 @@ impl Poller {
             };
             for reference in objects {
                 let Some(obj) = store.get(&reference) else {
-                    let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut accounts = self.accounts.lock();
                     if let Some(w) = accounts.get_mut(client.account()) {
                         w.objects.remove(&reference);
                     }
@@ -129,7 +123,7 @@ impl Poller {
 
     /// Whether any watched object has a host in motion (starting, stopping, just rented).
     fn any_in_motion(&self, store: &Store<RentedHost>) -> bool {
-        let accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let accounts = self.accounts.lock();
         accounts
             .values()
             .flat_map(|w| w.objects.iter())

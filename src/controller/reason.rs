@@ -3,8 +3,19 @@
 use crate::provider::ProviderError;
 use std::time::Duration;
 
-/// Why an object is in its state. `as_str` is a bounded label (metrics, events, conditions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why an object is in its state. `as_str` is a bounded label (metrics, events, conditions):
+/// the variant's name.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::EnumString,
+)]
 pub enum Reason {
     Creating,
     ProviderCreating,
@@ -40,12 +51,12 @@ pub enum Reason {
 /// after others starts at the first step of its own row (a 6005 after transport errors
 /// waits 15 s, not the transport row's fourth step).
 #[derive(Default)]
-pub struct Attempts(std::sync::Mutex<std::collections::HashMap<(String, Reason), u32>>);
+pub struct Attempts(parking_lot::Mutex<std::collections::HashMap<(String, Reason), u32>>);
 
 impl Attempts {
     /// The attempt number (0 first) of this retry, counting it.
     pub fn next(&self, uid: &str, reason: Reason) -> u32 {
-        let mut attempts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attempts = self.0.lock();
         let n = attempts.entry((uid.to_string(), reason)).or_insert(0);
         let current = *n;
         *n = n.saturating_add(1);
@@ -53,7 +64,7 @@ impl Attempts {
     }
 
     pub fn reset(&self, uid: &str) {
-        let mut attempts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attempts = self.0.lock();
         attempts.retain(|(u, _), _| u != uid);
     }
 }
@@ -72,71 +83,11 @@ const fn secs(s: u64) -> Duration {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
-        Reason::Creating,
-        Reason::ProviderCreating,
-        Reason::InsufficientResources,
-        Reason::RealNameVerificationRequired,
-        Reason::WalletError,
-        Reason::InsufficientBalance,
-        Reason::TypeMismatch,
-        Reason::CredentialsInvalid,
-        Reason::CredentialsMissing,
-        Reason::ProviderUnavailable,
-        Reason::ProviderError,
-        Reason::CreateOutcomeUnknown,
-        Reason::AwaitingCreateOutcome,
-        Reason::HostNotFound,
-        Reason::HostClaimed,
-        Reason::Provisioning,
-        Reason::Running,
-        Reason::Stopped,
-        Reason::Stopping,
-        Reason::Starting,
-        Reason::Expired,
-        Reason::ReleaseFailed,
-        Reason::Rented,
-        Reason::Observed,
-        Reason::HostNotRunning,
-        Reason::HostUnavailable,
-        Reason::ConnectionSecretConflict,
-        Reason::CredentialsAccountChanged,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Creating => "Creating",
-            Reason::ProviderCreating => "ProviderCreating",
-            Reason::InsufficientResources => "InsufficientResources",
-            Reason::RealNameVerificationRequired => "RealNameVerificationRequired",
-            Reason::WalletError => "WalletError",
-            Reason::InsufficientBalance => "InsufficientBalance",
-            Reason::TypeMismatch => "TypeMismatch",
-            Reason::CredentialsInvalid => "CredentialsInvalid",
-            Reason::CredentialsMissing => "CredentialsMissing",
-            Reason::ProviderUnavailable => "ProviderUnavailable",
-            Reason::ProviderError => "ProviderError",
-            Reason::CreateOutcomeUnknown => "CreateOutcomeUnknown",
-            Reason::AwaitingCreateOutcome => "AwaitingCreateOutcome",
-            Reason::HostNotFound => "HostNotFound",
-            Reason::HostClaimed => "HostClaimed",
-            Reason::Provisioning => "Provisioning",
-            Reason::Running => "Running",
-            Reason::Stopped => "Stopped",
-            Reason::Stopping => "Stopping",
-            Reason::Starting => "Starting",
-            Reason::Expired => "Expired",
-            Reason::ReleaseFailed => "ReleaseFailed",
-            Reason::Rented => "Rented",
-            Reason::Observed => "Observed",
-            Reason::HostNotRunning => "HostNotRunning",
-            Reason::HostUnavailable => "HostUnavailable",
-            Reason::ConnectionSecretConflict => "ConnectionSecretConflict",
-            Reason::CredentialsAccountChanged => "CredentialsAccountChanged",
-        }
+        self.into()
     }
 
-    /// The reason for a provider error (the reasons table of design.md).
+    /// The reason for a provider error (the reasons table of docs/design.md).
     pub fn of(error: &ProviderError) -> Reason {
         match error.code() {
             Some(6005) => Reason::ProviderCreating,
@@ -308,10 +259,10 @@ mod tests {
 
     #[test]
     fn reason_labels_are_unique_and_every_one_has_a_retry_row() {
-        let names: std::collections::HashSet<&str> =
-            Reason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names.len(), Reason::ALL.len());
-        for r in Reason::ALL {
+        use strum::IntoEnumIterator;
+        let names: std::collections::HashSet<&str> = Reason::iter().map(Reason::as_str).collect();
+        assert_eq!(names.len(), Reason::iter().count());
+        for r in Reason::iter() {
             assert!(
                 r.as_str().chars().all(|c| c.is_ascii_alphanumeric()),
                 "{r:?}"

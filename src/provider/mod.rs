@@ -10,10 +10,11 @@ pub use error::{ProviderError, explain};
 pub use wire::{CreateRent, Host, HostPage, HostStatus, Image, Package};
 
 use limiter::RateLimiter;
+use parking_lot::Mutex;
 use reqwest::Method;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use token::TokenCache;
 use wire::Envelope;
@@ -27,14 +28,17 @@ const MAX_PAGES: u32 = 10_000;
 /// Header carrying the token.
 pub const TOKEN_HEADER: &str = "Finovy-Access-Token";
 
-/// The endpoints, as bounded metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The endpoints, as bounded metric labels: the last word of each path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "camelCase")]
 pub enum Endpoint {
     GetToken,
     Image,
+    #[strum(serialize = "packAge")]
     Package,
     CreateRent,
     One,
+    #[strum(serialize = "mypage")]
     MyPage,
     Operate,
     Reboot,
@@ -43,17 +47,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::GetToken => "getToken",
-            Endpoint::Image => "image",
-            Endpoint::Package => "packAge",
-            Endpoint::CreateRent => "createRent",
-            Endpoint::One => "one",
-            Endpoint::MyPage => "mypage",
-            Endpoint::Operate => "operate",
-            Endpoint::Reboot => "reboot",
-            Endpoint::Delete => "delete",
-        }
+        self.into()
     }
 }
 
@@ -81,25 +75,38 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Settings shared by every account's client.
-#[derive(Debug, Clone)]
+/// Settings shared by every account's client (flags of `run`; the defaults live here).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClientSettings {
+    /// Base URL of the provider API (production by default).
+    #[arg(long = "provider-url", env = "PROVIDER_URL", default_value = PRODUCTION_URL)]
     pub base_url: String,
+    /// Timeout of every provider call.
+    #[arg(long = "request-timeout", default_value = "15s", value_parser = crate::duration::positive)]
     pub timeout: Duration,
+    /// Provider requests per second per account.
+    #[arg(long = "rate-limit", default_value_t = 5.0)]
     pub requests_per_second: f64,
+    /// Provider request burst per account.
+    #[arg(long, default_value_t = 10)]
     pub burst: u32,
+    /// Provider calls in flight at once per account.
+    #[arg(
+        id = "provider_concurrency",
+        long = "provider-concurrency",
+        default_value_t = 4
+    )]
     pub concurrency: usize,
 }
 
 impl Default for ClientSettings {
     fn default() -> Self {
-        ClientSettings {
-            base_url: PRODUCTION_URL.to_string(),
-            timeout: Duration::from_secs(15),
-            requests_per_second: 5.0,
-            burst: 10,
-            concurrency: 4,
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: ClientSettings,
         }
+        <Defaults as clap::Parser>::parse_from(["defaults"]).settings
     }
 }
 
@@ -491,7 +498,7 @@ impl ClientPool {
         credentials: Credentials,
         observer: Option<CallObserver>,
     ) -> Arc<ProviderClient> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = self.clients.lock();
         // Two Secrets may name one account with different app secrets: each keeps its
         // client (a client of a secret nobody uses any more only costs its memory).
         clients
@@ -527,6 +534,26 @@ mod tests {
         let a_again = pool.get(&settings, Credentials::new("acct", "old"), None);
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(Arc::ptr_eq(&a, &a_again), "neither evicts the other");
+    }
+
+    #[test]
+    fn endpoint_labels_are_the_paths_last_words() {
+        use strum::IntoEnumIterator;
+        let labels: Vec<&str> = Endpoint::iter().map(Endpoint::as_str).collect();
+        assert_eq!(
+            labels,
+            [
+                "getToken",
+                "image",
+                "packAge",
+                "createRent",
+                "one",
+                "mypage",
+                "operate",
+                "reboot",
+                "delete"
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One token cache per credential: reused until 80 % of its lifetime, refreshed once after a
 //! 401, and concurrent refreshes collapsed into one getToken call.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// A cached token; `Debug` hides the value.
@@ -37,7 +37,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     fn fresh(&self) -> Option<Token> {
-        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.lock();
         current
             .as_ref()
             .filter(|t| t.refresh_after.is_none_or(|at| Instant::now() < at))
@@ -59,7 +59,7 @@ impl TokenCache {
             return Ok(token);
         }
         let (value, lifetime) = fetch().await?;
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock();
         let generation = self
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -75,7 +75,7 @@ impl TokenCache {
 
     /// Marks the token of `generation` as rejected, unless a newer one replaced it already.
     pub fn reject(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock();
         if current.as_ref().is_some_and(|t| t.generation == generation) {
             *current = None;
         }

@@ -18,11 +18,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use freedom::Unauthorized;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::{Value, json};
 use state::Answer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A handle on a running simulator; clones share the state.
@@ -42,7 +43,7 @@ impl Simulator {
 
     /// Locks the state for inspection or changes.
     pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Serves on 127.0.0.1 at `port` (0 picks a free one); returns the bound address.

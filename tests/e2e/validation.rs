@@ -175,6 +175,12 @@ async fn kubectl_get_shows_host_phase_and_ready_and_explain_documents_the_spec()
         );
     }
     assert!(explain.contains("Host configuration to rent"), "{explain}");
+    let top = run_ok(plane.kubectl().args(["explain", "rentedhost"]));
+    assert!(
+        top.contains("A prepaid host rented from the Xuandashi cloud")
+            && !top.contains("Auto-generated"),
+        "{top}"
+    );
     let period = run_ok(
         plane
             .kubectl()

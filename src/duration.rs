@@ -1,0 +1,33 @@
+//! Durations as the command line takes them: jiff's friendly format (`15s`, `2m`, `500ms`,
+//! `1h 30m`), more than zero.
+
+use std::time::Duration;
+
+/// Parses a flag's duration; zero, negative and unit-less values are refused.
+pub fn positive(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 15s, 2m or 500ms"))?;
+    match Duration::try_from(signed) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{text:?}: a duration must be more than zero")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::positive;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(positive("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(positive("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(positive("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(positive("1h 30m"), Ok(Duration::from_secs(5400)));
+        for refused in ["3 fortnights", "0s", "0", "-5s", "3", ""] {
+            assert!(positive(refused).is_err(), "{refused}");
+        }
+    }
+}
