@@ -22,34 +22,86 @@ impl ConditionType {
     }
 }
 
-/// Sets one condition, keeping its `lastTransitionTime` when its status does not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: ConditionType,
-    status: bool,
-    reason: &str,
-    message: &str,
-    observed_generation: Option<i64>,
+/// The conditions of one status, set by name, all for one generation at one time; a
+/// condition keeps its `lastTransitionTime` while its status does not change.
+pub struct Conditions<'a> {
+    list: &'a mut Vec<Condition>,
+    generation: Option<i64>,
     now: Time,
-) {
-    let status = if status { "True" } else { "False" }.to_string();
-    let existing = conditions.iter_mut().find(|c| c.type_ == type_.as_str());
-    let transition = match &existing {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now,
-    };
-    let condition = Condition {
-        type_: type_.as_str().to_string(),
-        status,
-        reason: reason.to_string(),
-        message: message.to_string(),
-        observed_generation,
-        last_transition_time: transition,
-    };
-    match existing {
-        Some(c) => *c = condition,
-        None => conditions.push(condition),
+}
+
+impl<'a> Conditions<'a> {
+    pub fn new(list: &'a mut Vec<Condition>, generation: Option<i64>, now: Time) -> Self {
+        Conditions {
+            list,
+            generation,
+            now,
+        }
     }
+
+    /// Ready: the host is rented and in the requested power state.
+    pub fn ready(&mut self, ok: bool, reason: &str, message: &str) -> &mut Self {
+        self.set(
+            ConditionType::Ready,
+            Verdict {
+                ok,
+                reason,
+                message,
+            },
+        )
+    }
+
+    /// Rented: a host id is known.
+    pub fn rented(&mut self, ok: bool, reason: &str, message: &str) -> &mut Self {
+        self.set(
+            ConditionType::Rented,
+            Verdict {
+                ok,
+                reason,
+                message,
+            },
+        )
+    }
+
+    /// Synced: the last reconcile succeeded.
+    pub fn synced(&mut self, ok: bool, reason: &str, message: &str) -> &mut Self {
+        self.set(
+            ConditionType::Synced,
+            Verdict {
+                ok,
+                reason,
+                message,
+            },
+        )
+    }
+
+    fn set(&mut self, type_: ConditionType, verdict: Verdict<'_>) -> &mut Self {
+        let status = if verdict.ok { "True" } else { "False" }.to_string();
+        let existing = self.list.iter_mut().find(|c| c.type_ == type_.as_str());
+        let transition = match &existing {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => self.now.clone(),
+        };
+        let condition = Condition {
+            type_: type_.as_str().to_string(),
+            status,
+            reason: verdict.reason.to_string(),
+            message: verdict.message.to_string(),
+            observed_generation: self.generation,
+            last_transition_time: transition,
+        };
+        match existing {
+            Some(c) => *c = condition,
+            None => self.list.push(condition),
+        }
+        self
+    }
+}
+
+struct Verdict<'m> {
+    ok: bool,
+    reason: &'m str,
+    message: &'m str,
 }
 
 /// Compares condition lists without their timestamps.
@@ -106,89 +158,26 @@ mod tests {
         let mut c = Vec::new();
         let t0 = time("2026-01-01T00:00:00Z");
         let t1 = time("2026-01-01T00:05:00Z");
-        set_condition(
-            &mut c,
-            ConditionType::Ready,
-            false,
-            "Creating",
-            "a",
-            Some(1),
-            t0.clone(),
-        );
-        set_condition(
-            &mut c,
-            ConditionType::Ready,
-            false,
-            "ProviderCreating",
-            "b",
-            Some(1),
-            t1.clone(),
-        );
+        Conditions::new(&mut c, Some(1), t0.clone()).ready(false, "Creating", "a");
+        Conditions::new(&mut c, Some(1), t1.clone()).ready(false, "ProviderCreating", "b");
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, t0);
         assert_eq!(c[0].reason, "ProviderCreating");
-        set_condition(
-            &mut c,
-            ConditionType::Ready,
-            true,
-            "Running",
-            "c",
-            Some(1),
-            t1.clone(),
-        );
+        Conditions::new(&mut c, Some(1), t1.clone()).ready(true, "Running", "c");
         assert_eq!(c[0].last_transition_time, t1);
     }
 
     #[test]
     fn equality_ignores_timestamps_and_order() {
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        set_condition(
-            &mut a,
-            ConditionType::Ready,
-            true,
-            "R",
-            "m",
-            Some(1),
-            time("2026-01-01T00:00:00Z"),
-        );
-        set_condition(
-            &mut a,
-            ConditionType::Rented,
-            true,
-            "R",
-            "m",
-            Some(1),
-            time("2026-01-01T00:00:00Z"),
-        );
-        set_condition(
-            &mut b,
-            ConditionType::Rented,
-            true,
-            "R",
-            "m",
-            Some(1),
-            time("2026-02-01T00:00:00Z"),
-        );
-        set_condition(
-            &mut b,
-            ConditionType::Ready,
-            true,
-            "R",
-            "m",
-            Some(1),
-            time("2026-02-01T00:00:00Z"),
-        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        Conditions::new(&mut a, Some(1), time("2026-01-01T00:00:00Z"))
+            .ready(true, "R", "m")
+            .rented(true, "R", "m");
+        Conditions::new(&mut b, Some(1), time("2026-02-01T00:00:00Z"))
+            .rented(true, "R", "m")
+            .ready(true, "R", "m");
         assert!(conditions_equal(&a, &b));
-        set_condition(
-            &mut b,
-            ConditionType::Ready,
-            true,
-            "R",
-            "other",
-            Some(1),
-            time("2026-02-01T00:00:00Z"),
-        );
+        Conditions::new(&mut b, Some(1), time("2026-02-01T00:00:00Z")).ready(true, "R", "other");
         assert!(!conditions_equal(&a, &b));
     }
 }

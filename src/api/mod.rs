@@ -3,7 +3,7 @@
 
 mod conditions;
 
-pub use conditions::{ConditionType, conditions_equal, set_condition};
+pub use conditions::{ConditionType, Conditions, conditions_equal};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};

@@ -1,0 +1,203 @@
+//! The reconcile decision, as pure functions of (object, what the provider said, now):
+//! which step comes next, and the status, event and requeue each answer leads to.
+//! No I/O here; `reconcile.rs` performs the steps.
+
+use super::reason::Reason;
+use super::resolution::Resolution;
+use crate::api::{
+    CREATE_NOT_RENTED_ANNOTATION, Conditions, CreatePending, CreateRequest, FINALIZER, LastError,
+    ObservedHost, Phase, PowerState, REBOOT_ANNOTATION, RentedHost, RentedHostStatus,
+};
+use crate::provider::{Host, HostStatus, ProviderError, explain};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::time::Duration;
+
+mod create;
+mod observe;
+mod operate;
+mod release;
+mod status;
+#[cfg(test)]
+mod testing;
+
+pub use create::*;
+pub use observe::*;
+pub use operate::*;
+pub use release::*;
+pub use status::{account_changed, credentials_missing, provider_failed};
+
+/// What the reconciler does next for an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    AddFinalizer,
+    /// The object is being deleted.
+    Finalize,
+    /// Keep the object true to its known host.
+    Observe(String),
+    /// Adopt the host named in `spec.hostId`.
+    Adopt(String),
+    /// A createRent's outcome is not known: look for its host before anything else.
+    ResolvePending,
+    /// The spec was refused for good (7005) at this generation: wait for a change.
+    WaitForSpecChange,
+    /// Record `createPending`, then call createRent.
+    Create,
+}
+
+/// An event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// When to reconcile again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Retry per the reason's row of the retry table (per-object backoff).
+    Retry(Reason),
+    /// Observe the host again: soon while it is changing state, else at the poll interval.
+    Observe { transitional: bool },
+    /// After this long (a protocol wait, not an error).
+    After(Duration),
+}
+
+/// The outcome of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub status: RentedHostStatus,
+    pub note: Option<Note>,
+    pub requeue: Requeue,
+}
+
+fn nonempty(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+pub fn has_finalizer(obj: &RentedHost) -> bool {
+    obj.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER)
+}
+
+/// The next step for an object as it stands.
+pub fn plan(obj: &RentedHost) -> Step {
+    let status = obj.status.clone().unwrap_or_default();
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Step::Finalize;
+    }
+    if !has_finalizer(obj) {
+        return Step::AddFinalizer;
+    }
+    if let Some(id) = nonempty(&status.host_id) {
+        return Step::Observe(id);
+    }
+    if status.create_pending.is_some() {
+        // A pending create is resolved before anything else, so that its host is never
+        // dropped. The API server accepts spec.hostId during a pending create only once
+        // the operator has asked a person (CreateOutcomeUnknown): then it is their answer,
+        // whatever later errors wrote into the status.
+        return match nonempty(&obj.spec.host_id) {
+            Some(id) => Step::Adopt(id),
+            None => Step::ResolvePending,
+        };
+    }
+    if let Some(id) = nonempty(&obj.spec.host_id) {
+        return Step::Adopt(id);
+    }
+    let refused_for_this_spec = status
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.reason == Reason::TypeMismatch.as_str())
+        && status.observed_generation == obj.metadata.generation;
+    if refused_for_this_spec {
+        return Step::WaitForSpecChange;
+    }
+    Step::Create
+}
+
+/// Whether the operator asked a person about the pending create (CreateOutcomeUnknown):
+/// a mark in `createPending` itself, so that no later write of another error hides it and
+/// no earlier one fakes it.
+fn stopped_as_unknown(status: &RentedHostStatus) -> bool {
+    status
+        .create_pending
+        .as_ref()
+        .is_some_and(|p| p.asked_at.is_some())
+}
+
+/// Whether the user allowed a new create after an ambiguous outcome: only once the operator
+/// asked (CreateOutcomeUnknown), and only by naming that pending create's `since`, so that
+/// a stale or re-applied annotation allows nothing.
+pub fn create_not_rented_allowed(obj: &RentedHost) -> bool {
+    let Some(status) = obj.status.as_ref() else {
+        return false;
+    };
+    let Some(pending) = status.create_pending.as_ref() else {
+        return false;
+    };
+    let named = obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CREATE_NOT_RENTED_ANNOTATION));
+    stopped_as_unknown(status) && named.is_some_and(|v| v.trim() == pending.since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::decision::testing::*;
+
+    #[test]
+    fn plan_covers_every_state() {
+        let mut o = obj(None);
+        o.metadata.finalizers = None;
+        assert_eq!(plan(&o), Step::AddFinalizer);
+        let o = obj(None);
+        assert_eq!(plan(&o), Step::Create);
+        let o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            ..Default::default()
+        }));
+        assert_eq!(plan(&o), Step::Observe("h1".into()));
+        let mut o = obj(None);
+        o.spec.host_id = Some("h2".into());
+        assert_eq!(plan(&o), Step::Adopt("h2".into()));
+        let o = obj(Some(pending(&obj(None))));
+        assert_eq!(plan(&o), Step::ResolvePending);
+        let mut user_pick = o.clone();
+        user_pick.spec.host_id = Some("h3".into());
+        assert_eq!(
+            plan(&user_pick),
+            Step::Adopt("h3".into()),
+            "spec.hostId (accepted only once a person was asked) is the answer"
+        );
+        let refused =
+            after_create(&obj(None), &pending(&obj(None)), &Err(business(7005)), t0()).status;
+        let o = obj(Some(refused.clone()));
+        assert_eq!(plan(&o), Step::WaitForSpecChange);
+        let mut changed = obj(Some(refused));
+        changed.metadata.generation = Some(2);
+        assert_eq!(
+            plan(&changed),
+            Step::Create,
+            "a new generation retries 7005"
+        );
+        let mut deleting = obj(None);
+        deleting.metadata.deletion_timestamp = Some(Time(t0()));
+        assert_eq!(plan(&deleting), Step::Finalize);
+        let empty = obj(Some(RentedHostStatus {
+            host_id: Some("  ".into()),
+            ..Default::default()
+        }));
+        assert_eq!(plan(&empty), Step::Create, "a blank host id is no host");
+    }
+}

@@ -1,0 +1,352 @@
+//! Observation: the object's state from its host as the provider shows it, adoption of
+//! `spec.hostId`, and the connection Secret.
+
+use super::status::*;
+use super::*;
+
+pub(super) fn observed(host: &Host) -> ObservedHost {
+    let rfc3339 = |ms: Option<i64>| {
+        ms.and_then(|m| Timestamp::from_millisecond(m).ok())
+            .map(|t| t.to_string())
+    };
+    ObservedHost {
+        status: host.host_status().map(|s| s.name().to_string()),
+        address: host.address.clone(),
+        port: host.port,
+        operating_system: host.operating_system.clone(),
+        cpu: host.cpu,
+        memory_gb: host.memory,
+        disk_gb: host.rigid_disk,
+        created_at: rfc3339(host.create_time),
+        expires_at: rfc3339(host.expiration_time),
+    }
+}
+
+/// The object's state given its host as the provider reports it (`None`: not in the account).
+pub fn after_observe(
+    obj: &RentedHost,
+    id: &str,
+    host: Option<&Host>,
+    now: Timestamp,
+) -> Transition {
+    let mut status = base(obj);
+    let before = obj.status.clone().unwrap_or_default();
+    status.host_id = Some(id.to_string());
+    status.create_pending = None;
+    let Some(host) = host else {
+        let msg = format!(
+            "host {id} is not in the provider account (released outside the operator?); it is not rented again"
+        );
+        let e = local_error(Reason::HostNotFound, msg.clone());
+        let note = error_note(&before, &e);
+        status.last_error = Some(e);
+        status.phase = Some(Phase::Failed);
+        let r = Reason::HostNotFound.as_str();
+        conditions_of(&mut status, obj, now)
+            .rented(true, Reason::Rented.as_str(), &format!("host {id}"))
+            .ready(false, r, &msg)
+            .synced(true, Reason::Observed.as_str(), "host observed");
+        return Transition {
+            status,
+            note,
+            requeue: Requeue::Retry(Reason::HostNotFound),
+        };
+    };
+    status.last_error = None;
+    status.host = Some(observed(host));
+    let host_status = host.host_status();
+    let (phase, reason) = match host_status {
+        Some(HostStatus::Running | HostStatus::Billing) => (Phase::Running, Reason::Running),
+        Some(HostStatus::Starting) if before.phase == Some(Phase::Provisioning) => {
+            (Phase::Provisioning, Reason::Provisioning)
+        }
+        Some(HostStatus::Starting) => (Phase::Provisioning, Reason::Starting),
+        Some(HostStatus::Stopping) => (Phase::Stopped, Reason::Stopping),
+        Some(HostStatus::Stopped) => (Phase::Stopped, Reason::Stopped),
+        Some(HostStatus::Expired) => (Phase::Expired, Reason::Expired),
+        None => (
+            before.phase.unwrap_or(Phase::Provisioning),
+            Reason::Provisioning,
+        ),
+    };
+    let want = obj.spec.power_state;
+    let ready = matches!(
+        (want, phase),
+        (PowerState::Running, Phase::Running) | (PowerState::Stopped, Phase::Stopped)
+    ) && host_status != Some(HostStatus::Stopping);
+    let msg = match host_status {
+        Some(s) => format!("host {id} is {}", s.name().to_lowercase()),
+        None => format!("host {id} reports an unknown status"),
+    };
+    status.phase = Some(phase);
+    conditions_of(&mut status, obj, now)
+        .rented(true, Reason::Rented.as_str(), &format!("host {id}"))
+        .ready(ready, reason.as_str(), &msg)
+        .synced(true, Reason::Observed.as_str(), "host observed");
+    let note = (before.phase != Some(phase) && before.phase.is_some()).then(|| Note {
+        warning: phase == Phase::Expired,
+        reason: reason.as_str(),
+        message: msg.clone(),
+    });
+    let transitional = matches!(
+        host_status,
+        Some(HostStatus::Starting | HostStatus::Stopping) | None
+    );
+    Transition {
+        status,
+        note,
+        requeue: Requeue::Observe { transitional },
+    }
+}
+
+/// Adoption of `spec.hostId`: the host must be in the account and claimed by no other object.
+pub fn after_adopt(
+    obj: &RentedHost,
+    id: &str,
+    host: Option<&Host>,
+    claimed_by_other: Option<&str>,
+    now: Timestamp,
+) -> Transition {
+    if let Some(other) = claimed_by_other {
+        let msg = format!(
+            "host {id} is already claimed by RentedHost {other}; one host belongs to one object"
+        );
+        return stopped_for(obj, base(obj), Reason::HostClaimed, msg, now);
+    }
+    match host {
+        None => {
+            let msg = format!("spec.hostId {id} is not a host of the provider account");
+            stopped_for(obj, base(obj), Reason::HostNotFound, msg, now)
+        }
+        Some(host) => {
+            let mut view = obj.clone();
+            let mut status = base(obj);
+            status.host_id = Some(id.to_string());
+            status.create_pending = None;
+            status.phase = Some(Phase::Provisioning);
+            view.status = Some(status);
+            let mut t = after_observe(&view, id, Some(host), now);
+            t.note = Some(Note {
+                warning: false,
+                reason: "AdoptedHost",
+                message: format!("adopted existing host {id} from spec.hostId"),
+            });
+            t
+        }
+    }
+}
+
+/// Whether the provider's view of the host differs from what the object shows: the poll
+/// triggers a reconcile only then.
+pub fn host_changed(obj: &RentedHost, host: Option<&Host>) -> bool {
+    let status = obj.status.clone().unwrap_or_default();
+    match host {
+        Some(host) => status.host.as_ref() != Some(&observed(host)),
+        None => status
+            .last_error
+            .as_ref()
+            .is_none_or(|e| e.reason != Reason::HostNotFound.as_str()),
+    }
+}
+
+/// Whether the object's host is changing state (or not yet seen since it was rented), so
+/// that it is polled at the fast interval.
+pub fn in_motion(obj: &RentedHost) -> bool {
+    let Some(status) = obj.status.as_ref() else {
+        return false;
+    };
+    if status.host_id.is_none() {
+        return false;
+    }
+    let host = status.host.as_ref().and_then(|h| h.status.as_deref());
+    let ready_reason = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.as_str());
+    status.phase == Some(Phase::Provisioning)
+        || matches!(host, None | Some("Starting") | Some("Stopping"))
+        || matches!(ready_reason, Some("Starting" | "Stopping" | "Provisioning"))
+}
+
+/// The connection Secret's name belongs to a Secret this object does not control: the
+/// login is not written, and the user is told to pick another name.
+pub fn connection_secret_taken(
+    obj: &RentedHost,
+    mut t: Transition,
+    name: &str,
+    now: Timestamp,
+) -> Transition {
+    let e = local_error(
+        Reason::ConnectionSecretConflict,
+        format!(
+            "Secret {name} exists and is not this object's connection Secret; the operator does not take it over: set spec.connectionSecretName to a free name, or delete that Secret"
+        ),
+    );
+    let msg = error_message(&e);
+    t.note = t
+        .note
+        .or_else(|| error_note(&obj.status.clone().unwrap_or_default(), &e));
+    t.status.last_error = Some(e);
+    let r = Reason::ConnectionSecretConflict.as_str();
+    conditions_of(&mut t.status, obj, now).synced(false, r, &msg);
+    t.requeue = Requeue::Retry(Reason::ConnectionSecretConflict);
+    t
+}
+
+/// Name of the object's connection Secret.
+pub fn connection_secret_name(obj: &RentedHost) -> String {
+    nonempty(&obj.spec.connection_secret_name).unwrap_or_else(|| {
+        format!(
+            "{}-connection",
+            obj.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+/// The connection Secret's data for a host: its login and where to connect.
+pub fn connection_data(host: &Host) -> std::collections::BTreeMap<String, String> {
+    let mut data = std::collections::BTreeMap::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            data.insert(k.to_string(), v);
+        }
+    };
+    put("hostAccount", host.host_account.clone());
+    put("hostPw", host.host_pw.clone());
+    put("address", host.address.clone());
+    put("port", host.port.map(|p| p.to_string()));
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::decision::testing::*;
+
+    #[test]
+    fn observation_maps_host_status_and_power_state_to_phase_and_ready() {
+        let cases = [
+            (
+                HostStatus::Starting,
+                PowerState::Running,
+                Phase::Provisioning,
+                false,
+                true,
+            ),
+            (
+                HostStatus::Running,
+                PowerState::Running,
+                Phase::Running,
+                true,
+                false,
+            ),
+            (
+                HostStatus::Billing,
+                PowerState::Running,
+                Phase::Running,
+                true,
+                false,
+            ),
+            (
+                HostStatus::Stopping,
+                PowerState::Stopped,
+                Phase::Stopped,
+                false,
+                true,
+            ),
+            (
+                HostStatus::Stopped,
+                PowerState::Stopped,
+                Phase::Stopped,
+                true,
+                false,
+            ),
+            (
+                HostStatus::Stopped,
+                PowerState::Running,
+                Phase::Stopped,
+                false,
+                false,
+            ),
+            (
+                HostStatus::Running,
+                PowerState::Stopped,
+                Phase::Running,
+                false,
+                false,
+            ),
+            (
+                HostStatus::Expired,
+                PowerState::Running,
+                Phase::Expired,
+                false,
+                false,
+            ),
+        ];
+        for (host_status, power, phase, ready, transitional) in cases {
+            let mut o = obj(Some(RentedHostStatus {
+                host_id: Some("h1".into()),
+                phase: Some(Phase::Provisioning),
+                ..Default::default()
+            }));
+            o.spec.power_state = power;
+            let mut h = host("h1", t0(), 8);
+            h.status = Some(host_status.code().into());
+            h.host_pw = Some("secret-pw".into());
+            let t = after_observe(&o, "h1", Some(&h), later(5));
+            assert_eq!(t.status.phase, Some(phase), "{host_status:?}");
+            assert_eq!(
+                cond(&t.status, ConditionType::Ready).0 == "True",
+                ready,
+                "{host_status:?} {power:?}"
+            );
+            assert_eq!(
+                t.requeue,
+                Requeue::Observe { transitional },
+                "{host_status:?}"
+            );
+            assert!(
+                !serde_json::to_string(&t.status)
+                    .unwrap()
+                    .contains("secret-pw"),
+                "the login never reaches status"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_gone_from_the_account_is_not_found_and_never_rented_again() {
+        let o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            phase: Some(Phase::Running),
+            ..Default::default()
+        }));
+        let t = after_observe(&o, "h1", None, t0());
+        assert_eq!(
+            cond(&t.status, ConditionType::Ready),
+            ("False".into(), "HostNotFound".into())
+        );
+        assert_eq!(t.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(plan(&obj(Some(t.status))), Step::Observe("h1".into()));
+        assert_eq!(t.note.unwrap().reason, "HostNotFound");
+    }
+
+    #[test]
+    fn adoption_checks_claims_and_existence() {
+        let mut o = obj(None);
+        o.spec.host_id = Some("h1".into());
+        let claimed = after_adopt(&o, "h1", None, Some("ns/other"), t0());
+        assert_eq!(cond(&claimed.status, ConditionType::Ready).1, "HostClaimed");
+        assert!(claimed.status.host_id.is_none());
+        let missing = after_adopt(&o, "h1", None, None, t0());
+        assert_eq!(
+            cond(&missing.status, ConditionType::Ready).1,
+            "HostNotFound"
+        );
+        let h = host("h1", t0(), 8);
+        let adopted = after_adopt(&o, "h1", Some(&h), None, t0());
+        assert_eq!(adopted.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(adopted.note.unwrap().reason, "AdoptedHost");
+    }
+}

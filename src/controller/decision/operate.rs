@@ -1,0 +1,195 @@
+//! Operating the host: power state and reboot requests, and what the provider answered.
+
+use super::status::*;
+use super::*;
+
+/// The power operation the spec asks of this host: `Some(true)` start, `Some(false)` stop.
+pub fn power_action(obj: &RentedHost, host: &Host) -> Option<bool> {
+    match (obj.spec.power_state, host.host_status()?) {
+        (PowerState::Running, HostStatus::Stopped) => Some(true),
+        (PowerState::Stopped, HostStatus::Running | HostStatus::Billing) => Some(false),
+        _ => None,
+    }
+}
+
+/// The answer of `operate`, folded into the observation's transition.
+pub fn after_power(
+    obj: &RentedHost,
+    observed: Transition,
+    start: bool,
+    answer: &Result<bool, ProviderError>,
+    now: Timestamp,
+) -> Transition {
+    let mut t = observed;
+    let id = t.status.host_id.clone().unwrap_or_default();
+    match answer {
+        Ok(_)
+        | Err(ProviderError::Business {
+            code: 6000 | 6001, ..
+        }) => {
+            let (reason, verb) = if start {
+                (Reason::Starting, "starting")
+            } else {
+                (Reason::Stopping, "stopping")
+            };
+            let msg = format!(
+                "{verb} host {id} for spec.powerState {:?}",
+                obj.spec.power_state
+            );
+            conditions_of(&mut t.status, obj, now).ready(false, reason.as_str(), &msg);
+            if answer.is_ok() {
+                t.note = Some(Note {
+                    warning: false,
+                    reason: if start { "PowerOn" } else { "PowerOff" },
+                    message: msg,
+                });
+            }
+            t.requeue = Requeue::Observe { transitional: true };
+        }
+        Err(error) => {
+            let verb = if start { "start" } else { "stop" };
+            let (reason, msg) =
+                operation_failed(obj, &mut t, &format!("{verb} host {id}"), error, now);
+            conditions_of(&mut t.status, obj, now).ready(false, reason.as_str(), &msg);
+            t.requeue = Requeue::Retry(reason);
+        }
+    }
+    t
+}
+
+/// A refused or failed host operation: `lastError`, its event and `Synced=False`.
+pub(super) fn operation_failed(
+    obj: &RentedHost,
+    t: &mut Transition,
+    what: &str,
+    error: &ProviderError,
+    now: Timestamp,
+) -> (Reason, String) {
+    let reason = Reason::of(error);
+    let plain = last_error(reason, error);
+    let e = LastError {
+        message: format!("cannot {what}: {}", plain.message),
+        ..plain
+    };
+    let msg = error_message(&e);
+    t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+    t.status.last_error = Some(e);
+    conditions_of(&mut t.status, obj, now).synced(false, reason.as_str(), &msg);
+    (reason, msg)
+}
+
+/// A reboot request (annotation value) not yet acted on.
+pub fn reboot_due(obj: &RentedHost) -> Option<String> {
+    let requested = obj
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(REBOOT_ANNOTATION)?
+        .trim()
+        .to_string();
+    let handled = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_reboot_request.as_deref());
+    (!requested.is_empty() && handled != Some(requested.as_str())).then_some(requested)
+}
+
+/// The answer of `reboot` for request `value`, folded into the observation's transition.
+pub fn after_reboot(
+    obj: &RentedHost,
+    observed: Transition,
+    value: &str,
+    answer: &Result<bool, ProviderError>,
+    now: Timestamp,
+) -> Transition {
+    let mut t = observed;
+    let id = t.status.host_id.clone().unwrap_or_default();
+    match answer {
+        Ok(_) => {
+            t.status.last_reboot_request = Some(value.to_string());
+            let msg = format!("rebooting host {id} (requested at {value})");
+            conditions_of(&mut t.status, obj, now).ready(false, Reason::Starting.as_str(), &msg);
+            t.note = Some(Note {
+                warning: false,
+                reason: "Rebooting",
+                message: msg,
+            });
+            t.requeue = Requeue::Observe { transitional: true };
+        }
+        Err(error) => {
+            let (reason, _) =
+                operation_failed(obj, &mut t, &format!("reboot host {id}"), error, now);
+            // "Not running" is final for this request; "unavailable" is retried.
+            if reason != Reason::HostUnavailable && error.is_proven_refusal() {
+                t.status.last_reboot_request = Some(value.to_string());
+            } else {
+                t.requeue = Requeue::Retry(reason);
+            }
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::decision::testing::*;
+
+    #[test]
+    fn power_and_reboot_answers() {
+        let mut o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            phase: Some(Phase::Stopped),
+            ..Default::default()
+        }));
+        o.metadata.annotations = Some([(REBOOT_ANNOTATION.to_string(), "v1".to_string())].into());
+        let mut h = host("h1", t0(), 8);
+        h.status = Some(HostStatus::Stopped.code().into());
+        assert_eq!(power_action(&o, &h), Some(true));
+        let seen = || after_observe(&o, "h1", Some(&h), t0());
+        let started = after_power(&o, seen(), true, &Ok(true), t0());
+        assert_eq!(started.note.unwrap().reason, "PowerOn");
+        assert_eq!(started.requeue, Requeue::Observe { transitional: true });
+        let busy = after_power(&o, seen(), true, &Err(business(6000)), t0());
+        assert!(
+            busy.note.is_none() && busy.status.last_error.is_none(),
+            "6000 means wait"
+        );
+        let broke = after_power(&o, seen(), true, &Err(business(6003)), t0());
+        assert_eq!(
+            cond(&broke.status, ConditionType::Ready).1,
+            "InsufficientBalance"
+        );
+        assert!(
+            broke
+                .status
+                .last_error
+                .unwrap()
+                .message
+                .starts_with("cannot start host h1")
+        );
+
+        assert_eq!(reboot_due(&o), Some("v1".into()));
+        let refused = after_reboot(&o, seen(), "v1", &Err(business(7002)), t0());
+        assert_eq!(
+            refused.status.last_reboot_request.as_deref(),
+            Some("v1"),
+            "not running: final for this request"
+        );
+        assert_eq!(
+            cond(&refused.status, ConditionType::Synced).1,
+            "HostNotRunning"
+        );
+        let busy = after_reboot(&o, seen(), "v1", &Err(business(7003)), t0());
+        assert!(
+            busy.status.last_reboot_request.is_none(),
+            "unavailable: retried"
+        );
+        assert_eq!(busy.requeue, Requeue::Retry(Reason::HostUnavailable));
+        let done = after_reboot(&o, seen(), "v1", &Ok(true), t0());
+        assert_eq!(done.status.last_reboot_request.as_deref(), Some("v1"));
+        let mut after = o.clone();
+        after.status = Some(done.status);
+        assert_eq!(reboot_due(&after), None, "one reboot per value");
+    }
+}

@@ -1,0 +1,115 @@
+//! Deletion: what happens to the host, and when the finalizer may go.
+
+use super::status::*;
+use super::*;
+
+/// What releasing the host on deletion came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Nothing to release (Orphan, or no host): the finalizer can go.
+    NotNeeded,
+    /// The provider deleted the host, or it is gone from the account.
+    Released,
+    /// The host is still there.
+    Failed(Option<ProviderError>),
+}
+
+/// What deletion does with the host of an object, given its policy.
+pub fn release_needed(obj: &RentedHost) -> Option<String> {
+    let keep = obj.spec.deletion_policy == crate::api::DeletionPolicy::Orphan;
+    let id = obj.status.as_ref().and_then(|s| nonempty(&s.host_id));
+    id.filter(|_| !keep)
+}
+
+/// The deletion step's outcome: `None` status means remove the finalizer.
+pub fn after_release(
+    obj: &RentedHost,
+    release: &Release,
+    now: Timestamp,
+) -> (Option<Transition>, Option<Note>) {
+    let id = obj
+        .status
+        .as_ref()
+        .and_then(|s| nonempty(&s.host_id))
+        .unwrap_or_default();
+    match release {
+        Release::NotNeeded => {
+            let note = (!id.is_empty()).then(|| Note {
+                warning: false,
+                reason: "Orphaned",
+                message: format!("host {id} kept on the provider (deletionPolicy Orphan)"),
+            });
+            (None, note)
+        }
+        Release::Released => (
+            None,
+            Some(Note {
+                warning: false,
+                reason: "Released",
+                message: format!("host {id} released"),
+            }),
+        ),
+        Release::Failed(error) => {
+            let mut status = base(obj);
+            let e = match error {
+                Some(err) => LastError {
+                    reason: Reason::ReleaseFailed.as_str().into(),
+                    message: format!("releasing host {id} failed: {err}"),
+                    ..last_error(Reason::ReleaseFailed, err)
+                },
+                None => local_error(
+                    Reason::ReleaseFailed,
+                    format!("the provider did not delete host {id}"),
+                ),
+            };
+            let msg = error_message(&e);
+            let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+            status.last_error = Some(e);
+            status.phase = Some(Phase::Deleting);
+            let r = Reason::ReleaseFailed.as_str();
+            conditions_of(&mut status, obj, now).synced(false, r, &msg);
+            conditions_of(&mut status, obj, now).ready(false, r, &msg);
+            (
+                Some(Transition {
+                    status,
+                    note: None,
+                    requeue: Requeue::Retry(Reason::ReleaseFailed),
+                }),
+                note,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::decision::testing::*;
+
+    #[test]
+    fn release_follows_the_deletion_policy() {
+        let mut o = obj(Some(RentedHostStatus {
+            host_id: Some("h1".into()),
+            ..Default::default()
+        }));
+        assert_eq!(release_needed(&o), Some("h1".into()));
+        let (t, note) = after_release(&o, &Release::Released, t0());
+        assert!(t.is_none());
+        assert_eq!(note.unwrap().reason, "Released");
+        let (t, note) = after_release(
+            &o,
+            &Release::Failed(Some(ProviderError::HttpStatus(502))),
+            t0(),
+        );
+        let t = t.expect("the finalizer stays");
+        assert_eq!(cond(&t.status, ConditionType::Synced).1, "ReleaseFailed");
+        assert_eq!(t.requeue, Requeue::Retry(Reason::ReleaseFailed));
+        assert!(note.unwrap().warning);
+        o.spec.deletion_policy = crate::api::DeletionPolicy::Orphan;
+        assert_eq!(release_needed(&o), None);
+        let (t, note) = after_release(&o, &Release::NotNeeded, t0());
+        assert!(t.is_none());
+        assert_eq!(note.unwrap().reason, "Orphaned");
+        assert_eq!(release_needed(&obj(None)), None);
+    }
+}
