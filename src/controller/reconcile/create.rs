@@ -1,0 +1,100 @@
+//! The create step: record the pending create, call createRent within its deadline, write
+//! the answer.
+
+use super::*;
+
+pub(super) async fn create(
+    obj: RentedHost,
+    provider: &ProviderClient,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    if let Some(left) = ctx.create_held_for(&obj) {
+        return Ok(Action::requeue(left));
+    }
+    // No resolution of this account runs while the call is in flight: its host would look
+    // unclaimed until the answer is written.
+    let gate = ctx.hosts.create_gate(provider);
+    let _in_flight = gate.read().await;
+    if !ctx.config.leadership.is_leading() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // The guarded write fails if anyone (another replica, an older view) changed the object:
+    // createRent is called only after the API server has accepted createPending.
+    // The recording and the call (token and rate limit included) end within this budget,
+    // whose end is recorded: the resolution's window for a call whose end never was.
+    let budget = ctx.config.provider.timeout * 2;
+    let deadline = tokio::time::Instant::now() + budget;
+    let recorded = decision::creating(&obj, now(), budget);
+    let obj = write_protocol(ctx, &obj, &recorded, provider.account()).await?;
+    let spec = &obj.spec;
+    let request = CreateRent {
+        package_id: spec.package_id.clone(),
+        image_id: spec.image_id.clone(),
+        period_number: spec.period.count,
+        period_type: spec.period.unit.period_type(),
+    };
+    if !ctx.config.leadership.is_leading() {
+        // Nothing was sent: the recorded create is resolved (and made again) by the leader.
+        tracing::warn!("leadership lapsed before createRent; not calling it");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let answer = tokio::time::timeout_at(deadline, provider.create_rent(&request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProviderError::Transport(
+                "no answer within the call limit".into(),
+            ))
+        });
+    if let Ok(id) = &answer {
+        let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
+        ctx.answered(&obj, since.unwrap_or_default(), id);
+        tracing::info!(host = %id, "rented host");
+    }
+    let t = decision::after_create(&obj, &recorded, &answer, now());
+    let written = write_after_create(ctx, obj, &recorded, &t.status, provider.account()).await?;
+    if let Some(note) = &t.note {
+        writes::publish(&ctx.recorder, &written, note, "CreateRent").await;
+    }
+    Ok(action(ctx, &written, t.requeue))
+}
+
+/// Writes the outcome of a createRent, guarded; a conflict (the user annotated the object
+/// meanwhile, say) is retried on a fresh read as long as the object still waits for this
+/// very create.
+pub(super) async fn write_after_create(
+    ctx: &Context,
+    mut obj: RentedHost,
+    recorded: &RentedHostStatus,
+    status: &RentedHostStatus,
+    account: &str,
+) -> Result<RentedHost, Error> {
+    let mine = recorded.create_pending.as_ref().map(|p| &p.since);
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match write_protocol(ctx, &obj, status, account).await {
+            Err(Error::Conflict) => {}
+            Err(e @ Error::Kube(_)) => {
+                tracing::warn!(error = %e, "writing createRent's outcome failed; retrying")
+            }
+            other => return other,
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        let Some(current) = fresh_opt(ctx, &obj).await? else {
+            break;
+        };
+        let waiting = current
+            .status
+            .as_ref()
+            .and_then(|s| s.create_pending.as_ref())
+            .map(|p| &p.since);
+        if waiting != mine || current.status.as_ref().is_some_and(|s| s.host_id.is_some()) {
+            break;
+        }
+        obj = current;
+    }
+    if let Some(id) = &status.host_id {
+        tracing::error!(host = %id, "the rented host could not be recorded on the object; it is resolved from the listing");
+    }
+    Err(Error::Conflict)
+}

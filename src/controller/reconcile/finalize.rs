@@ -1,0 +1,92 @@
+//! Deletion: resolve a pending create first, release the host (proven), drop the finalizer.
+
+use super::*;
+
+pub(super) fn needs_provider_to_finalize(obj: &RentedHost) -> bool {
+    let pending = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.create_pending.is_some());
+    pending || decision::release_needed(obj).is_some()
+}
+
+pub(super) async fn finalize(
+    mut obj: RentedHost,
+    provider: Option<&Arc<ProviderClient>>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let pending = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.create_pending.is_some());
+    let answer = obj.spec.host_id.clone().filter(|id| !id.trim().is_empty());
+    if let (Some(provider), true, Some(id)) = (provider, pending, &answer) {
+        // The user answered an ambiguous create with spec.hostId: adopt it, then release it.
+        return adopt(obj.clone(), id, provider, ctx).await;
+    }
+    if let Some(provider) = provider
+        && pending
+    {
+        // A deletion during a pending create resolves the create first: adopt, then release.
+        match resolve_and_write(&obj, provider, ctx).await? {
+            Ok((written, t)) => {
+                if let Some(note) = &t.note {
+                    writes::publish(&ctx.recorder, &written, note, "ResolveCreate").await;
+                }
+                if t.status.create_pending.is_some() {
+                    return Ok(action(ctx, &written, t.requeue));
+                }
+                obj = written;
+            }
+            Err(e) => {
+                let t = decision::provider_failed(&obj, &e, now());
+                return finish(ctx, &obj, t, "ResolveCreate").await;
+            }
+        }
+    }
+    if provider.is_some() && !ctx.config.leadership.is_leading() {
+        return Err(Error::NotLeading);
+    }
+    let release = match (decision::release_needed(&obj), provider) {
+        (Some(id), Some(provider)) => release(provider, ctx, &id).await,
+        _ => Release::NotNeeded,
+    };
+    let (transition, note) = decision::after_release(&obj, &release, now());
+    match transition {
+        Some(t) => {
+            if let Some(note) = &note {
+                writes::publish(&ctx.recorder, &obj, note, "Release").await;
+            }
+            finish(ctx, &obj, t, "Release").await
+        }
+        None => {
+            if let Some(note) = &note {
+                writes::publish(&ctx.recorder, &obj, note, "Release").await;
+            }
+            writes::remove_finalizer(&ctx.client, &obj).await?;
+            ctx.poller.forget(&obj);
+            ctx.forget_object(&obj);
+            ctx.reset_attempts(&obj);
+            Ok(Action::await_change())
+        }
+    }
+}
+
+pub(super) async fn release(provider: &ProviderClient, ctx: &Context, id: &str) -> Release {
+    // Releases shift the listing's pages: neither a resolution nor another release's proof
+    // of absence reads it meanwhile.
+    let gate = ctx.hosts.create_gate(provider);
+    let _releasing = gate.write().await;
+    let error = match provider.delete(id).await {
+        Ok(true) => return Release::Released,
+        Ok(false) => None,
+        Err(e) => Some(e),
+    };
+    // "Not deleted" may mean "not there": only `one/{id}` denying the host and a complete
+    // listing lacking it, together, prove it gone (a listing alone never does).
+    match lookup(provider, ctx, id, Duration::ZERO).await {
+        Ok(None) => Release::Released,
+        Ok(Some(_)) => Release::Failed(error),
+        Err(e) => Release::Failed(Some(error.unwrap_or(e))),
+    }
+}

@@ -1,0 +1,246 @@
+//! The I/O around the decision: read what a step needs from the provider and the API
+//! server, hand it to `decision`, and write back what it decided.
+
+use super::decision::{self, Release, Requeue, Step, Transition};
+use super::reason::Reason;
+use super::resolution::{self, PendingCreate, Resolution, Window};
+use super::{Context, Error, credentials, object_key, writes};
+use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost, RentedHostStatus};
+use crate::provider::{CreateRent, ProviderClient, ProviderError};
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+mod create;
+mod finalize;
+mod observe;
+mod resolve;
+
+use create::create;
+use finalize::{finalize, needs_provider_to_finalize};
+use observe::{lookup, observe_and_operate};
+use resolve::{adopt, resolve_and_write, resolve_pending};
+
+pub async fn reconcile(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_traced(obj, ctx.clone()).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    };
+    ctx.metrics.reconciled(label, started.elapsed());
+    result
+}
+
+async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    async move {
+        let mut obj = (*obj).clone();
+        // Adding the finalizer changes the object, and a quorum read may show a newer one
+        // than the cache: plan again on the result (a few times at most).
+        for _ in 0..4 {
+            match decision::plan(&obj) {
+                Step::AddFinalizer => obj = writes::add_finalizer(&ctx.client, &obj).await?,
+                Step::WaitForSpecChange => return Ok(Action::await_change()),
+                step => match perform(step, obj, &ctx).await? {
+                    Outcome::Done(action) => return Ok(action),
+                    Outcome::Replan(fresh) => obj = *fresh,
+                },
+            }
+        }
+        Ok(Action::requeue(Duration::from_secs(1)))
+    }
+    .instrument(span)
+    .await
+}
+
+pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %obj.name_any(), reason = error.reason(), %error, "reconcile failed");
+    match error {
+        Error::Conflict => Action::requeue(Duration::from_millis(200)),
+        Error::Kube(_) => action(&ctx, &obj, Requeue::Retry(Reason::ProviderUnavailable)),
+        Error::NotLeading => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn jitter() -> f64 {
+    rand::random_range(0.0..1.0)
+}
+
+fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
+    match requeue {
+        Requeue::Retry(reason) => {
+            let attempt = ctx.next_attempt(obj, reason);
+            match reason.retry().delay(attempt, jitter()) {
+                Some(delay) => {
+                    let delay = delay.mul_f64(ctx.config.retry_scale);
+                    if reason.holds_retries() {
+                        ctx.hold_creates(obj, Instant::now() + delay);
+                    }
+                    Action::requeue(delay)
+                }
+                None => Action::await_change(),
+            }
+        }
+        Requeue::Observe { transitional } => {
+            ctx.reset_attempts(obj);
+            let interval = if transitional {
+                ctx.config.fast_poll_interval
+            } else {
+                ctx.config.poll_interval
+            };
+            Action::requeue(interval.mul_f64(0.9 + 0.2 * jitter()))
+        }
+        Requeue::After(delay) => {
+            ctx.reset_attempts(obj);
+            Action::requeue(delay)
+        }
+    }
+}
+
+/// Writes a transition's status (when changed), publishes its note, and says when to come back.
+async fn finish(
+    ctx: &Context,
+    obj: &RentedHost,
+    t: Transition,
+    verb: &str,
+) -> Result<Action, Error> {
+    let written = writes::apply_status(&ctx.client, obj, &t.status).await?;
+    if let Some(note) = &t.note {
+        writes::publish(&ctx.recorder, &written, note, verb).await;
+    }
+    Ok(action(ctx, &written, t.requeue))
+}
+
+async fn provider_for(
+    obj: &RentedHost,
+    ctx: &Context,
+) -> Result<Arc<ProviderClient>, credentials::Problem> {
+    let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
+        return Err(credentials::Problem::Missing("no credentials: set spec.credentialsSecretRef, or start the operator with a default credentials Secret".into()));
+    };
+    let creds = ctx.credentials(&secret).await?;
+    Ok(ctx
+        .providers
+        .get(&ctx.config.provider, creds, Some(ctx.observer.clone())))
+}
+
+/// What a step came to: done, or the quorum read showed an object that needs another step.
+enum Outcome {
+    Done(Action),
+    Replan(Box<RentedHost>),
+}
+
+/// The fresh object, if it still calls for `step`; otherwise the object to plan again on.
+async fn still(
+    ctx: &Context,
+    obj: &RentedHost,
+    step: &Step,
+) -> Result<Result<RentedHost, Outcome>, Error> {
+    match fresh_opt(ctx, obj).await? {
+        Some(current) if decision::plan(&current) == *step => Ok(Ok(current)),
+        Some(current) => Ok(Err(Outcome::Replan(Box::new(current)))),
+        None => Ok(Err(Outcome::Done(Action::await_change()))),
+    }
+}
+
+async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, Error> {
+    if step == Step::Finalize && !needs_provider_to_finalize(&obj) {
+        return finalize(obj, None, ctx).await.map(Outcome::Done);
+    }
+    let provider = match provider_for(&obj, ctx).await {
+        Ok(p) => p,
+        Err(credentials::Problem::Unreadable(e)) => return Err(Error::from_kube(e)),
+        Err(credentials::Problem::Missing(problem)) => {
+            let t = decision::credentials_missing(&obj, &problem, now());
+            return finish(ctx, &obj, t, "LoadCredentials")
+                .await
+                .map(Outcome::Done);
+        }
+    };
+    if let Some(t) = wrong_account(&obj, &provider) {
+        return finish(ctx, &obj, t, "LoadCredentials")
+            .await
+            .map(Outcome::Done);
+    }
+    // Every step that can spend money or change the protocol fields acts on a quorum read.
+    let obj = match &step {
+        Step::Observe(_) => obj,
+        _ => match still(ctx, &obj, &step).await? {
+            Ok(current) => current,
+            Err(outcome) => return Ok(outcome),
+        },
+    };
+    if let Some(t) = wrong_account(&obj, &provider) {
+        return finish(ctx, &obj, t, "LoadCredentials")
+            .await
+            .map(Outcome::Done);
+    }
+    let action = match step {
+        Step::Create => create(obj, &provider, ctx).await?,
+        Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
+        Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await?,
+        Step::Adopt(id) => adopt(obj, &id, &provider, ctx).await?,
+        Step::Finalize => finalize(obj, Some(&provider), ctx).await?,
+        Step::AddFinalizer | Step::WaitForSpecChange => unreachable!("handled by reconcile"),
+    };
+    Ok(Outcome::Done(action))
+}
+
+/// The refusal of credentials that name another account than the host's (or the pending
+/// create's).
+fn wrong_account(obj: &RentedHost, provider: &ProviderClient) -> Option<Transition> {
+    let status = obj.status.as_ref()?;
+    let owner = status.account.as_deref()?;
+    let owned = status.host_id.is_some() || status.create_pending.is_some();
+    (owned && owner != provider.account())
+        .then(|| decision::account_changed(obj, owner, provider.account(), now()))
+}
+
+/// A quorum read: decisions that could spend money are never made on a cached object.
+async fn fresh_opt(ctx: &Context, obj: &RentedHost) -> Result<Option<RentedHost>, Error> {
+    let api: Api<RentedHost> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    api.get_opt(&obj.name_any()).await.map_err(Error::from_kube)
+}
+
+/// Every RentedHost the operator manages, by a quorum list (not the cache).
+async fn quorum_list(ctx: &Context) -> Result<Vec<RentedHost>, Error> {
+    let api: Api<RentedHost> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::from_kube)?;
+    Ok(list.items)
+}
+
+/// A write of the protocol fields: only while this replica leads, and naming the account
+/// the host or the pending create belongs to.
+async fn write_protocol(
+    ctx: &Context,
+    obj: &RentedHost,
+    status: &RentedHostStatus,
+    account: &str,
+) -> Result<RentedHost, Error> {
+    if !ctx.config.leadership.is_leading() {
+        return Err(Error::NotLeading);
+    }
+    let mut status = status.clone();
+    let owned = status.host_id.is_some() || status.create_pending.is_some();
+    // An account once recorded stays (`wrong_account` refuses credentials of another).
+    let recorded = obj.status.as_ref().and_then(|s| s.account.clone());
+    status.account = owned.then(|| recorded.unwrap_or_else(|| account.to_string()));
+    writes::write_protocol(&ctx.client, obj, &status).await
+}

@@ -1,0 +1,125 @@
+//! Observing a host through the shared listing (confirmed by `one/{id}` when missing), and
+//! operating it: connection Secret, power, reboot.
+
+use super::*;
+
+/// The host with this id, from a complete listing at most `max_age` old (refreshed once
+/// if missing). `None` only when the listing lacks it **and** `one/{id}` denies it: a
+/// host is never taken as gone from one signal alone.
+pub(super) async fn lookup(
+    provider: &ProviderClient,
+    ctx: &Context,
+    id: &str,
+    max_age: Duration,
+) -> Result<Option<crate::provider::Host>, ProviderError> {
+    let start = Instant::now();
+    let listing = ctx
+        .hosts
+        .listing(provider, start.checked_sub(max_age).unwrap_or(start))
+        .await?;
+    if let Some(host) = listing.get(id) {
+        return Ok(Some(host.clone()));
+    }
+    let listing = if listing.started >= start {
+        listing
+    } else {
+        ctx.hosts.listing(provider, start).await?
+    };
+    if let Some(host) = listing.get(id) {
+        return Ok(Some(host.clone()));
+    }
+    confirm_absent(provider, id).await
+}
+
+/// Asks `one/{id}` about a host a complete listing lacks: the host, or `None` when the
+/// provider denies it.
+pub(super) async fn confirm_absent(
+    provider: &ProviderClient,
+    id: &str,
+) -> Result<Option<crate::provider::Host>, ProviderError> {
+    match provider.host(id).await {
+        Ok(Some(host)) => Ok(Some(host)),
+        Err(e) if e.denies_host() => Ok(None),
+        Ok(None) => Err(ProviderError::Malformed(format!(
+            "one/{id} answered success without a host"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) async fn observe_and_operate(
+    obj: RentedHost,
+    id: &str,
+    provider: &Arc<ProviderClient>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    ctx.poller.register(provider, &obj);
+    let obj = match obj.status.as_ref().is_some_and(|s| s.account.is_none()) {
+        // Rented before the account was recorded: record it, on a quorum read.
+        true => match fresh_opt(ctx, &obj).await? {
+            Some(current) if decision::plan(&current) == Step::Observe(id.to_string()) => {
+                let status = current.status.clone().unwrap_or_default();
+                write_protocol(ctx, &current, &status, provider.account()).await?
+            }
+            _ => return Ok(Action::requeue(Duration::from_secs(1))),
+        },
+        false => obj,
+    };
+    // The poller keeps the account's listing fresh: a reconcile reads it, and fetches only
+    // when there is none recent (concurrent reconciles share that one fetch).
+    let not_before = Instant::now().checked_sub(ctx.config.poll_interval * 2);
+    let listing = ctx
+        .hosts
+        .listing(provider, not_before.unwrap_or_else(Instant::now))
+        .await;
+    let listing = match listing {
+        Ok(listing) => listing,
+        Err(e) => {
+            return finish(
+                ctx,
+                &obj,
+                decision::provider_failed(&obj, &e, now()),
+                "Observe",
+            )
+            .await;
+        }
+    };
+    let mut host = listing.get(id).cloned();
+    if host.is_none() && ctx.learned_at(id).is_some_and(|at| at > listing.started) {
+        // Rented after this listing was taken: the next (fast) poll shows it.
+        return Ok(Action::requeue(ctx.config.fast_poll_interval));
+    }
+    if host.is_none() {
+        host = match confirm_absent(provider, id).await {
+            Ok(found) => found,
+            Err(e) => {
+                let t = decision::provider_failed(&obj, &e, now());
+                return finish(ctx, &obj, t, "Observe").await;
+            }
+        };
+    }
+    let mut t = decision::after_observe(&obj, id, host.as_ref(), now());
+    if let Some(host) = &host {
+        let data = decision::connection_data(host);
+        let digest = crate::controller::poller::digest(&data);
+        if !ctx.poller.connection_current(&obj, digest) {
+            let name = decision::connection_secret_name(&obj);
+            match writes::apply_connection_secret(&ctx.client, &obj, &name, &data).await? {
+                writes::ConnectionSecret::Written => ctx.poller.connection_written(&obj, digest),
+                writes::ConnectionSecret::NotOurs => {
+                    t = decision::connection_secret_taken(&obj, t, &name, now());
+                }
+            }
+        }
+        if let Some(start) = decision::power_action(&obj, host) {
+            let answer = provider.operate(id, start).await;
+            ctx.hosts.invalidate(provider).await;
+            t = decision::after_power(&obj, t, start, &answer, now());
+        } else if let Some(value) = decision::reboot_due(&obj) {
+            let answer = provider.reboot(id).await;
+            ctx.hosts.invalidate(provider).await;
+            t = decision::after_reboot(&obj, t, &value, &answer, now());
+        }
+    }
+    finish(ctx, &obj, t, "Observe").await
+}

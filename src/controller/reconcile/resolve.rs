@@ -1,0 +1,250 @@
+//! Settling pending creates whose answer was lost (behind the account's create gate, on a
+//! complete listing and a quorum list), and adopting `spec.hostId`.
+
+use super::*;
+
+/// Host ids claimed by objects other than `me`: by their status or spec (quorum list), or
+/// learned by this process and not yet written.
+pub(super) fn claimed_ids(ctx: &Context, all: &[RentedHost], me: &RentedHost) -> HashSet<String> {
+    let key = object_key(me);
+    let mut ids: HashSet<String> = all
+        .iter()
+        .filter(|o| object_key(o) != key)
+        .flat_map(|o| {
+            [
+                o.status.as_ref().and_then(|s| s.host_id.clone()),
+                o.spec.host_id.clone(),
+            ]
+        })
+        .flatten()
+        .filter(|id| !id.trim().is_empty())
+        .collect();
+    ids.extend(ctx.claims_of_others(me));
+    ids
+}
+
+pub(super) fn pending_create(obj: &RentedHost) -> Option<PendingCreate> {
+    let pending = obj.status.as_ref()?.create_pending.as_ref()?;
+    let parse = |s: &str| s.parse::<Timestamp>().ok();
+    // Without a readable time, every host since the object's creation is a candidate.
+    let since = parse(&pending.since)
+        .or_else(|| obj.meta().creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    Some(PendingCreate {
+        key: object_key(obj),
+        since,
+        call_ended: pending.call_ended.as_deref().and_then(parse),
+        deadline: pending.deadline.as_deref().and_then(parse),
+        request: pending
+            .request
+            .clone()
+            .unwrap_or_else(|| crate::api::CreateRequest::of(&obj.spec)),
+    })
+}
+
+/// Resolves the pending create of `obj` (a quorum read) and writes the result, guarded,
+/// while holding the account's resolver lock. Returns the object as written.
+pub(super) async fn resolve_and_write(
+    obj: &RentedHost,
+    provider: &ProviderClient,
+    ctx: &Context,
+) -> Result<Result<(RentedHost, Transition), ProviderError>, Error> {
+    let Some(me) = pending_create(obj) else {
+        return Ok(Ok((
+            obj.clone(),
+            decision::after_resolution(obj, &Resolution::NoHost, now(), Duration::ZERO, now()),
+        )));
+    };
+    // One resolver per account, and none while a create of the account is in flight.
+    let gate = ctx.hosts.create_gate(provider);
+    let _exclusive = gate.write().await;
+    let listing = match ctx.hosts.listing(provider, Instant::now()).await {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    let expected = match ctx.hosts.expected(provider, &me.request).await {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    let all = quorum_list(ctx).await?;
+    let Some(obj) = all.iter().find(|o| object_key(o) == me.key).cloned() else {
+        // Gone meanwhile (it cannot be, with its finalizer): look again.
+        return Err(Error::Conflict);
+    };
+    if obj
+        .spec
+        .host_id
+        .as_deref()
+        .is_some_and(|id| !id.trim().is_empty())
+    {
+        // The user answered meanwhile: plan again, to adopt their host.
+        return Err(Error::Conflict);
+    }
+    if wrong_account(&obj, provider).is_some() {
+        // Planned again, the object reports the credentials' account.
+        return Err(Error::Conflict);
+    }
+    let me = pending_create(&obj).unwrap_or(me);
+    let claimed = claimed_ids(ctx, &all, &obj);
+    let mut others = Vec::new();
+    for o in all.iter().filter(|o| object_key(o) != me.key) {
+        let Some(p) = pending_create(o) else { continue };
+        if same_account(ctx, o, provider).await {
+            let catalogued = match ctx.hosts.expected(provider, &p.request).await {
+                Ok(x) => x,
+                Err(e) => return Ok(Err(e)),
+            };
+            others.push((p, catalogued));
+        }
+    }
+    let others: Vec<resolution::Other<'_>> = others
+        .iter()
+        .map(|(p, c)| (p.clone(), c.as_ref()))
+        .collect();
+    let window = Window {
+        skew: ctx.config.clock_skew,
+        // The budget of a create (`create`), for one recorded without its deadline.
+        call_limit: ctx.config.provider.timeout * 2,
+    };
+    // createRent answered this process with a host for this object, but the answer could
+    // not be written: that host is the object's, whatever pairing would say.
+    let answered = ctx.answer_for(&obj);
+    let decide = |hosts: &[crate::provider::Host]| {
+        let found = match &answered {
+            Some(id) => Resolution::Adopt(id.clone()),
+            None => resolution::resolve(
+                &me,
+                &others,
+                hosts,
+                &claimed,
+                expected.as_ref(),
+                window,
+                now(),
+            ),
+        };
+        let waited_from = me.call_end(window);
+        decision::after_resolution(&obj, &found, waited_from, ctx.config.create_grace, now())
+    };
+    let mut t = decide(&listing.hosts);
+    if t.status.host_id.is_none() && t.status.create_pending.is_none() {
+        // About to create again: a listing read while hosts were released or expired may
+        // have skipped one as the pages shifted. Only a second complete listing, started
+        // after the first, that agrees allows it.
+        match ctx.hosts.listing(provider, Instant::now()).await {
+            Ok(again) => t = decide(&again.hosts),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let paired = t.status.host_id.clone().filter(|_| answered.is_none());
+    if let Some(id) = &paired {
+        ctx.claim(&obj, id);
+    }
+    match write_protocol(ctx, &obj, &t.status, provider.account()).await {
+        Ok(written) => Ok(Ok((written, t))),
+        Err(e) => {
+            // The pairing is made again next time, perhaps differently.
+            if let Some(id) = &paired {
+                ctx.release_claim(id);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Whether `obj` rents on the same account as `provider`: by the account its status
+/// records, else by its credentials.
+pub(super) async fn same_account(
+    ctx: &Context,
+    obj: &RentedHost,
+    provider: &ProviderClient,
+) -> bool {
+    if let Some(account) = obj.status.as_ref().and_then(|s| s.account.as_deref()) {
+        return account == provider.account();
+    }
+    let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
+        return false;
+    };
+    ctx.credentials(&secret)
+        .await
+        .is_ok_and(|c| c.uuid == provider.account())
+}
+
+pub(super) async fn resolve_pending(
+    obj: RentedHost,
+    provider: &ProviderClient,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    match resolve_and_write(&obj, provider, ctx).await? {
+        Ok((written, t)) => {
+            if t.status.create_pending.is_none() && decision::create_not_rented_allowed(&obj) {
+                writes::remove_annotation(&ctx.client, &written, CREATE_NOT_RENTED_ANNOTATION)
+                    .await?;
+            }
+            if let Some(note) = &t.note {
+                writes::publish(&ctx.recorder, &written, note, "ResolveCreate").await;
+            }
+            Ok(action(ctx, &written, t.requeue))
+        }
+        Err(e) => {
+            finish(
+                ctx,
+                &obj,
+                decision::provider_failed(&obj, &e, now()),
+                "ResolveCreate",
+            )
+            .await
+        }
+    }
+}
+
+/// Adopts `spec.hostId`: claims read by quorum, the host looked up at the provider, the
+/// host id written guarded.
+pub(super) async fn adopt(
+    obj: RentedHost,
+    id: &str,
+    provider: &Arc<ProviderClient>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    // Not while a create of the account is in flight: its host is not claimed yet.
+    let gate = ctx.hosts.create_gate(provider);
+    let _exclusive = gate.write().await;
+    let all = quorum_list(ctx).await?;
+    let key = object_key(&obj);
+    let other = all
+        .iter()
+        .filter(|o| object_key(o) != key)
+        .find(|o| {
+            o.status.as_ref().and_then(|s| s.host_id.as_deref()) == Some(id)
+                || o.spec.host_id.as_deref() == Some(id)
+        })
+        .map(object_key)
+        .or_else(|| ctx.claimed_by_other(&obj, id));
+    let host = match other {
+        Some(_) => None,
+        None => match lookup(provider, ctx, id, Duration::ZERO).await {
+            Ok(host) => host,
+            Err(e) => {
+                let t = decision::provider_failed(&obj, &e, now());
+                return finish(ctx, &obj, t, "Adopt").await;
+            }
+        },
+    };
+    let t = decision::after_adopt(&obj, id, host.as_ref(), other.as_deref(), now());
+    let written = if t.status.host_id.is_some() {
+        ctx.claim(&obj, id);
+        ctx.poller.register(provider, &obj);
+        match write_protocol(ctx, &obj, &t.status, provider.account()).await {
+            Ok(written) => written,
+            Err(e) => {
+                ctx.release_claim(id);
+                return Err(e);
+            }
+        }
+    } else {
+        writes::apply_status(&ctx.client, &obj, &t.status).await?
+    };
+    if let Some(note) = &t.note {
+        writes::publish(&ctx.recorder, &written, note, "Adopt").await;
+    }
+    Ok(action(ctx, &written, t.requeue))
+}
