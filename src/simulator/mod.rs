@@ -105,6 +105,13 @@ impl Simulator {
         self.state().accounts.insert(uuid.to_string(), account);
     }
 
+    /// Changes an account (its balance, verification, wallet).
+    pub fn update_account(&self, uuid: &str, change: impl FnOnce(&mut Account)) {
+        if let Some(account) = self.state().accounts.get_mut(uuid) {
+            change(account);
+        }
+    }
+
     /// Sets how many more hosts a package can create.
     pub fn set_capacity(&self, package_id: &str, hosts: u32) {
         self.state().capacity.insert(package_id.to_string(), hosts);

@@ -35,9 +35,7 @@ async fn a_host_on_a_later_page_is_observed_not_lost() {
     {
         let world = crowded(&format!("page2-{i}"), order, totals).await;
         world.create("rh", demo_spec()).await;
-        let obj = world
-            .wait_for("rh", LIMIT, "ready", |o| is(o, "Ready", "True", "Running"))
-            .await;
+        let obj = world.wait_condition("rh", "Ready", "True", "Running").await;
         let reasons = world.event_reasons("rh").await;
         assert!(
             !reasons.iter().any(|r| r == "HostNotFound"),
@@ -60,9 +58,7 @@ async fn a_lost_answer_is_resolved_from_a_listing_of_every_page() {
         .sim
         .inject(Endpoint::CreateRent, [Fault::DropAfterCommit]);
     world.create("rh", demo_spec()).await;
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    let obj = world.wait_rented("rh", LIMIT).await;
     // Past the grace period: no second create.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
@@ -90,9 +86,7 @@ async fn a_release_answered_false_keeps_the_finalizer_until_the_host_is_gone() {
     world.sim.inject(Endpoint::Delete, [Fault::NotDone]);
     world.api().delete("rh", &Default::default()).await.unwrap();
     world
-        .wait_for("rh", LIMIT, "ReleaseFailed", |o| {
-            is(o, "Synced", "False", "ReleaseFailed")
-        })
+        .wait_condition("rh", "Synced", "False", "ReleaseFailed")
         .await;
     world.wait_gone("rh", LIMIT).await;
     assert!(!world.sim.host_ids().contains(&id), "the host is released");
@@ -112,9 +106,7 @@ async fn a_host_released_outside_is_confirmed_gone_by_two_signals() {
     .unwrap();
     world.sim.remove_host(&id);
     world
-        .wait_for("rh", LIMIT, "HostNotFound", |o| {
-            is(o, "Ready", "False", "HostNotFound")
-        })
+        .wait_condition("rh", "Ready", "False", "HostNotFound")
         .await;
     let ones = world.sim.calls(Endpoint::One);
     assert!(
@@ -190,9 +182,7 @@ async fn user_actions_during_a_pending_create_cannot_drop_its_host() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1600)).await;
     world.start_controller();
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    let obj = world.wait_rented("rh", LIMIT).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1, "no second create");
     let mut ids = world.sim.host_ids();
@@ -251,9 +241,7 @@ async fn a_write_from_a_stale_view_keeps_host_id_and_create_pending() {
         }
     }
     world.start_controller();
-    world
-        .wait_for("pending", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    world.wait_rented("pending", LIMIT).await;
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
     assert_eq!(world.sim.host_ids().len(), 2);
 }
@@ -272,12 +260,8 @@ async fn a_failed_create_never_adopts_a_host_whose_answer_is_in_flight() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     world.create("p", demo_spec()).await;
-    let q = world
-        .wait_for("q", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
-    let p = world
-        .wait_for("p", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    let q = world.wait_rented("q", LIMIT).await;
+    let p = world.wait_rented("p", LIMIT).await;
     assert_ne!(host_id(&p), host_id(&q), "one host per object");
     let mut ids = world.sim.host_ids();
     ids.sort();
@@ -362,9 +346,7 @@ async fn credentials_of_another_account_never_release_or_rent_there() {
         },
     );
     world.create("rh", demo_spec()).await;
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    let obj = world.wait_rented("rh", LIMIT).await;
     let id = host_id(&obj).unwrap();
     assert_eq!(
         obj.status.unwrap().account.as_deref(),
@@ -375,9 +357,7 @@ async fn credentials_of_another_account_never_release_or_rent_there() {
         .put_secret("xds-credentials", "other-account", "other-secret")
         .await;
     world
-        .wait_for("rh", LIMIT, "refused", |o| {
-            is(o, "Synced", "False", "CredentialsAccountChanged")
-        })
+        .wait_condition("rh", "Synced", "False", "CredentialsAccountChanged")
         .await;
     world.api().delete("rh", &Default::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -408,9 +388,7 @@ async fn a_failed_get_token_is_a_proven_non_create() {
         .sim
         .inject(Endpoint::GetToken, [Fault::ServerError, Fault::NonJson]);
     world.create("rh", demo_spec()).await;
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    let obj = world.wait_rented("rh", LIMIT).await;
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
     let reasons = world.event_reasons("rh").await;
     assert!(
@@ -437,9 +415,7 @@ async fn the_default_secret_in_the_operator_namespace_is_watched() {
     .await;
     world.create("rh", demo_spec()).await;
     world
-        .wait_for("rh", LIMIT, "CredentialsMissing", |o| {
-            is(o, "Ready", "False", "CredentialsMissing")
-        })
+        .wait_condition("rh", "Ready", "False", "CredentialsMissing")
         .await;
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(world.client.clone(), &operator_ns);
@@ -454,11 +430,7 @@ async fn the_default_secret_in_the_operator_namespace_is_watched() {
     );
     secrets.create(&Default::default(), &s).await.unwrap();
     // The retry table alone would wait 12 s (10 min at 1/50).
-    world
-        .wait_for("rh", Duration::from_secs(6), "rented", |o| {
-            host_id(o).is_some()
-        })
-        .await;
+    world.wait_rented("rh", Duration::from_secs(6)).await;
 }
 
 /// The connection Secret is written again when deleted or edited, and a Secret the
@@ -469,9 +441,7 @@ async fn the_connection_secret_is_repaired_and_a_foreign_one_refused() {
     let world = World::start("connfix", |_| {}).await;
     let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
     world.create("rh", demo_spec()).await;
-    world
-        .wait_for("rh", LIMIT, "ready", |o| is(o, "Ready", "True", "Running"))
-        .await;
+    world.wait_condition("rh", "Ready", "True", "Running").await;
     let password = |s: &Secret| s.data.as_ref().and_then(|d| d.get("hostPw")).cloned();
     let written = secrets.get("rh-connection").await.unwrap();
     secrets
@@ -515,9 +485,7 @@ async fn the_connection_secret_is_repaired_and_a_foreign_one_refused() {
     spec["connectionSecretName"] = "team-login".into();
     world.create("other", spec).await;
     let obj = world
-        .wait_for("other", LIMIT, "refused", |o| {
-            is(o, "Synced", "False", "ConnectionSecretConflict")
-        })
+        .wait_condition("other", "Synced", "False", "ConnectionSecretConflict")
         .await;
     assert!(host_id(&obj).is_some(), "the host is rented all the same");
     let kept = secrets.get("team-login").await.unwrap();
@@ -584,9 +552,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: rho-limited}
         &role(r#""get", "list", "watch", "create", "patch""#),
     );
     assert!(applied.status.success(), "{applied:?}");
-    world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    world.wait_rented("rh", LIMIT).await;
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
 }
 
@@ -608,9 +574,7 @@ async fn a_lagging_cache_neither_spins_nor_rents_twice() {
         "the watch really lags: createRent {:?} after the object appeared",
         first - created
     );
-    world
-        .wait_for("rh", LIMIT, "ready", |o| is(o, "Ready", "True", "Running"))
-        .await;
+    world.wait_condition("rh", "Ready", "True", "Running").await;
     // Every later event about the object reaches the controller late too; the reconciles
     // it makes meanwhile stay few (a spin would make thousands).
     let reconciles = || -> f64 {
@@ -642,17 +606,13 @@ async fn any_unclaimed_host_since_the_call_stops_a_new_create_until_a_person_dec
     world.sim.inject(Endpoint::CreateRent, [Fault::NonJson]);
     world.create("rh", demo_spec()).await;
     world
-        .wait_for("rh", LIMIT, "awaiting", |o| {
-            is(o, "Ready", "False", "AwaitingCreateOutcome")
-        })
+        .wait_condition("rh", "Ready", "False", "AwaitingCreateOutcome")
         .await;
     let body = serde_json::json!({"packageId": "kQvBmLtRzA", "imageId": "507", "periodNumber": 1, "periodType": 2});
     assert_eq!(world.sim.state().create_rent("demo-account", &body).code, 0);
     let stray = world.sim.host_ids().remove(0);
     let obj = world
-        .wait_for("rh", LIMIT, "asking", |o| {
-            is(o, "Ready", "False", "CreateOutcomeUnknown")
-        })
+        .wait_condition("rh", "Ready", "False", "CreateOutcomeUnknown")
         .await;
     let status = obj.status.unwrap();
     assert!(status.last_error.unwrap().message.contains(&stray));
@@ -668,9 +628,7 @@ async fn any_unclaimed_host_since_the_call_stops_a_new_create_until_a_person_dec
         )
         .await
         .unwrap();
-    let obj = world
-        .wait_for("rh", LIMIT, "rented", |o| host_id(o).is_some())
-        .await;
+    let obj = world.wait_rented("rh", LIMIT).await;
     assert_ne!(host_id(&obj), Some(stray));
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
     let annotations = obj.metadata.annotations.unwrap_or_default();

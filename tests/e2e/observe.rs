@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn rented(world: &World, name: &str) -> String {
-    let obj = world
-        .wait_for(name, LIMIT, "ready", |o| is(o, "Ready", "True", "Running"))
-        .await;
+    let obj = world.wait_condition(name, "Ready", "True", "Running").await;
     host_id(&obj).unwrap()
 }
 
@@ -94,11 +92,7 @@ async fn power_state_stopped_stops_the_host_and_running_starts_it() {
     world
         .patch_spec("rh", serde_json::json!({"powerState": "Stopped"}))
         .await;
-    let obj = world
-        .wait_for("rh", LIMIT, "stopped and ready", |o| {
-            is(o, "Ready", "True", "Stopped")
-        })
-        .await;
+    let obj = world.wait_condition("rh", "Ready", "True", "Stopped").await;
     assert_eq!(format!("{:?}", obj.status.unwrap().phase), "Some(Stopped)");
     assert_eq!(world.sim.host_status(&id), Some(HostStatus::Stopped));
     world
@@ -115,16 +109,10 @@ async fn starting_without_balance_is_explained() {
     let id = rented(&world, "rh").await;
     world
         .sim
-        .state()
-        .accounts
-        .get_mut("demo-account")
-        .unwrap()
-        .balance = 0.0;
+        .update_account("demo-account", |a| a.balance = 0.0);
     world.sim.set_host_status(&id, HostStatus::Stopped);
     let obj = world
-        .wait_for("rh", LIMIT, "InsufficientBalance", |o| {
-            is(o, "Ready", "False", "InsufficientBalance")
-        })
+        .wait_condition("rh", "Ready", "False", "InsufficientBalance")
         .await;
     let e = obj.status.unwrap().last_error.unwrap();
     assert_eq!(e.code, Some(6003));
@@ -216,9 +204,7 @@ async fn spec_host_id_adopts_without_renting_and_a_second_claim_is_refused() {
     assert_eq!(rented(&world, "first").await, id);
     world.create("second", spec).await;
     let obj = world
-        .wait_for("second", LIMIT, "refused", |o| {
-            is(o, "Ready", "False", "HostClaimed")
-        })
+        .wait_condition("second", "Ready", "False", "HostClaimed")
         .await;
     let msg = obj.status.unwrap().last_error.unwrap().message;
     assert!(msg.contains(&id) && msg.contains("first"), "{msg}");
@@ -245,14 +231,10 @@ async fn a_vanished_host_is_not_found_and_an_expired_one_is_expired() {
     world.sim.remove_host(&gone);
     world.sim.set_host_status(&old, HostStatus::Expired);
     world
-        .wait_for("gone", LIMIT, "HostNotFound", |o| {
-            is(o, "Ready", "False", "HostNotFound")
-        })
+        .wait_condition("gone", "Ready", "False", "HostNotFound")
         .await;
     let obj = world
-        .wait_for("old", LIMIT, "Expired", |o| {
-            is(o, "Ready", "False", "Expired")
-        })
+        .wait_condition("old", "Ready", "False", "Expired")
         .await;
     assert_eq!(format!("{:?}", obj.status.unwrap().phase), "Some(Expired)");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -264,19 +246,9 @@ async fn a_vanished_host_is_not_found_and_an_expired_one_is_expired() {
     world.wait_events("old", "Expired", 1).await;
     world.wait_events("gone", "HostNotFound", 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let expired_events = world
-        .event_reasons("old")
-        .await
-        .into_iter()
-        .filter(|r| r == "Expired")
-        .count();
+    let expired_events = world.count_events("old", "Expired").await;
     assert_eq!(expired_events, 1);
-    let gone_events = world
-        .event_reasons("gone")
-        .await
-        .into_iter()
-        .filter(|r| r == "HostNotFound")
-        .count();
+    let gone_events = world.count_events("gone", "HostNotFound").await;
     assert_eq!(gone_events, 1);
 }
 
@@ -313,11 +285,7 @@ async fn the_reboot_annotation_reboots_once_per_value() {
     world
         .patch_spec("rh", serde_json::json!({"powerState": "Stopped"}))
         .await;
-    world
-        .wait_for("rh", LIMIT, "stopped", |o| {
-            is(o, "Ready", "True", "Stopped")
-        })
-        .await;
+    world.wait_condition("rh", "Ready", "True", "Stopped").await;
     annotate(
         &world,
         "rh",
@@ -326,9 +294,7 @@ async fn the_reboot_annotation_reboots_once_per_value() {
     )
     .await;
     let obj = world
-        .wait_for("rh", LIMIT, "refused", |o| {
-            is(o, "Synced", "False", "HostNotRunning")
-        })
+        .wait_condition("rh", "Synced", "False", "HostNotRunning")
         .await;
     assert_eq!(obj.status.unwrap().last_error.unwrap().code, Some(7002));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -342,11 +308,7 @@ async fn idle_cost(n: usize, polls: u32) -> (u64, u64) {
     let world = World::start(&format!("idle{n}"), |c| c.poll_interval = interval).await;
     world
         .sim
-        .state()
-        .accounts
-        .get_mut("demo-account")
-        .unwrap()
-        .balance = 1e12;
+        .update_account("demo-account", |a| a.balance = 1e12);
     let names: Vec<String> = (0..n).map(|i| format!("rh-{i:03}")).collect();
     for chunk in names.chunks(50) {
         futures::future::join_all(chunk.iter().map(|name| world.create(name, demo_spec()))).await;

@@ -1,6 +1,6 @@
 //! Running the operator: leader election between replicas, and its HTTP port.
 
-use crate::support::operator::{World, demo_spec, host_id, is};
+use crate::support::operator::{World, demo_spec, is};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use rentedhost_operator::leader::{self, Ended, LeaseConfig};
@@ -93,9 +93,7 @@ async fn rent_all(world: &World, range: std::ops::Range<usize>) {
     }
     for i in range {
         world
-            .wait_for(&format!("rh-{i}"), Duration::from_secs(30), "rented", |o| {
-                host_id(o).is_some()
-            })
+            .wait_rented(&format!("rh-{i}"), Duration::from_secs(30))
             .await;
     }
 }

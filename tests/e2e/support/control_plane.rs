@@ -327,31 +327,30 @@ impl ControlPlane {
         self.processes().iter().map(|c| c.id()).collect()
     }
 
+    /// The admin's client configuration (from the generated kubeconfig).
+    async fn admin_config(&self) -> kube::Config {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap()
+    }
+
     /// A kube client with the admin identity, bound to the calling test's runtime.
     pub async fn client(&self) -> kube::Client {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
+        let config = self.admin_config().await;
         kube::Client::try_from(config).unwrap()
     }
 
     /// A kube client that acts as `user` (the admin impersonating it): for what RBAC allows.
     pub async fn client_as(&self, user: &str) -> kube::Client {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
+        let mut config = self.admin_config().await;
         config.auth_info.impersonate = Some(user.to_string());
         kube::Client::try_from(config).unwrap()
     }
 
     /// An admin client whose watches run `lag` behind the API server (see `client_faults.rs`).
     pub async fn client_with_watch_lag(&self, lag: std::time::Duration) -> kube::Client {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
+        let config = self.admin_config().await;
         kube::client::ClientBuilder::try_from(config)
             .unwrap()
             .with_layer(&tower::layer::layer_fn(|inner| {
@@ -366,10 +365,7 @@ impl ControlPlane {
         path: &'static str,
         stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> kube::Client {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
+        let config = self.admin_config().await;
         kube::client::ClientBuilder::try_from(config)
             .unwrap()
             .with_layer(&tower::layer::layer_fn(|inner| {

@@ -235,6 +235,33 @@ impl World {
         }
     }
 
+    /// Waits until `name` has a host id.
+    pub async fn wait_rented(&self, name: &str, limit: Duration) -> RentedHost {
+        self.wait_for(name, limit, "rented", |o| host_id(o).is_some())
+            .await
+    }
+
+    /// How many times `reason` was reported about `name`.
+    pub async fn count_events(&self, name: &str, reason: &str) -> usize {
+        let reasons = self.event_reasons(name).await;
+        reasons.iter().filter(|r| *r == reason).count()
+    }
+
+    /// Waits (30 s at most) until condition `type_` of `name` has `status` and `reason`.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> RentedHost {
+        let what = format!("{type_}={status} ({reason})");
+        self.wait_for(name, Duration::from_secs(30), &what, |o| {
+            is(o, type_, status, reason)
+        })
+        .await
+    }
+
     /// Waits until `name` is rented, and checks that it took `creates` createRent calls and
     /// that its host is the only one on the account.
     pub async fn rented_after(&self, name: &str, creates: u64) -> RentedHost {
