@@ -143,17 +143,28 @@ pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> 
 /// Another pending create of the account, with what its request's host looks like.
 pub type Other<'a> = (PendingCreate, Expected<'a>);
 
-/// The resolution of the pending create of object `me`, given every other pending create of
-/// the account (read by quorum), its complete listing, and every claimed host id.
-pub fn resolve(
-    me: &PendingCreate,
-    others: &[Other<'_>],
-    hosts: &[Host],
-    claimed: &HashSet<String>,
-    expected: Expected<'_>,
-    window: Window,
-    now: Timestamp,
-) -> Resolution {
+/// The account as a resolution sees it, at one moment.
+#[derive(Clone, Copy)]
+pub struct Account<'a> {
+    /// Every other pending create of the account (read by quorum).
+    pub others: &'a [Other<'a>],
+    /// The complete listing.
+    pub hosts: &'a [Host],
+    /// Every host id an object claims.
+    pub claimed: &'a HashSet<String>,
+    pub window: Window,
+    pub now: Timestamp,
+}
+
+/// The resolution of the pending create of object `me`, whose host looks as `expected`.
+pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>) -> Resolution {
+    let Account {
+        others,
+        hosts,
+        claimed,
+        window,
+        now,
+    } = account;
     let mut group: Vec<&PendingCreate> = others
         .iter()
         .map(|(p, _)| p)
@@ -329,6 +340,21 @@ mod tests {
         call_limit: Duration::from_secs(15),
     };
 
+    /// The account at t(60), with windows of `W`.
+    fn at<'a>(
+        others: &'a [Other<'a>],
+        hosts: &'a [Host],
+        claimed: &'a HashSet<String>,
+    ) -> Account<'a> {
+        Account {
+            others,
+            hosts,
+            claimed,
+            window: W,
+            now: t(60),
+        }
+    }
+
     fn run(
         me: &PendingCreate,
         all: &[PendingCreate],
@@ -342,7 +368,7 @@ mod tests {
             image: Some(&i),
         };
         let others: Vec<Other<'_>> = all.iter().map(|o| (o.clone(), expected)).collect();
-        resolve(me, &others, hosts, &claimed, expected, W, t(60))
+        resolve(me, expected, at(&others, hosts, &claimed))
     }
 
     #[test]
@@ -424,7 +450,7 @@ mod tests {
                 image: Some(&i),
             },
         )];
-        let got = resolve(&me, &others, &[office], &HashSet::new(), expected, W, t(60));
+        let got = resolve(&me, expected, at(&others, &[office], &HashSet::new()));
         assert_eq!(got, Resolution::NoHost);
     }
 
@@ -547,15 +573,7 @@ mod tests {
             Resolution::Ambiguous(vec!["h".into()])
         );
         let claimed = HashSet::new();
-        let no_package = resolve(
-            &me,
-            &[],
-            &[host("h", 1)],
-            &claimed,
-            Expected::default(),
-            W,
-            t(60),
-        );
+        let no_package = resolve(&me, Expected::default(), at(&[], &[host("h", 1)], &claimed));
         assert_eq!(no_package, Resolution::Ambiguous(vec!["h".into()]));
     }
 

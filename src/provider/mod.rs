@@ -75,6 +75,25 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// One call of the API: the endpoint (for metrics and logs) and the HTTP request.
+struct Call<'a> {
+    endpoint: Endpoint,
+    method: Method,
+    path: &'a str,
+    body: Option<&'a Value>,
+}
+
+impl<'a> Call<'a> {
+    fn get(endpoint: Endpoint, path: &'a str) -> Call<'a> {
+        Call {
+            endpoint,
+            method: Method::GET,
+            path,
+            body: None,
+        }
+    }
+}
+
 /// Settings shared by every account's client (flags of `run`; the defaults live here).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientSettings {
@@ -167,17 +186,11 @@ impl ProviderClient {
         &self.credentials.uuid
     }
 
-    async fn send(
-        &self,
-        endpoint: Endpoint,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        token: Option<&str>,
-    ) -> Result<Envelope, ProviderError> {
+    async fn send(&self, call: &Call<'_>, token: Option<&str>) -> Result<Envelope, ProviderError> {
+        let endpoint = call.endpoint;
         let _permit = self.limiter.acquire().await;
         let started = Instant::now();
-        let result = self.send_now(method, path, body, token).await;
+        let result = self.send_now(call, token).await;
         if let Some(observe) = &self.observer {
             let outcome = match &result {
                 Ok(_) => "0".to_string(),
@@ -199,17 +212,19 @@ impl ProviderClient {
 
     async fn send_now(
         &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
+        call: &Call<'_>,
         token: Option<&str>,
     ) -> Result<Envelope, ProviderError> {
-        let url = format!("{}{}", self.settings.base_url.trim_end_matches('/'), path);
-        let mut request = self.http.request(method, url);
+        let url = format!(
+            "{}{}",
+            self.settings.base_url.trim_end_matches('/'),
+            call.path
+        );
+        let mut request = self.http.request(call.method.clone(), url);
         if let Some(token) = token {
             request = request.header(TOKEN_HEADER, token);
         }
-        if let Some(body) = body {
+        if let Some(body) = call.body {
             request = request.json(body);
         }
         let response = request.send().await.map_err(transport)?;
@@ -253,15 +268,13 @@ impl ProviderClient {
     async fn fetch_token(&self) -> Result<(String, Duration), ProviderError> {
         let body =
             serde_json::json!({"uuid": self.credentials.uuid, "secret": self.credentials.secret});
-        let envelope = self
-            .send(
-                Endpoint::GetToken,
-                Method::POST,
-                "/v1/auth/getToken",
-                Some(&body),
-                None,
-            )
-            .await?;
+        let call = Call {
+            endpoint: Endpoint::GetToken,
+            method: Method::POST,
+            path: "/v1/auth/getToken",
+            body: Some(&body),
+        };
+        let envelope = self.send(&call, None).await?;
         let data: wire::TokenData = serde_json::from_value(envelope.data).map_err(|_| {
             ProviderError::Malformed("getToken data is not {token, effectiveTime}".into())
         })?;
@@ -278,13 +291,7 @@ impl ProviderClient {
     }
 
     /// Makes an authenticated call, renewing the token once if the provider answers 401.
-    async fn call(
-        &self,
-        endpoint: Endpoint,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ProviderError> {
+    async fn call(&self, call: Call<'_>) -> Result<Value, ProviderError> {
         let mut renewed = false;
         loop {
             let token = self
@@ -292,10 +299,7 @@ impl ProviderClient {
                 .get(|| self.fetch_token())
                 .await
                 .map_err(|e| ProviderError::NotSent(Box::new(e)))?;
-            match self
-                .send(endpoint, method.clone(), path, body, Some(&token.value))
-                .await
-            {
+            match self.send(&call, Some(&token.value)).await {
                 Err(ProviderError::Business { code: 401, .. }) if !renewed => {
                     self.tokens.reject(token.generation());
                     renewed = true;
@@ -307,7 +311,7 @@ impl ProviderClient {
 
     pub async fn images(&self) -> Result<Vec<Image>, ProviderError> {
         let data = self
-            .call(Endpoint::Image, Method::GET, "/v1/pve/open/image", None)
+            .call(Call::get(Endpoint::Image, "/v1/pve/open/image"))
             .await?;
         decode(data, "image list")
     }
@@ -315,9 +319,7 @@ impl ProviderClient {
     /// Packages of a type: 0 pay-as-you-go, 1 rental.
     pub async fn packages(&self, package_type: u8) -> Result<Vec<Package>, ProviderError> {
         let path = format!("/v1/pve/open/packAge/{package_type}");
-        let data = self
-            .call(Endpoint::Package, Method::GET, &path, None)
-            .await?;
+        let data = self.call(Call::get(Endpoint::Package, &path)).await?;
         decode(data, "package list")
     }
 
@@ -325,12 +327,12 @@ impl ProviderClient {
     pub async fn create_rent(&self, request: &CreateRent) -> Result<String, ProviderError> {
         let body = serde_json::to_value(request).expect("CreateRent serializes");
         let data = self
-            .call(
-                Endpoint::CreateRent,
-                Method::POST,
-                "/v1/pve/open/createRent",
-                Some(&body),
-            )
+            .call(Call {
+                endpoint: Endpoint::CreateRent,
+                method: Method::POST,
+                path: "/v1/pve/open/createRent",
+                body: Some(&body),
+            })
             .await?;
         match data {
             Value::String(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
@@ -345,7 +347,7 @@ impl ProviderClient {
     /// One host; `Ok(None)` when the provider answers without one.
     pub async fn host(&self, id: &str) -> Result<Option<Host>, ProviderError> {
         let path = format!("/v1/pve/open/one/{}", path_segment(id));
-        let data = self.call(Endpoint::One, Method::GET, &path, None).await?;
+        let data = self.call(Call::get(Endpoint::One, &path)).await?;
         if data.is_null() {
             return Ok(None);
         }
@@ -358,9 +360,7 @@ impl ProviderClient {
             "/v1/pve/open/mypage?page={page}&pageSize={}",
             page_size.min(PAGE_SIZE)
         );
-        let data = self
-            .call(Endpoint::MyPage, Method::GET, &path, None)
-            .await?;
+        let data = self.call(Call::get(Endpoint::MyPage, &path)).await?;
         decode(data, "host page")
     }
 
@@ -396,17 +396,13 @@ impl ProviderClient {
             path_segment(id),
             u8::from(start)
         );
-        let data = self
-            .call(Endpoint::Operate, Method::GET, &path, None)
-            .await?;
+        let data = self.call(Call::get(Endpoint::Operate, &path)).await?;
         Ok(data == Value::Bool(true))
     }
 
     pub async fn reboot(&self, id: &str) -> Result<bool, ProviderError> {
         let path = format!("/v1/pve/open/reboot/{}", path_segment(id));
-        let data = self
-            .call(Endpoint::Reboot, Method::GET, &path, None)
-            .await?;
+        let data = self.call(Call::get(Endpoint::Reboot, &path)).await?;
         Ok(data == Value::Bool(true))
     }
 
@@ -414,7 +410,12 @@ impl ProviderClient {
     pub async fn delete(&self, id: &str) -> Result<bool, ProviderError> {
         let path = format!("/v1/pve/open/delete/{}", path_segment(id));
         let data = self
-            .call(Endpoint::Delete, Method::DELETE, &path, None)
+            .call(Call {
+                endpoint: Endpoint::Delete,
+                method: Method::DELETE,
+                path: &path,
+                body: None,
+            })
             .await?;
         Ok(data == Value::Bool(true))
     }

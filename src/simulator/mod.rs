@@ -8,7 +8,7 @@ pub mod freedom;
 mod state;
 
 pub use freedom::Freedom;
-pub use state::{Account, Fault, SimHost, State, Timing};
+pub use state::{Account, Fault, NewHost, SimHost, State, Timing};
 
 use crate::provider::{Endpoint, HostStatus, TOKEN_HEADER};
 use axum::Router;

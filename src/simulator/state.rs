@@ -53,6 +53,16 @@ pub struct SimHost {
     settles_to: Option<(HostStatus, Instant)>,
 }
 
+/// A host to put on an account.
+pub struct NewHost<'a> {
+    pub package: &'a Package,
+    pub image: &'a Image,
+    pub period_number: u32,
+    pub period_type: u8,
+    /// Creation time, epoch milliseconds.
+    pub created: i64,
+}
+
 /// Timings of the simulated provider.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -350,27 +360,26 @@ impl State {
         if let Some(a) = self.accounts.get_mut(account) {
             a.balance -= price;
         }
-        let id = self.add_host(
-            account,
-            &package,
-            &image,
-            request.period_number,
-            request.period_type,
-            now_ms(),
-        );
+        let new = NewHost {
+            package: &package,
+            image: &image,
+            period_number: request.period_number,
+            period_type: request.period_type,
+            created: now_ms(),
+        };
+        let id = self.add_host(account, new);
         Answer::ok(Value::String(id))
     }
 
-    /// Puts a new host on the account, created at `created` (epoch ms); returns its id.
-    pub fn add_host(
-        &mut self,
-        account: &str,
-        package: &Package,
-        image: &Image,
-        period_number: u32,
-        period_type: u8,
-        created: i64,
-    ) -> String {
+    /// Puts a new host on the account; returns its id.
+    pub fn add_host(&mut self, account: &str, new: NewHost<'_>) -> String {
+        let NewHost {
+            package,
+            image,
+            period_number,
+            period_type,
+            created,
+        } = new;
         let hours = period_hours(period_type).unwrap_or(1.0);
         let mut id = random_letters(10);
         while self.hosts.contains_key(&id) {
@@ -435,7 +444,14 @@ impl State {
                     .cloned()
                     .unwrap_or_default();
                 let age = (1 + (i as i64 * 7919) % 30) * 86_400_000 + i as i64 * 1000;
-                let id = self.add_host(account, &package, &image, 1, 3, now - age);
+                let new = NewHost {
+                    package: &package,
+                    image: &image,
+                    period_number: 1,
+                    period_type: 3,
+                    created: now - age,
+                };
+                let id = self.add_host(account, new);
                 if let Some(h) = self.hosts.get_mut(&id) {
                     h.set_status(HostStatus::Running);
                 }

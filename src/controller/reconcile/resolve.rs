@@ -112,15 +112,16 @@ pub(super) async fn resolve_and_write(
     let decide = |hosts: &[crate::provider::Host]| {
         let found = match &answered {
             Some(id) => Resolution::Adopt(id.clone()),
-            None => resolution::resolve(
-                &me,
-                &others,
-                hosts,
-                &claimed,
-                expected.as_ref(),
-                window,
-                now(),
-            ),
+            None => {
+                let account = resolution::Account {
+                    others: &others,
+                    hosts,
+                    claimed: &claimed,
+                    window,
+                    now: now(),
+                };
+                resolution::resolve(&me, expected.as_ref(), account)
+            }
         };
         let waited_from = me.call_end(window);
         decision::after_resolution(&obj, &found, waited_from, ctx.config.create_grace, now())
