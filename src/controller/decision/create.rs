@@ -115,7 +115,8 @@ pub(super) fn refused(view: &RentedHost, error: &ProviderError, now: Timestamp) 
     } else {
         Phase::Pending
     };
-    fail_all(view, status, reason, last_error(reason, error), phase, now)
+    status.phase = Some(phase);
+    fail_all(view, status, last_error(reason, error), now)
 }
 
 /// The step after looking for the host of an unanswered createRent.
@@ -202,7 +203,8 @@ pub fn after_resolution(
                 "createRent's outcome is unknown and more unclaimed hosts match than creates were waiting for them ({}; someone else rents on this account?): set spec.hostId to the right one, or annotate the object with {CREATE_NOT_RENTED_ANNOTATION}={since} to allow a new create",
                 many.join(", ")
             );
-            stopped_for(obj, status, Reason::CreateOutcomeUnknown, msg, now)
+            let e = local_error(Reason::CreateOutcomeUnknown, msg);
+            stopped_for(obj, status, e, now)
         }
     }
 }

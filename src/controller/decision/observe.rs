@@ -111,12 +111,12 @@ pub fn after_adopt(
         let msg = format!(
             "host {id} is already claimed by RentedHost {other}; one host belongs to one object"
         );
-        return stopped_for(obj, base(obj), Reason::HostClaimed, msg, now);
+        return stopped_for(obj, base(obj), local_error(Reason::HostClaimed, msg), now);
     }
     match host {
         None => {
             let msg = format!("spec.hostId {id} is not a host of the provider account");
-            stopped_for(obj, base(obj), Reason::HostNotFound, msg, now)
+            stopped_for(obj, base(obj), local_error(Reason::HostNotFound, msg), now)
         }
         Some(host) => {
             let mut view = obj.clone();

@@ -48,8 +48,12 @@ pub fn after_power(
         }
         Err(error) => {
             let verb = if start { "start" } else { "stop" };
-            let (reason, msg) =
-                operation_failed(obj, &mut t, &format!("{verb} host {id}"), error, now);
+            let (reason, msg) = operation_failed(
+                obj,
+                &mut t,
+                operation_error(&format!("{verb} host {id}"), error),
+                now,
+            );
             conditions_of(&mut t.status, obj, now).ready(false, reason.as_str(), &msg);
             t.requeue = Requeue::Retry(reason);
         }
@@ -57,20 +61,23 @@ pub fn after_power(
     t
 }
 
+/// The `lastError` of a host operation (`what`) the provider refused or did not answer.
+pub(super) fn operation_error(what: &str, error: &ProviderError) -> LastError {
+    let plain = last_error(Reason::of(error), error);
+    LastError {
+        message: format!("cannot {what}: {}", plain.message),
+        ..plain
+    }
+}
+
 /// A refused or failed host operation: `lastError`, its event and `Synced=False`.
 pub(super) fn operation_failed(
     obj: &RentedHost,
     t: &mut Transition,
-    what: &str,
-    error: &ProviderError,
+    e: LastError,
     now: Timestamp,
 ) -> (Reason, String) {
-    let reason = Reason::of(error);
-    let plain = last_error(reason, error);
-    let e = LastError {
-        message: format!("cannot {what}: {}", plain.message),
-        ..plain
-    };
+    let reason = reason_of(&e);
     let msg = error_message(&e);
     t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
     t.status.last_error = Some(e);
@@ -117,8 +124,12 @@ pub fn after_reboot(
             t.requeue = Requeue::Observe { transitional: true };
         }
         Err(error) => {
-            let (reason, _) =
-                operation_failed(obj, &mut t, &format!("reboot host {id}"), error, now);
+            let (reason, _) = operation_failed(
+                obj,
+                &mut t,
+                operation_error(&format!("reboot host {id}"), error),
+                now,
+            );
             // "Not running" is final for this request; "unavailable" is retried.
             if reason != Reason::HostUnavailable && error.is_proven_refusal() {
                 t.status.last_reboot_request = Some(value.to_string());

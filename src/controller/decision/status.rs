@@ -52,15 +52,13 @@ pub(super) fn local_error(reason: Reason, message: impl Into<String>) -> LastErr
 pub(super) fn fail_all(
     obj: &RentedHost,
     mut status: RentedHostStatus,
-    reason: Reason,
     e: LastError,
-    phase: Phase,
     now: Timestamp,
 ) -> Transition {
+    let reason = reason_of(&e);
     let msg = error_message(&e);
     let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
     status.last_error = Some(e);
-    status.phase = Some(phase);
     let r = reason.as_str();
     conditions_of(&mut status, obj, now)
         .rented(false, r, &msg)
@@ -76,19 +74,17 @@ pub(super) fn fail_all(
 /// The object cannot progress until a person acts: phase Failed, every condition False.
 pub(super) fn stopped_for(
     obj: &RentedHost,
-    status: RentedHostStatus,
-    reason: Reason,
-    msg: String,
+    mut status: RentedHostStatus,
+    e: LastError,
     now: Timestamp,
 ) -> Transition {
-    fail_all(
-        obj,
-        status,
-        reason,
-        local_error(reason, msg),
-        Phase::Failed,
-        now,
-    )
+    status.phase = Some(Phase::Failed);
+    fail_all(obj, status, e, now)
+}
+
+/// The reason an error reports (a reason this operator wrote, or ProviderError).
+pub(super) fn reason_of(e: &LastError) -> Reason {
+    e.reason.parse().unwrap_or(Reason::ProviderError)
 }
 
 pub(super) fn error_message(e: &LastError) -> String {
