@@ -12,15 +12,18 @@ pub fn power_action(obj: &RentedHost, host: &Host) -> Option<bool> {
     }
 }
 
-/// The answer of `operate`, folded into the observation's transition.
-pub fn after_power(
-    obj: &RentedHost,
-    observed: Transition,
-    start: bool,
-    answer: &Result<bool, ProviderError>,
-    now: Timestamp,
-) -> Transition {
-    let mut t = observed;
+/// A host operation's answer, over the transition of the observation it followed.
+pub struct Operated<'a> {
+    pub observed: Transition,
+    pub answer: &'a Result<bool, ProviderError>,
+}
+
+/// The answer of `operate` (`start`: power on, else off), folded into the observation.
+pub fn after_power(obj: &RentedHost, op: Operated<'_>, start: bool, now: Timestamp) -> Transition {
+    let Operated {
+        observed: mut t,
+        answer,
+    } = op;
     let id = t.status.host_id.clone().unwrap_or_default();
     match answer {
         Ok(_)
@@ -101,15 +104,12 @@ pub fn reboot_due(obj: &RentedHost) -> Option<String> {
     (!requested.is_empty() && handled != Some(requested.as_str())).then_some(requested)
 }
 
-/// The answer of `reboot` for request `value`, folded into the observation's transition.
-pub fn after_reboot(
-    obj: &RentedHost,
-    observed: Transition,
-    value: &str,
-    answer: &Result<bool, ProviderError>,
-    now: Timestamp,
-) -> Transition {
-    let mut t = observed;
+/// The answer of `reboot` for request `value`, folded into the observation.
+pub fn after_reboot(obj: &RentedHost, op: Operated<'_>, value: &str, now: Timestamp) -> Transition {
+    let Operated {
+        observed: mut t,
+        answer,
+    } = op;
     let id = t.status.host_id.clone().unwrap_or_default();
     match answer {
         Ok(_) => {
@@ -146,6 +146,10 @@ mod tests {
     use super::*;
     use crate::controller::decision::testing::*;
 
+    fn operated(observed: Transition, answer: &Result<bool, ProviderError>) -> Operated<'_> {
+        Operated { observed, answer }
+    }
+
     #[test]
     fn power_and_reboot_answers() {
         let mut o = obj(Some(RentedHostStatus {
@@ -158,15 +162,15 @@ mod tests {
         h.status = Some(HostStatus::Stopped.code().into());
         assert_eq!(power_action(&o, &h), Some(true));
         let seen = || after_observe(&o, "h1", Some(&h), t0());
-        let started = after_power(&o, seen(), true, &Ok(true), t0());
+        let started = after_power(&o, operated(seen(), &Ok(true)), true, t0());
         assert_eq!(started.note.unwrap().reason, "PowerOn");
         assert_eq!(started.requeue, Requeue::Observe { transitional: true });
-        let busy = after_power(&o, seen(), true, &Err(business(6000)), t0());
+        let busy = after_power(&o, operated(seen(), &Err(business(6000))), true, t0());
         assert!(
             busy.note.is_none() && busy.status.last_error.is_none(),
             "6000 means wait"
         );
-        let broke = after_power(&o, seen(), true, &Err(business(6003)), t0());
+        let broke = after_power(&o, operated(seen(), &Err(business(6003))), true, t0());
         assert_eq!(
             cond(&broke.status, ConditionType::Ready).1,
             "InsufficientBalance"
@@ -181,7 +185,7 @@ mod tests {
         );
 
         assert_eq!(reboot_due(&o), Some("v1".into()));
-        let refused = after_reboot(&o, seen(), "v1", &Err(business(7002)), t0());
+        let refused = after_reboot(&o, operated(seen(), &Err(business(7002))), "v1", t0());
         assert_eq!(
             refused.status.last_reboot_request.as_deref(),
             Some("v1"),
@@ -191,13 +195,13 @@ mod tests {
             cond(&refused.status, ConditionType::Synced).1,
             "HostNotRunning"
         );
-        let busy = after_reboot(&o, seen(), "v1", &Err(business(7003)), t0());
+        let busy = after_reboot(&o, operated(seen(), &Err(business(7003))), "v1", t0());
         assert!(
             busy.status.last_reboot_request.is_none(),
             "unavailable: retried"
         );
         assert_eq!(busy.requeue, Requeue::Retry(Reason::HostUnavailable));
-        let done = after_reboot(&o, seen(), "v1", &Ok(true), t0());
+        let done = after_reboot(&o, operated(seen(), &Ok(true)), "v1", t0());
         assert_eq!(done.status.last_reboot_request.as_deref(), Some("v1"));
         let mut after = o.clone();
         after.status = Some(done.status);

@@ -114,11 +114,19 @@ pub(super) async fn observe_and_operate(
         if let Some(start) = decision::power_action(&obj, host) {
             let answer = provider.operate(id, start).await;
             ctx.hosts.invalidate(provider).await;
-            t = decision::after_power(&obj, t, start, &answer, now());
+            let op = decision::Operated {
+                observed: t,
+                answer: &answer,
+            };
+            t = decision::after_power(&obj, op, start, now());
         } else if let Some(value) = decision::reboot_due(&obj) {
             let answer = provider.reboot(id).await;
             ctx.hosts.invalidate(provider).await;
-            t = decision::after_reboot(&obj, t, &value, &answer, now());
+            let op = decision::Operated {
+                observed: t,
+                answer: &answer,
+            };
+            t = decision::after_reboot(&obj, op, &value, now());
         }
     }
     finish(ctx, &obj, t, "Observe").await
