@@ -137,33 +137,15 @@ pub(crate) fn object_key(obj: &RentedHost) -> String {
 }
 
 impl Context {
-    /// The object (namespace/name) other than `obj` that claims host `id`, if any.
-    pub fn claimed_by_other(&self, obj: &RentedHost, id: &str) -> Option<String> {
-        let me = object_key(obj);
-        let from_store = self.store.state().into_iter().find_map(|o| {
-            let key = object_key(&o);
-            let claims = o.status.as_ref().and_then(|s| s.host_id.as_deref()) == Some(id)
-                || o.spec.host_id.as_deref() == Some(id);
-            (claims && key != me).then_some(key)
-        });
-        from_store.or_else(|| {
-            let claims = self.claims.lock();
-            claims
-                .get(id)
-                .map(|(k, _)| k)
-                .filter(|k| **k != me)
-                .cloned()
-        })
-    }
-
-    /// Host ids this process learned for objects other than `obj` (until they are written).
-    pub fn claims_of_others(&self, obj: &RentedHost) -> Vec<String> {
+    /// Host ids this process learned for objects other than `obj` (until they are
+    /// written), with the object (`namespace/name`) each is for.
+    pub fn claims_of_others(&self, obj: &RentedHost) -> Vec<(String, String)> {
         let me = object_key(obj);
         let claims = self.claims.lock();
         claims
             .iter()
             .filter(|(_, (k, _))| **k != me)
-            .map(|(id, _)| id.clone())
+            .map(|(id, (k, _))| (id.clone(), k.clone()))
             .collect()
     }
 

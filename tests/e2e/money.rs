@@ -565,18 +565,6 @@ async fn a_lagging_cache_neither_spins_nor_rents_twice() {
     world.lag_watches(Duration::from_millis(1500)).await;
     world.start_controller();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let created = std::time::Instant::now();
-    world.create("rh", demo_spec()).await;
-    world.rented_after("rh", 1).await;
-    let first = world.sim.call_times(Endpoint::CreateRent)[0];
-    assert!(
-        first - created >= Duration::from_millis(1400),
-        "the watch really lags: createRent {:?} after the object appeared",
-        first - created
-    );
-    world.wait_condition("rh", "Ready", "True", "Running").await;
-    // Every later event about the object reaches the controller late too; the reconciles
-    // it makes meanwhile stay few (a spin would make thousands).
     let reconciles = || -> f64 {
         world
             .metrics
@@ -587,11 +575,25 @@ async fn a_lagging_cache_neither_spins_nor_rents_twice() {
             .sum()
     };
     let before = reconciles();
+    let created = std::time::Instant::now();
+    world.create("rh", demo_spec()).await;
+    world.rented_after("rh", 1).await;
+    let first = world.sim.call_times(Endpoint::CreateRent)[0];
+    assert!(
+        first - created >= Duration::from_millis(1400),
+        "the watch really lags: createRent {:?} after the object appeared",
+        first - created
+    );
+    world.wait_condition("rh", "Ready", "True", "Running").await;
+    // Every event about the object reaches the controller 1.5 s late, so its cache plans
+    // a create the quorum read no longer calls for: acting on the fresh object keeps the
+    // reconciles few (requeueing on the stale cache would make thousands).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = reconciles() - before;
+    println!("{during} reconciles from the create to 3 s after Ready");
     assert!(
-        during < 30.0,
-        "{during} reconciles in 3 s of an idle object"
+        during < 24.0,
+        "{during} reconciles for one object (13 to 14 measured)"
     );
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
 }

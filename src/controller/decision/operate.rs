@@ -18,13 +18,17 @@ pub struct Operated<'a> {
     pub answer: &'a Result<bool, ProviderError>,
 }
 
+impl<'a> Operated<'a> {
+    /// The transition, the answer, and the id of the host operated on.
+    fn into_parts(self) -> (Transition, &'a Result<bool, ProviderError>, String) {
+        let id = self.observed.status.host_id.clone().unwrap_or_default();
+        (self.observed, self.answer, id)
+    }
+}
+
 /// The answer of `operate` (`start`: power on, else off), folded into the observation.
 pub fn after_power(obj: &RentedHost, op: Operated<'_>, start: bool, now: Timestamp) -> Transition {
-    let Operated {
-        observed: mut t,
-        answer,
-    } = op;
-    let id = t.status.host_id.clone().unwrap_or_default();
+    let (mut t, answer, id) = op.into_parts();
     match answer {
         Ok(_)
         | Err(ProviderError::Business {
@@ -106,11 +110,7 @@ pub fn reboot_due(obj: &RentedHost) -> Option<String> {
 
 /// The answer of `reboot` for request `value`, folded into the observation.
 pub fn after_reboot(obj: &RentedHost, op: Operated<'_>, value: &str, now: Timestamp) -> Transition {
-    let Operated {
-        observed: mut t,
-        answer,
-    } = op;
-    let id = t.status.host_id.clone().unwrap_or_default();
+    let (mut t, answer, id) = op.into_parts();
     match answer {
         Ok(_) => {
             t.status.last_reboot_request = Some(value.to_string());

@@ -15,16 +15,13 @@ pub(super) async fn create(
     // unclaimed until the answer is written.
     let gate = ctx.hosts.create_gate(provider);
     let _in_flight = gate.read().await;
-    if !ctx.config.leadership.is_leading() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    // The guarded write fails if anyone (another replica, an older view) changed the object:
-    // createRent is called only after the API server has accepted createPending.
     // The recording and the call (token and rate limit included) end within this budget,
     // whose end is recorded: the resolution's window for a call whose end never was.
     let budget = ctx.config.provider.timeout * 2;
     let deadline = tokio::time::Instant::now() + budget;
     let recorded = decision::creating(&obj, now(), budget);
+    // The guarded write (only while leading) fails if anyone changed the object since the
+    // quorum read: createRent is called only after the API server accepted createPending.
     let obj = write_protocol(ctx, &obj, &recorded, provider.account()).await?;
     let spec = &obj.spec;
     let request = CreateRent {

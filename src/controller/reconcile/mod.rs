@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -167,11 +167,6 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, 
                 .map(Outcome::Done);
         }
     };
-    if let Some(t) = wrong_account(&obj, &provider) {
-        return finish(ctx, &obj, t, "LoadCredentials")
-            .await
-            .map(Outcome::Done);
-    }
     // Every step that can spend money or change the protocol fields acts on a quorum read.
     let obj = match &step {
         Step::Observe(_) => obj,

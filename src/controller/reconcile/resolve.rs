@@ -3,24 +3,25 @@
 
 use super::*;
 
-/// Host ids claimed by objects other than `me`: by their status or spec (quorum list), or
-/// learned by this process and not yet written.
-pub(super) fn claimed_ids(ctx: &Context, all: &[RentedHost], me: &RentedHost) -> HashSet<String> {
+/// Host ids claimed by objects other than `me`, and by which (`namespace/name`): by their
+/// status or spec (quorum list), or learned by this process and not yet written.
+pub(super) fn claimants(
+    ctx: &Context,
+    all: &[RentedHost],
+    me: &RentedHost,
+) -> HashMap<String, String> {
     let key = object_key(me);
-    let mut ids: HashSet<String> = all
-        .iter()
-        .filter(|o| object_key(o) != key)
-        .flat_map(|o| {
-            [
-                o.status.as_ref().and_then(|s| s.host_id.clone()),
-                o.spec.host_id.clone(),
-            ]
-        })
-        .flatten()
-        .filter(|id| !id.trim().is_empty())
-        .collect();
-    ids.extend(ctx.claims_of_others(me));
-    ids
+    let mut owners: HashMap<String, String> = ctx.claims_of_others(me).into_iter().collect();
+    for o in all.iter().filter(|o| object_key(o) != key) {
+        let ids = [
+            o.status.as_ref().and_then(|s| s.host_id.clone()),
+            o.spec.host_id.clone(),
+        ];
+        for id in ids.into_iter().flatten().filter(|id| !id.trim().is_empty()) {
+            owners.insert(id, object_key(o));
+        }
+    }
+    owners
 }
 
 pub(super) fn pending_create(obj: &RentedHost) -> Option<PendingCreate> {
@@ -50,10 +51,8 @@ pub(super) async fn resolve_and_write(
     ctx: &Context,
 ) -> Result<Result<(RentedHost, Transition), ProviderError>, Error> {
     let Some(me) = pending_create(obj) else {
-        return Ok(Ok((
-            obj.clone(),
-            decision::after_resolution(obj, &Resolution::NoHost, now(), Duration::ZERO, now()),
-        )));
+        // Callers come here only for a pending create: plan again on what changed.
+        return Err(Error::Conflict);
     };
     // One resolver per account, and none while a create of the account is in flight.
     let gate = ctx.hosts.create_gate(provider);
@@ -85,7 +84,7 @@ pub(super) async fn resolve_and_write(
         return Err(Error::Conflict);
     }
     let me = pending_create(&obj).unwrap_or(me);
-    let claimed = claimed_ids(ctx, &all, &obj);
+    let claimed: HashSet<String> = claimants(ctx, &all, &obj).into_keys().collect();
     let mut others = Vec::new();
     for o in all.iter().filter(|o| object_key(o) != me.key) {
         let Some(p) = pending_create(o) else { continue };
@@ -210,16 +209,7 @@ pub(super) async fn adopt(
     let gate = ctx.hosts.create_gate(provider);
     let _exclusive = gate.write().await;
     let all = quorum_list(ctx).await?;
-    let key = object_key(&obj);
-    let other = all
-        .iter()
-        .filter(|o| object_key(o) != key)
-        .find(|o| {
-            o.status.as_ref().and_then(|s| s.host_id.as_deref()) == Some(id)
-                || o.spec.host_id.as_deref() == Some(id)
-        })
-        .map(object_key)
-        .or_else(|| ctx.claimed_by_other(&obj, id));
+    let other = claimants(ctx, &all, &obj).remove(id);
     let host = match other {
         Some(_) => None,
         None => match lookup(provider, ctx, id, Duration::ZERO).await {
