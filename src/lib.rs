@@ -1,8 +1,8 @@
 //! rentedhost-operator: rents prepaid hosts from the Xuandashi cloud for `RentedHost` objects.
 
 pub mod api;
+pub mod config;
 pub mod controller;
-pub mod duration;
 pub mod http;
 pub mod leader;
 pub mod metrics;

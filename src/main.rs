@@ -1,6 +1,6 @@
 use clap::{Args, Parser, Subcommand};
+use rentedhost_operator::config;
 use rentedhost_operator::controller::{self, credentials::SecretRef};
-use rentedhost_operator::duration;
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider;
 use rentedhost_operator::simulator::{self, Simulator};
@@ -39,10 +39,10 @@ enum Command {
         #[arg(long, default_value_t = 8090)]
         port: u16,
         /// Token lifetime the simulator grants.
-        #[arg(long, default_value = "30m", value_parser = duration::positive)]
+        #[arg(long, default_value = "30m", value_parser = config::positive_duration)]
         token_lifetime: Duration,
         /// Time a host takes to start or stop.
-        #[arg(long, default_value = "3s", value_parser = duration::positive)]
+        #[arg(long, default_value = "3s", value_parser = config::positive_duration)]
         transition_time: Duration,
     },
 }
@@ -70,7 +70,7 @@ struct RunArgs {
     #[arg(long, default_value = "rentedhost-operator")]
     lease_name: String,
     /// Lease duration: a replica that stops renewing loses the lease this long after.
-    #[arg(long, default_value = "15s", value_parser = duration::positive)]
+    #[arg(long, default_value = "15s", value_parser = config::positive_duration)]
     lease_duration: Duration,
 }
 

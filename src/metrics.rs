@@ -12,26 +12,21 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
+use strum::IntoEnumIterator;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: &'static str,
+/// Label sets, one struct each: the field names are the label names.
+macro_rules! label_sets {
+    ($($name:ident { $($label:ident),+ })+) => {$(
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        pub struct $name { $(pub $label: &'static str,)+ }
+    )+};
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CallLabels {
-    pub endpoint: &'static str,
-    pub code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabel {
-    pub endpoint: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabel {
-    pub phase: &'static str,
+label_sets! {
+    ResultLabel { result }
+    CallLabels { endpoint, code }
+    EndpointLabel { endpoint }
+    PhaseLabel { phase }
 }
 
 pub struct Metrics {
@@ -47,6 +42,13 @@ pub struct Metrics {
     pub store: std::sync::OnceLock<Store<RentedHost>>,
     /// Set once the object cache holds its first full list.
     pub ready: std::sync::atomic::AtomicBool,
+}
+
+/// Registers a clone of each metric: the struct keeps the handles the code updates.
+macro_rules! register {
+    ($registry:ident: $($name:literal, $help:literal => $metric:expr;)+) => {
+        $($registry.register($name, $help, $metric.clone());)+
+    };
 }
 
 fn latency_histogram() -> Histogram {
@@ -68,62 +70,16 @@ impl Default for Metrics {
             ready: std::sync::atomic::AtomicBool::new(false),
             registry: Registry::default(),
         };
-        registry.register(
-            "reconcile",
-            "Reconciles by result",
-            m.reconcile_total.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconcile",
-            m.reconcile_duration.clone(),
-        );
-        registry.register(
-            "provider_requests",
-            "Provider API calls by endpoint and code",
-            m.provider_requests.clone(),
-        );
-        registry.register(
-            "provider_request_duration_seconds",
-            "Provider API call latency",
-            m.provider_duration.clone(),
-        );
-        registry.register("hosts", "RentedHost objects by phase", m.hosts.clone());
-        registry.register(
-            "create_pending",
-            "Objects whose createRent outcome is not yet known",
-            m.create_pending.clone(),
-        );
-        registry.register(
-            "token_refresh",
-            "Tokens fetched from getToken",
-            m.token_refresh.clone(),
-        );
+        register! { registry:
+            "reconcile", "Reconciles by result" => m.reconcile_total;
+            "reconcile_duration_seconds", "Time spent in one reconcile" => m.reconcile_duration;
+            "provider_requests", "Provider API calls by endpoint and code" => m.provider_requests;
+            "provider_request_duration_seconds", "Provider API call latency" => m.provider_duration;
+            "hosts", "RentedHost objects by phase" => m.hosts;
+            "create_pending", "Objects whose createRent outcome is not yet known" => m.create_pending;
+            "token_refresh", "Tokens fetched from getToken" => m.token_refresh;
+        }
         Metrics { registry, ..m }
-    }
-}
-
-const PHASES: [Phase; 8] = [
-    Phase::Pending,
-    Phase::Creating,
-    Phase::Provisioning,
-    Phase::Running,
-    Phase::Stopped,
-    Phase::Expired,
-    Phase::Failed,
-    Phase::Deleting,
-];
-
-fn phase_label(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "Pending",
-        Phase::Creating => "Creating",
-        Phase::Provisioning => "Provisioning",
-        Phase::Running => "Running",
-        Phase::Stopped => "Stopped",
-        Phase::Expired => "Expired",
-        Phase::Failed => "Failed",
-        Phase::Deleting => "Deleting",
     }
 }
 
@@ -160,14 +116,14 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let Some(store) = self.store.get() {
             let objects = store.state();
-            for phase in PHASES {
+            for phase in Phase::iter() {
                 let n = objects
                     .iter()
                     .filter(|o| o.status.as_ref().and_then(|s| s.phase) == Some(phase))
                     .count();
                 self.hosts
                     .get_or_create(&PhaseLabel {
-                        phase: phase_label(phase),
+                        phase: phase.into(),
                     })
                     .set(n as i64);
             }

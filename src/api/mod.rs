@@ -19,33 +19,47 @@ pub const CREATE_NOT_RENTED_ANNOTATION: &str = "xuandashi.dev/create-not-rented"
 /// Annotation whose every new value reboots the host once.
 pub const REBOOT_ANNOTATION: &str = "xuandashi.dev/reboot-requested-at";
 
-/// Rule text shared by the immutability rules: a host is rented once status.hostId is set.
+/// The rule that keeps a request field as it was once a host is rented (status.hostId set).
 macro_rules! immutable_once_rented {
     ($field:literal) => {
-        concat!(
+        Rule::new(concat!(
             "!has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == '' || self.spec.",
             $field,
             " == oldSelf.spec.",
             $field
-        )
+        ))
+        .message(concat!(
+            "spec.",
+            $field,
+            " is immutable once a host is rented (status.hostId is set)"
+        ))
+        .field_path(concat!(".spec.", $field))
     };
 }
 
-/// Rule text shared by the rules that freeze the request while a create is pending.
+/// The rule that freezes a request field while a create is pending: the host that call may
+/// have rented is matched against the request it sent.
 macro_rules! frozen_while_pending {
     ($field:literal) => {
-        concat!(
+        Rule::new(concat!(
             "!has(oldSelf.status) || !has(oldSelf.status.createPending) || self.spec.",
             $field,
             " == oldSelf.spec.",
             $field
-        )
+        ))
+        .message(concat!(
+            "spec.",
+            $field,
+            " cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent"
+        ))
+        .field_path(concat!(".spec.", $field))
     };
 }
 
 /// A prepaid host rented from the Xuandashi cloud. The operator calls `createRent` once for
 /// the object, records the host id in `status.hostId`, keeps the status true to the host, and
 /// releases the host when the object is deleted (unless `deletionPolicy` is `Orphan`).
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "xuandashi.dev",
@@ -60,24 +74,12 @@ macro_rules! frozen_while_pending {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.host.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new(immutable_once_rented!("packageId"))
-        .message("spec.packageId is immutable once a host is rented (status.hostId is set)")
-        .field_path(".spec.packageId"),
-    validation = Rule::new(immutable_once_rented!("imageId"))
-        .message("spec.imageId is immutable once a host is rented (status.hostId is set)")
-        .field_path(".spec.imageId"),
-    validation = Rule::new(immutable_once_rented!("period"))
-        .message("spec.period is immutable once a host is rented (status.hostId is set)")
-        .field_path(".spec.period"),
-    validation = Rule::new(frozen_while_pending!("packageId"))
-        .message("spec.packageId cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
-        .field_path(".spec.packageId"),
-    validation = Rule::new(frozen_while_pending!("imageId"))
-        .message("spec.imageId cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
-        .field_path(".spec.imageId"),
-    validation = Rule::new(frozen_while_pending!("period"))
-        .message("spec.period cannot change while a createRent is pending (status.createPending): the host that call may have rented is matched against the request it sent")
-        .field_path(".spec.period"),
+    validation = immutable_once_rented!("packageId"),
+    validation = immutable_once_rented!("imageId"),
+    validation = immutable_once_rented!("period"),
+    validation = frozen_while_pending!("packageId"),
+    validation = frozen_while_pending!("imageId"),
+    validation = frozen_while_pending!("period"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.createPending) || has(oldSelf.status.createPending.askedAt) || (has(self.spec.hostId) ? self.spec.hostId : '') == (has(oldSelf.spec.hostId) ? oldSelf.spec.hostId : '')")
         .message("spec.hostId can be set while a createRent is pending (status.createPending) only once the operator asks for it (reason CreateOutcomeUnknown): the pending create is resolved first")
         .field_path(".spec.hostId"),
@@ -115,19 +117,16 @@ pub struct RentedHostSpec {
     /// Adopt this existing host instead of renting a new one. Immutable once the host is
     /// adopted (`status.hostId` is set); while a createRent is pending, accepted only as the
     /// answer the operator asks for (reason `CreateOutcomeUnknown`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub host_id: Option<String>,
 
     /// Name of the Secret that receives the host's login details (`hostAccount`, `hostPw`,
     /// `address`, `port`). Default: `<metadata.name>-connection`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub connection_secret_name: Option<String>,
 
     /// Provider credentials (account `uuid` and app `secret`) in a Secret of this object's
     /// namespace. Default: the operator's own credentials Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
 }
 
@@ -186,6 +185,7 @@ pub enum PowerState {
 }
 
 /// Where the provider credentials are.
+#[serde_with::skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
@@ -193,45 +193,35 @@ pub struct CredentialsSecretRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key holding the account id. Default: `uuid`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid_key: Option<String>,
     /// Key holding the app secret. Default: `secret`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
 }
 
 /// Observed state, written by the controller only.
+#[serde_with::skip_serializing_none]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RentedHostStatus {
     /// The `metadata.generation` this status was computed for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Id of the rented (or adopted) host at the provider.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
     /// The provider account (its id, `uuid`) that the host or the pending create belongs
     /// to. Credentials that name another account are refused for this object: releasing or
     /// looking for its host there would find nothing and prove nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
     /// Lifecycle phase: Pending, Creating, Provisioning, Running, Stopped, Expired, Failed or Deleting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// Number of createRent calls made for this object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_attempts: Option<u32>,
     /// Present only while a createRent call's outcome is not yet known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_pending: Option<CreatePending>,
     /// The last provider error, kept until a success replaces it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
     /// The last `xuandashi.dev/reboot-requested-at` value acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reboot_request: Option<String>,
     /// The host as last observed at the provider (never its login secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<ObservedHost>,
     /// Ready, Rented and Synced conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -240,7 +230,18 @@ pub struct RentedHostStatus {
 }
 
 /// Lifecycle phase of a RentedHost.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 pub enum Phase {
     Pending,
     Creating,
@@ -253,6 +254,7 @@ pub enum Phase {
 }
 
 /// A createRent call whose outcome is not yet known.
+#[serde_with::skip_serializing_none]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatePending {
@@ -261,21 +263,17 @@ pub struct CreatePending {
     pub since: String,
     /// The request sent: a host found for this create must match it (the spec cannot change
     /// while a create is pending).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<CreateRequest>,
     /// When the call ended without a usable answer (RFC 3339); absent while it is in flight
     /// or when the operator stopped during it. Hosts created after this (plus clock skew)
     /// are not this create's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_ended: Option<String>,
     /// The latest the call can end (RFC 3339), fixed before it began: the end of the window
     /// when the call's end was not recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
     /// When the operator stopped to ask a person about this create (reason
     /// `CreateOutcomeUnknown`, RFC 3339). From then on `spec.hostId` is accepted as the
     /// answer, and the `xuandashi.dev/create-not-rented` annotation naming `since`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asked_at: Option<String>,
 }
 
@@ -302,54 +300,44 @@ impl CreateRequest {
 }
 
 /// The last error the provider (or the controller's view of it) reported.
+#[serde_with::skip_serializing_none]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct LastError {
     /// Provider error code, when the provider gave one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,
     /// Reason, as in the Ready condition.
     pub reason: String,
     /// Explanation; the provider's `msg` verbatim is kept in `providerMessage`.
     pub message: String,
     /// The provider's own message, verbatim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_message: Option<String>,
     /// The provider's request id, for its support desk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }
 
 /// Host state observed at the provider.
+#[serde_with::skip_serializing_none]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedHost {
     /// Stopped, Starting, Running, Billing, Stopping or Expired.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// Address to connect to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Port to connect to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
     /// Operating system of the image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operating_system: Option<String>,
     /// CPU cores.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<i64>,
     /// Memory in GB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_gb: Option<i64>,
     /// Disk in GB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_gb: Option<i64>,
     /// Creation time (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     /// Expiry time (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
 }
 

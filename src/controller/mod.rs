@@ -40,16 +40,16 @@ pub struct Config {
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
     /// Host poll interval.
-    #[arg(long, default_value = "60s", value_parser = crate::duration::positive)]
+    #[arg(long, default_value = "60s", value_parser = crate::config::positive_duration)]
     pub poll_interval: Duration,
     /// Poll interval while a host is starting or stopping.
-    #[arg(long, default_value = "15s", value_parser = crate::duration::positive)]
+    #[arg(long, default_value = "15s", value_parser = crate::config::positive_duration)]
     pub fast_poll_interval: Duration,
     /// How long after its call a createRent with a lost answer may take to show its host.
-    #[arg(long, default_value = "2m", value_parser = crate::duration::positive)]
+    #[arg(long, default_value = "2m", value_parser = crate::config::positive_duration)]
     pub create_grace: Duration,
     /// Clock difference allowed between us and the provider when matching creation times.
-    #[arg(long, default_value = "30s", value_parser = crate::duration::positive)]
+    #[arg(long, default_value = "30s", value_parser = crate::config::positive_duration)]
     pub clock_skew: Duration,
     /// Multiplies every delay of the retry table (tests shorten it; 1.0 in production).
     #[arg(skip = 1.0)]
@@ -67,12 +67,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            config: Config,
-        }
-        <Defaults as clap::Parser>::parse_from(["defaults"]).config
+        crate::config::defaults()
     }
 }
 
@@ -312,13 +307,7 @@ pub async fn run(
     let _ = metrics.store.set(store.clone());
     // The poller wakes objects whose host changed at the provider; it ends with the controller.
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1024);
-    let poll = tokio::spawn(ctx.poller.clone().run(
-        ctx.hosts.clone(),
-        store.clone(),
-        config.poll_interval,
-        config.fast_poll_interval,
-        wake_tx,
-    ));
+    let poll = tokio::spawn(poller::run(ctx.clone(), wake_tx));
     let _stop_poll = tokio_util::task::AbortOnDropHandle::new(poll);
     let wakes = tokio_stream::wrappers::ReceiverStream::new(wake_rx);
     let default_secret = config.default_credentials.clone();

@@ -2,15 +2,15 @@
 //! per poll interval and wakes only the objects whose host changed on the provider's side.
 //! Objects register here when they observe their host; deleted objects drop out.
 
-use super::decision;
 use super::hosts::HostDirectory;
+use super::{Context, decision};
 use crate::api::RentedHost;
 use crate::provider::ProviderClient;
 use kube::runtime::reflector::{ObjectRef, Store};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 #[derive(Default)]
@@ -129,33 +129,27 @@ impl Poller {
             .flat_map(|w| w.objects.iter())
             .any(|r| store.get(r).is_some_and(|o| decision::in_motion(&o)))
     }
+}
 
-    /// Polls every `interval` (jittered ±10 %), or every `fast` while a host is in motion,
-    /// until the receiver is gone.
-    pub async fn run(
-        self: Arc<Self>,
-        hosts: Arc<HostDirectory>,
-        store: Store<RentedHost>,
-        interval: Duration,
-        fast: Duration,
-        wake: mpsc::Sender<ObjectRef<RentedHost>>,
-    ) {
-        let tick = fast.min(interval);
-        let mut last = Instant::now();
-        let mut next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
-        loop {
-            tokio::time::sleep(tick).await;
-            let due =
-                last.elapsed() >= next || (self.any_in_motion(&store) && last.elapsed() >= fast);
-            if !due {
-                continue;
-            }
-            last = Instant::now();
-            next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
-            for reference in self.poll_once(&hosts, &store).await {
-                if wake.send(reference).await.is_err() {
-                    return;
-                }
+/// Polls every poll interval (jittered ±10 %), or every fast poll interval while a host is
+/// in motion, until the receiver of the wakes is gone.
+pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
+    let (interval, fast) = (ctx.config.poll_interval, ctx.config.fast_poll_interval);
+    let tick = fast.min(interval);
+    let mut last = Instant::now();
+    let mut next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
+    loop {
+        tokio::time::sleep(tick).await;
+        let due = last.elapsed() >= next
+            || (ctx.poller.any_in_motion(&ctx.store) && last.elapsed() >= fast);
+        if !due {
+            continue;
+        }
+        last = Instant::now();
+        next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
+        for reference in ctx.poller.poll_once(&ctx.hosts, &ctx.store).await {
+            if wake.send(reference).await.is_err() {
+                return;
             }
         }
     }

@@ -335,6 +335,16 @@ mod tests {
         }
     }
 
+    /// The resolution of `me`, the only pending create, with `host` the only host.
+    fn alone(me: &PendingCreate, host: Host) -> Resolution {
+        run(me, &[], &[host], &[])
+    }
+
+    fn edited(mut host: Host, edit: impl FnOnce(&mut Host)) -> Host {
+        edit(&mut host);
+        host
+    }
+
     const W: Window = Window {
         skew: Duration::from_secs(2),
         call_limit: Duration::from_secs(15),
@@ -377,13 +387,6 @@ mod tests {
         assert_eq!(
             run(&me, &[], &[host("old", -600), host("h1", 1)], &[]),
             Resolution::Adopt("h1".into())
-        );
-        let mut short = host("h2", 1);
-        short.operating_system = Some("windows".into());
-        assert_eq!(
-            run(&me, &[], &[short], &[]),
-            Resolution::Adopt("h2".into()),
-            "the image's name in short"
         );
     }
 
@@ -475,26 +478,28 @@ mod tests {
                 "period",
                 Box::new(|h| h.expiration_time = h.create_time.map(|c| c + 720 * 3_600_000)),
             ),
+            // A field left out cannot rule a host out.
+            (
+                "fields left out",
+                Box::new(|h| {
+                    (h.operating_system, h.expiration_time, h.gpu_number) = (None, None, None)
+                }),
+            ),
+            (
+                "the image's name in short",
+                Box::new(|h| h.operating_system = Some("windows".into())),
+            ),
         ];
         for (what, change) in variants {
-            let mut h = host("h", 1);
-            change(&mut h);
+            let h = edited(host("h", 1), change);
             // Not adopted; and, being a rental host that appeared, not created past either.
             let want = match what {
+                "fields left out" | "the image's name in short" => Resolution::Adopt("h".into()),
                 "pay-as-you-go" => Resolution::NoHost,
                 _ => Resolution::Ambiguous(vec!["h".into()]),
             };
-            assert_eq!(run(&me, &[], &[h], &[]), want, "{what}");
+            assert_eq!(alone(&me, h), want, "{what}");
         }
-        let mut unknown = host("h", 1);
-        unknown.operating_system = None;
-        unknown.expiration_time = None;
-        unknown.gpu_number = None;
-        assert_eq!(
-            run(&me, &[], &[unknown], &[]),
-            Resolution::Adopt("h".into()),
-            "a field left out cannot rule a host out"
-        );
     }
 
     #[test]
@@ -551,7 +556,7 @@ mod tests {
         let me = pending("ns/a", 0, Some(3));
         let mut h = host("x", 1);
         h.id = None;
-        assert!(matches!(run(&me, &[], &[h], &[]), Resolution::Ambiguous(_)));
+        assert!(matches!(alone(&me, h), Resolution::Ambiguous(_)));
     }
 
     #[test]
@@ -568,10 +573,7 @@ mod tests {
         let me = pending("ns/a", 0, Some(3));
         let mut h = host("h", 1);
         h.create_time = None;
-        assert_eq!(
-            run(&me, &[], &[h], &[]),
-            Resolution::Ambiguous(vec!["h".into()])
-        );
+        assert_eq!(alone(&me, h), Resolution::Ambiguous(vec!["h".into()]));
         let claimed = HashSet::new();
         let no_package = resolve(&me, Expected::default(), at(&[], &[host("h", 1)], &claimed));
         assert_eq!(no_package, Resolution::Ambiguous(vec!["h".into()]));

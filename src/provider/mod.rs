@@ -101,7 +101,7 @@ pub struct ClientSettings {
     #[arg(long = "provider-url", env = "PROVIDER_URL", default_value = PRODUCTION_URL)]
     pub base_url: String,
     /// Timeout of every provider call.
-    #[arg(long = "request-timeout", default_value = "15s", value_parser = crate::duration::positive)]
+    #[arg(long = "request-timeout", default_value = "15s", value_parser = crate::config::positive_duration)]
     pub timeout: Duration,
     /// Provider requests per second per account.
     #[arg(long = "rate-limit", default_value_t = 5.0)]
@@ -120,12 +120,7 @@ pub struct ClientSettings {
 
 impl Default for ClientSettings {
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            settings: ClientSettings,
-        }
-        <Defaults as clap::Parser>::parse_from(["defaults"]).settings
+        crate::config::defaults()
     }
 }
 

@@ -5,125 +5,117 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The common response envelope. `success` is not relied on (the provider omits it).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Envelope {
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub code: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub msg: Option<String>,
-    #[serde(default)]
-    pub data: Value,
-    #[serde(default, rename = "traceId", deserialize_with = "lenient_string")]
-    pub trace_id: Option<String>,
+/// Wraps the wire structs: every `Option<String>` and `Option<i64>` field decodes leniently
+/// (see [`lenient_string`], [`lenient_i64`]) and reads as `None` when missing; names are
+/// camelCase on the wire.
+macro_rules! lenient {
+    ($($item:item)*) => {$(
+        #[serde_with::apply(
+            Option<String> => #[serde(default, deserialize_with = "lenient_string")],
+            Option<i64> => #[serde(default, deserialize_with = "lenient_i64")],
+        )]
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        $item
+    )*};
 }
 
-/// `data` of getToken.
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenData {
-    #[serde(deserialize_with = "lenient_string")]
-    pub token: Option<String>,
-    /// Lifetime in milliseconds.
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub effective_time: Option<i64>,
-}
+lenient! {
+    /// The common response envelope. `success` is not relied on (the provider omits it).
+    #[derive(Debug, Clone)]
+    pub struct Envelope {
+        pub code: Option<i64>,
+        pub msg: Option<String>,
+        #[serde(default)]
+        pub data: Value,
+        pub trace_id: Option<String>,
+    }
 
-/// One system image.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Image {
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub image_id: Option<String>,
-    #[serde(default, rename = "type", deserialize_with = "lenient_string")]
-    pub type_: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub system_image_name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub system_image_version: Option<String>,
-}
+    /// `data` of getToken.
+    #[derive(Clone)]
+    pub struct TokenData {
+        pub token: Option<String>,
+        /// Lifetime in milliseconds.
+        pub effective_time: Option<i64>,
+    }
 
-/// One host configuration (package).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Package {
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub package_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub gpu_number: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub gpu_name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub memory_number: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub rigid_disk_number: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub cpu_number: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub band_width: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub amount: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub discount: Option<String>,
-    #[serde(default, rename = "type", deserialize_with = "lenient_string")]
-    pub type_: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub pve_machine_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub area: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub use_type: Option<String>,
-}
+    /// One system image.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct Image {
+        pub image_id: Option<String>,
+        #[serde(rename = "type")]
+        pub type_: Option<String>,
+        pub system_image_name: Option<String>,
+        pub system_image_version: Option<String>,
+    }
 
-/// One host, as `one/{id}` and `mypage` return it. `host_account` and `host_pw` are the
-/// host's login secret: `Debug` hides them.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Host {
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub gpu_configuration: Option<String>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub gpu_number: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub memory: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub cpu: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub rigid_disk: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub operating_system: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub host_account: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub host_pw: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub address: Option<String>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub port: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub pve_machine_type: Option<String>,
-    /// Epoch milliseconds.
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub create_time: Option<i64>,
-    /// Epoch milliseconds.
-    #[serde(default, deserialize_with = "lenient_i64")]
-    pub expiration_time: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub mac: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub ipv4: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub use_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub area: Option<String>,
+    /// One host configuration (package).
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct Package {
+        /// What `spec.packageId` names and createRent sends.
+        pub package_id: Option<String>,
+        pub name: Option<String>,
+        pub gpu_number: Option<i64>,
+        /// GPU model; null for hosts without one.
+        pub gpu_name: Option<String>,
+        /// GB.
+        pub memory_number: Option<i64>,
+        /// GB.
+        pub rigid_disk_number: Option<i64>,
+        pub cpu_number: Option<i64>,
+        pub band_width: Option<i64>,
+        /// Price per hour; a string in the documentation, a number in its example.
+        pub amount: Option<String>,
+        pub discount: Option<String>,
+        /// Storage type (for example `ceph`); must equal the image's `type`.
+        #[serde(rename = "type")]
+        pub type_: Option<String>,
+        /// `"0"` office, `"1"` graphics, `"2"` compute.
+        pub pve_machine_type: Option<String>,
+        /// `"0"` South China, `"1"` West China, `"2"` international.
+        pub area: Option<String>,
+        /// `"0"` pay-as-you-go only, `"1"` rental only, `"2"` both.
+        pub use_type: Option<String>,
+    }
+
+    /// One host, as `one/{id}` and `mypage` return it. `host_account` and `host_pw` are the
+    /// host's login secret: `Debug` hides them.
+    #[derive(Clone, Default, PartialEq, Serialize)]
+    pub struct Host {
+        /// The key of `one/{id}`, the operations and release.
+        pub id: Option<String>,
+        pub name: Option<String>,
+        pub gpu_configuration: Option<String>,
+        pub gpu_number: Option<i64>,
+        pub memory: Option<i64>,
+        pub cpu: Option<i64>,
+        pub rigid_disk: Option<i64>,
+        pub operating_system: Option<String>,
+        /// Login user: a secret.
+        pub host_account: Option<String>,
+        /// Login password: a secret.
+        pub host_pw: Option<String>,
+        pub address: Option<String>,
+        pub port: Option<i64>,
+        pub pve_machine_type: Option<String>,
+        /// Epoch milliseconds.
+        pub create_time: Option<i64>,
+        /// Epoch milliseconds.
+        pub expiration_time: Option<i64>,
+        pub mac: Option<String>,
+        pub ipv4: Option<String>,
+        /// `"0"` pay-as-you-go, `"1"` rental.
+        pub use_type: Option<String>,
+        /// See [`HostStatus`].
+        pub status: Option<String>,
+        pub area: Option<String>,
+    }
+
+    struct RawHostPage {
+        #[serde(default, deserialize_with = "lenient_items")]
+        data: Vec<Value>,
+        total_counts: Option<i64>,
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -204,15 +196,6 @@ pub struct HostPage {
     pub items: usize,
     /// The total, page-level or from the items (a hint only).
     pub total_counts: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawHostPage {
-    #[serde(default, deserialize_with = "lenient_items")]
-    data: Vec<Value>,
-    #[serde(default, deserialize_with = "lenient_i64")]
-    total_counts: Option<i64>,
 }
 
 impl From<RawHostPage> for HostPage {

@@ -13,8 +13,9 @@ pub use state::{Account, Fault, NewHost, SimHost, State, Timing};
 use crate::provider::{Endpoint, HostStatus, TOKEN_HEADER};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, Query, State as AxumState};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use freedom::Unauthorized;
@@ -230,28 +231,50 @@ async fn respond(
     }
 }
 
-/// The account of the request's token, or the 401 answer.
-async fn authenticated(
+/// What every handler behind a token gets: the simulator and the request's token.
+struct Caller {
     sim: Simulator,
-    endpoint: Endpoint,
-    headers: &HeaderMap,
-    work: impl FnOnce(&mut State, &str) -> Answer,
-) -> Response {
-    let token = headers
-        .get(TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    respond(sim, endpoint, move |state| {
-        match state.authenticate(token.as_deref()) {
-            Some(account) => work(state, &account),
-            None => Answer {
-                code: 401,
-                msg: "token无效或已过期",
-                data: Value::Null,
-            },
-        }
-    })
-    .await
+    token: Option<String>,
+}
+
+impl FromRequestParts<Simulator> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        sim: &Simulator,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok());
+        Ok(Caller {
+            sim: sim.clone(),
+            token: token.map(str::to_string),
+        })
+    }
+}
+
+impl Caller {
+    /// The work's answer for the token's account, or the 401 answer.
+    async fn answer(
+        self,
+        endpoint: Endpoint,
+        work: impl FnOnce(&mut State, &str) -> Answer,
+    ) -> Response {
+        let token = self.token;
+        respond(self.sim, endpoint, move |state| {
+            match state.authenticate(token.as_deref()) {
+                Some(account) => work(state, &account),
+                None => Answer {
+                    code: 401,
+                    msg: "token无效或已过期",
+                    data: Value::Null,
+                },
+            }
+        })
+        .await
+    }
 }
 
 async fn get_token(AxumState(sim): AxumState<Simulator>, body: String) -> Response {
@@ -259,79 +282,52 @@ async fn get_token(AxumState(sim): AxumState<Simulator>, body: String) -> Respon
     respond(sim, Endpoint::GetToken, |s| s.get_token(&body)).await
 }
 
-async fn images(AxumState(sim): AxumState<Simulator>, headers: HeaderMap) -> Response {
-    authenticated(sim, Endpoint::Image, &headers, |s, _| s.images()).await
+async fn images(caller: Caller) -> Response {
+    caller.answer(Endpoint::Image, |s, _| s.images()).await
 }
 
-async fn packages(
-    AxumState(sim): AxumState<Simulator>,
-    headers: HeaderMap,
-    Path(t): Path<String>,
-) -> Response {
-    authenticated(sim, Endpoint::Package, &headers, |s, _| s.packages(&t)).await
+async fn packages(caller: Caller, Path(t): Path<String>) -> Response {
+    caller
+        .answer(Endpoint::Package, |s, _| s.packages(&t))
+        .await
 }
 
-async fn create_rent(
-    AxumState(sim): AxumState<Simulator>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
+async fn create_rent(caller: Caller, body: String) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    authenticated(sim, Endpoint::CreateRent, &headers, |s, a| {
-        s.create_rent(a, &body)
-    })
-    .await
+    caller
+        .answer(Endpoint::CreateRent, |s, a| s.create_rent(a, &body))
+        .await
 }
 
-async fn one(
-    AxumState(sim): AxumState<Simulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    authenticated(sim, Endpoint::One, &headers, |s, a| s.one(a, &id)).await
+async fn one(caller: Caller, Path(id): Path<String>) -> Response {
+    caller.answer(Endpoint::One, |s, a| s.one(a, &id)).await
 }
 
-async fn my_page(
-    AxumState(sim): AxumState<Simulator>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Response {
-    authenticated(sim, Endpoint::MyPage, &headers, |s, a| {
-        s.my_page(
-            a,
-            q.get("page").map(String::as_str),
-            q.get("pageSize").map(String::as_str),
-        )
-    })
-    .await
+async fn my_page(caller: Caller, Query(q): Params) -> Response {
+    let page = q.get("page").map(String::as_str);
+    let size = q.get("pageSize").map(String::as_str);
+    caller
+        .answer(Endpoint::MyPage, |s, a| s.my_page(a, page, size))
+        .await
 }
 
-async fn operate(
-    AxumState(sim): AxumState<Simulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    authenticated(sim, Endpoint::Operate, &headers, |s, a| {
-        s.operate(a, &id, q.get("type").map(String::as_str))
-    })
-    .await
+async fn operate(caller: Caller, Path(id): Path<String>, Query(q): Params) -> Response {
+    let kind = q.get("type").map(String::as_str);
+    caller
+        .answer(Endpoint::Operate, |s, a| s.operate(a, &id, kind))
+        .await
 }
 
-async fn reboot(
-    AxumState(sim): AxumState<Simulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    authenticated(sim, Endpoint::Reboot, &headers, |s, a| s.reboot(a, &id)).await
+async fn reboot(caller: Caller, Path(id): Path<String>) -> Response {
+    caller
+        .answer(Endpoint::Reboot, |s, a| s.reboot(a, &id))
+        .await
 }
 
-async fn delete_host(
-    AxumState(sim): AxumState<Simulator>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    authenticated(sim, Endpoint::Delete, &headers, |s, a| s.delete(a, &id)).await
+async fn delete_host(caller: Caller, Path(id): Path<String>) -> Response {
+    caller
+        .answer(Endpoint::Delete, |s, a| s.delete(a, &id))
+        .await
 }
 
 /// Timing for tests: hosts start and stop in `transition`.

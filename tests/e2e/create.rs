@@ -60,10 +60,7 @@ async fn creation_waiting_is_retried_until_created() {
     let world = World::start("wait6005", |_| {}).await;
     world.sim.set_create_waits(3);
     world.create("rh", demo_spec()).await;
-    let pending = world
-        .wait_condition("rh", "Ready", "False", "ProviderCreating")
-        .await;
-    let e = pending.status.unwrap().last_error.unwrap();
+    let e = world.failed("rh", "Ready", "ProviderCreating").await;
     assert_eq!(e.code, Some(6005));
     assert_eq!(e.provider_message.as_deref(), Some("创建等待"));
     assert!(e.trace_id.is_some_and(|t| t.starts_with("sim-")));
@@ -83,10 +80,8 @@ async fn insufficient_resources_back_off_then_rent_when_capacity_appears() {
     let world = World::start("cap6002", |_| {}).await;
     world.sim.set_capacity("teTapaSUFq", 0);
     world.create("rh", demo_spec()).await;
-    let obj = world
-        .wait_condition("rh", "Ready", "False", "InsufficientResources")
-        .await;
-    assert_eq!(obj.status.unwrap().last_error.unwrap().code, Some(6002));
+    let e = world.failed("rh", "Ready", "InsufficientResources").await;
+    assert_eq!(e.code, Some(6002));
     while world.sim.calls(Endpoint::CreateRent) < 4 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -187,10 +182,7 @@ async fn wrong_credentials_are_explained_after_one_refresh() {
         .put_secret("xds-credentials", "demo-account", "not-the-secret")
         .await;
     world.create("rh", demo_spec()).await;
-    let obj = world
-        .wait_condition("rh", "Ready", "False", "CredentialsInvalid")
-        .await;
-    let e = obj.status.unwrap().last_error.unwrap();
+    let e = world.failed("rh", "Ready", "CredentialsInvalid").await;
     assert_eq!(e.code, Some(401));
     assert_eq!(e.provider_message.as_deref(), Some("认证失败"));
     assert!(e.trace_id.is_some());
@@ -252,12 +244,7 @@ async fn a_gateway_error_after_commit_is_adopted() {
 
 #[tokio::test]
 async fn an_uncommitted_unknown_outcome_creates_again_after_the_grace_period() {
-    let world = World::start("nocommit", |_| {}).await;
-    world.sim.inject(Endpoint::CreateRent, [Fault::NonJson]);
-    world.create("rh", demo_spec()).await;
-    world
-        .wait_condition("rh", "Ready", "False", "AwaitingCreateOutcome")
-        .await;
+    let world = World::awaiting_create_outcome("nocommit").await;
     world.rented_after("rh", 2).await;
     let times = world.sim.call_times(Endpoint::CreateRent);
     assert!(

@@ -9,4 +9,5 @@ mod money;
 mod observe;
 mod operations;
 mod protocol;
+mod secrets;
 mod validation;

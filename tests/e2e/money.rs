@@ -11,9 +11,14 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// More hosts than one page of `mypage` holds.
 const PRELOADED: usize = 30;
 
-/// A world whose account already has hosts on more than one page, listed in `order` with
-/// the total given as `totals`.
-async fn crowded(prefix: &str, order: HostOrder, totals: TotalCounts) -> World {
+/// A world whose account already has hosts on more than one page, listed oldest first with
+/// a total on each item as a string.
+async fn crowded(prefix: &str) -> World {
+    crowded_as(prefix, HostOrder::OldestFirst, TotalCounts::PerItemString).await
+}
+
+/// [`crowded`], listed in `order` with the total given as `totals`.
+async fn crowded_as(prefix: &str, order: HostOrder, totals: TotalCounts) -> World {
     let world = World::start(prefix, |_| {}).await;
     {
         let mut state = world.sim.state();
@@ -33,7 +38,7 @@ async fn a_host_on_a_later_page_is_observed_not_lost() {
     .into_iter()
     .enumerate()
     {
-        let world = crowded(&format!("page2-{i}"), order, totals).await;
+        let world = crowded_as(&format!("page2-{i}"), order, totals).await;
         world.create("rh", demo_spec()).await;
         let obj = world.wait_condition("rh", "Ready", "True", "Running").await;
         let reasons = world.event_reasons("rh").await;
@@ -48,12 +53,7 @@ async fn a_host_on_a_later_page_is_observed_not_lost() {
 
 #[tokio::test]
 async fn a_lost_answer_is_resolved_from_a_listing_of_every_page() {
-    let world = crowded(
-        "lost-page2",
-        HostOrder::OldestFirst,
-        TotalCounts::PerItemString,
-    )
-    .await;
+    let world = crowded("lost-page2").await;
     world
         .sim
         .inject(Endpoint::CreateRent, [Fault::DropAfterCommit]);
@@ -69,12 +69,7 @@ async fn a_lost_answer_is_resolved_from_a_listing_of_every_page() {
 
 #[tokio::test]
 async fn a_release_answered_false_keeps_the_finalizer_until_the_host_is_gone() {
-    let world = crowded(
-        "del-false",
-        HostOrder::OldestFirst,
-        TotalCounts::PerItemString,
-    )
-    .await;
+    let world = crowded("del-false").await;
     world.create("rh", demo_spec()).await;
     let id = host_id(
         &world
@@ -96,7 +91,7 @@ async fn a_release_answered_false_keeps_the_finalizer_until_the_host_is_gone() {
 
 #[tokio::test]
 async fn a_host_released_outside_is_confirmed_gone_by_two_signals() {
-    let world = crowded("del-gone", HostOrder::Unrelated, TotalCounts::Both).await;
+    let world = crowded_as("del-gone", HostOrder::Unrelated, TotalCounts::Both).await;
     world.create("rh", demo_spec()).await;
     let id = host_id(
         &world
@@ -133,8 +128,7 @@ async fn the_request_cannot_change_while_a_create_is_pending() {
     ] {
         let patch = serde_json::json!({"spec": {field: value}});
         let refused = world
-            .api()
-            .patch("rh", &Default::default(), &kube::api::Patch::Merge(&patch))
+            .merge("rh", patch)
             .await
             .expect_err("the API server refuses the change");
         let message = refused.to_string();
@@ -168,18 +162,14 @@ async fn user_actions_during_a_pending_create_cannot_drop_its_host() {
     crate::create::kill_during_create(&mut world, "rh").await;
     let patch = serde_json::json!({"spec": {"hostId": existing}});
     let refused = world
-        .api()
-        .patch("rh", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .merge("rh", patch)
         .await
         .expect_err("spec.hostId waits for the pending create");
     assert!(refused.to_string().contains("spec.hostId"), "{refused}");
     // A GitOps tool applies the annotation from an earlier incident.
-    let stale = serde_json::json!({"metadata": {"annotations": {"xuandashi.dev/create-not-rented": "true"}}});
     world
-        .api()
-        .patch("rh", &Default::default(), &kube::api::Patch::Merge(&stale))
-        .await
-        .unwrap();
+        .annotate("rh", "xuandashi.dev/create-not-rented", "true")
+        .await;
     tokio::time::sleep(Duration::from_millis(1600)).await;
     world.start_controller();
     let obj = world.wait_rented("rh", LIMIT).await;
@@ -308,12 +298,7 @@ async fn a_burst_with_lost_answers_and_a_kill_resolves_itself() {
             panic!("{name} and {other} share host {id}");
         }
     }
-    let created: Vec<String> = world
-        .sim
-        .host_ids()
-        .into_iter()
-        .filter(|id| !preloaded.contains(id))
-        .collect();
+    let created = world.hosts_not_in(&preloaded);
     let unclaimed: Vec<&String> = created
         .iter()
         .filter(|id| !owners.contains_key(*id))
@@ -329,231 +314,6 @@ async fn a_burst_with_lost_answers_and_a_kill_resolves_itself() {
         "hosts billed with no object: {unclaimed:?}"
     );
     assert_eq!(created.len(), N);
-}
-
-/// Credentials changed to another account: nothing is created, released or looked up there.
-#[tokio::test]
-async fn credentials_of_another_account_never_release_or_rent_there() {
-    use rentedhost_operator::simulator::Account;
-    let world = World::start("acct", |_| {}).await;
-    world.sim.add_account(
-        "other-account",
-        Account {
-            secret: "other-secret".into(),
-            balance: 1_000_000.0,
-            real_name_verified: true,
-            wallet_error: false,
-        },
-    );
-    world.create("rh", demo_spec()).await;
-    let obj = world.wait_rented("rh", LIMIT).await;
-    let id = host_id(&obj).unwrap();
-    assert_eq!(
-        obj.status.unwrap().account.as_deref(),
-        Some("demo-account"),
-        "the account is recorded with the host"
-    );
-    world
-        .put_secret("xds-credentials", "other-account", "other-secret")
-        .await;
-    world
-        .wait_condition("rh", "Synced", "False", "CredentialsAccountChanged")
-        .await;
-    world.api().delete("rh", &Default::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        world.api().get_opt("rh").await.unwrap().is_some(),
-        "finalizer kept"
-    );
-    assert_eq!(
-        world.sim.calls(Endpoint::Delete),
-        0,
-        "no release on the other account"
-    );
-    assert_eq!(world.sim.host_ids(), vec![id.clone()]);
-    // The right credentials again: the host is released, and the object goes.
-    world
-        .put_secret("xds-credentials", "demo-account", "demo-secret")
-        .await;
-    world.wait_gone("rh", LIMIT).await;
-    assert!(world.sim.host_ids().is_empty());
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
-}
-
-/// A getToken that fails before createRent proves nothing was sent: no unknown outcome.
-#[tokio::test]
-async fn a_failed_get_token_is_a_proven_non_create() {
-    let world = World::start("notoken", |_| {}).await;
-    world
-        .sim
-        .inject(Endpoint::GetToken, [Fault::ServerError, Fault::NonJson]);
-    world.create("rh", demo_spec()).await;
-    let obj = world.wait_rented("rh", LIMIT).await;
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
-    let reasons = world.event_reasons("rh").await;
-    assert!(
-        !reasons.iter().any(|r| r == "AwaitingCreateOutcome"),
-        "{reasons:?}"
-    );
-    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
-}
-
-/// The default credentials Secret lives in the operator's namespace, not the watched one:
-/// its arrival is seen at once.
-#[tokio::test]
-async fn the_default_secret_in_the_operator_namespace_is_watched() {
-    let operator_ns = {
-        let client = crate::support::shared().client().await;
-        crate::support::test_namespace(&client, "operator").await
-    };
-    let home = operator_ns.clone();
-    let world = World::start("elsewhere", move |c| {
-        c.default_credentials = Some(
-            rentedhost_operator::controller::credentials::SecretRef::new(&home, "xds-default"),
-        );
-    })
-    .await;
-    world.create("rh", demo_spec()).await;
-    world
-        .wait_condition("rh", "Ready", "False", "CredentialsMissing")
-        .await;
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(world.client.clone(), &operator_ns);
-    let mut s = k8s_openapi::api::core::v1::Secret::default();
-    s.metadata.name = Some("xds-default".into());
-    s.string_data = Some(
-        [
-            ("uuid".to_string(), "demo-account".to_string()),
-            ("secret".to_string(), "demo-secret".to_string()),
-        ]
-        .into(),
-    );
-    secrets.create(&Default::default(), &s).await.unwrap();
-    // The retry table alone would wait 12 s (10 min at 1/50).
-    world.wait_rented("rh", Duration::from_secs(6)).await;
-}
-
-/// The connection Secret is written again when deleted or edited, and a Secret the
-/// operator did not create is never taken over.
-#[tokio::test]
-async fn the_connection_secret_is_repaired_and_a_foreign_one_refused() {
-    use k8s_openapi::api::core::v1::Secret;
-    let world = World::start("connfix", |_| {}).await;
-    let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
-    world.create("rh", demo_spec()).await;
-    world.wait_condition("rh", "Ready", "True", "Running").await;
-    let password = |s: &Secret| s.data.as_ref().and_then(|d| d.get("hostPw")).cloned();
-    let written = secrets.get("rh-connection").await.unwrap();
-    secrets
-        .delete("rh-connection", &Default::default())
-        .await
-        .unwrap();
-    let start = std::time::Instant::now();
-    let again = loop {
-        if let Some(s) = secrets.get_opt("rh-connection").await.unwrap()
-            && s.metadata.deletion_timestamp.is_none()
-        {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "not rewritten");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(password(&again), password(&written));
-    let edit = serde_json::json!({"data": {"hostPw": "ZWRpdGVk"}});
-    secrets
-        .patch(
-            "rh-connection",
-            &Default::default(),
-            &kube::api::Patch::Merge(&edit),
-        )
-        .await
-        .unwrap();
-    let start = std::time::Instant::now();
-    while password(&secrets.get("rh-connection").await.unwrap()) != password(&written) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "edit not repaired"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Someone else's Secret of the requested name stays theirs.
-    let mut foreign = Secret::default();
-    foreign.metadata.name = Some("team-login".into());
-    foreign.string_data = Some([("note".to_string(), "keep me".to_string())].into());
-    secrets.create(&Default::default(), &foreign).await.unwrap();
-    let mut spec = demo_spec();
-    spec["connectionSecretName"] = "team-login".into();
-    world.create("other", spec).await;
-    let obj = world
-        .wait_condition("other", "Synced", "False", "ConnectionSecretConflict")
-        .await;
-    assert!(host_id(&obj).is_some(), "the host is rented all the same");
-    let kept = secrets.get("team-login").await.unwrap();
-    assert!(kept.metadata.owner_references.is_none());
-    assert!(kept.data.unwrap().keys().eq(["note"].iter()));
-}
-
-/// A credentials Secret the API server will not hand over (here: RBAC) is a transient
-/// Kubernetes error, retried, never `CredentialsMissing`; nothing is created meanwhile.
-#[tokio::test]
-async fn a_secret_that_cannot_be_read_is_retried_not_reported_missing() {
-    let mut world = World::start("secret-rbac", |_| {}).await;
-    world.kill_controller().await;
-    let plane = crate::support::shared();
-    let role = |secret_verbs: &str| {
-        format!(
-            r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: rho-limited}}
-rules:
-  - apiGroups: ["xuandashi.dev"]
-    resources: ["rentedhosts", "rentedhosts/status"]
-    verbs: ["get", "list", "watch", "patch", "update"]
-  - apiGroups: [""]
-    resources: ["secrets"]
-    verbs: [{secret_verbs}]
-  - apiGroups: ["events.k8s.io"]
-    resources: ["events"]
-    verbs: ["create", "patch"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: rho-limited}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: rho-limited}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: rho-limited}}]
-"#
-        )
-    };
-    let applied = crate::support::kubectl_apply(
-        plane,
-        &world.ns,
-        &role(r#""list", "watch", "create", "patch""#),
-    );
-    assert!(applied.status.success(), "{applied:?}");
-    world.start_controller_as(plane.client_as("rho-limited").await);
-    world.create("rh", demo_spec()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let obj = world.get("rh").await;
-    assert!(
-        !is(&obj, "Ready", "False", "CredentialsMissing"),
-        "{:?}",
-        obj.status
-    );
-    let reasons = world.event_reasons("rh").await;
-    assert!(
-        !reasons.iter().any(|r| r == "CredentialsMissing"),
-        "{reasons:?}"
-    );
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 0);
-    let applied = crate::support::kubectl_apply(
-        plane,
-        &world.ns,
-        &role(r#""get", "list", "watch", "create", "patch""#),
-    );
-    assert!(applied.status.success(), "{applied:?}");
-    world.wait_rented("rh", LIMIT).await;
-    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
 }
 
 /// A cache that lags the API server (watches 1.5 s late): decisions that spend money act on
@@ -604,12 +364,7 @@ async fn a_lagging_cache_neither_spins_nor_rents_twice() {
 /// create then allows the new create.
 #[tokio::test]
 async fn any_unclaimed_host_since_the_call_stops_a_new_create_until_a_person_decides() {
-    let world = World::start("stray", |_| {}).await;
-    world.sim.inject(Endpoint::CreateRent, [Fault::NonJson]);
-    world.create("rh", demo_spec()).await;
-    world
-        .wait_condition("rh", "Ready", "False", "AwaitingCreateOutcome")
-        .await;
+    let world = World::awaiting_create_outcome("stray").await;
     let body = serde_json::json!({"packageId": "kQvBmLtRzA", "imageId": "507", "periodNumber": 1, "periodType": 2});
     assert_eq!(world.sim.state().create_rent("demo-account", &body).code, 0);
     let stray = world.sim.host_ids().remove(0);
@@ -620,16 +375,9 @@ async fn any_unclaimed_host_since_the_call_stops_a_new_create_until_a_person_dec
     assert!(status.last_error.unwrap().message.contains(&stray));
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1, "no new create");
     let since = status.create_pending.unwrap().since;
-    let annotate = serde_json::json!({"metadata": {"annotations": {"xuandashi.dev/create-not-rented": since}}});
     world
-        .api()
-        .patch(
-            "rh",
-            &Default::default(),
-            &kube::api::Patch::Merge(&annotate),
-        )
-        .await
-        .unwrap();
+        .annotate("rh", "xuandashi.dev/create-not-rented", &since)
+        .await;
     let obj = world.wait_rented("rh", LIMIT).await;
     assert_ne!(host_id(&obj), Some(stray));
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);

@@ -3,7 +3,8 @@
 
 use crate::support::operator::{World, demo_spec, host_id, is};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use rentedhost_operator::controller::Config;
 use rentedhost_operator::provider::{Endpoint, HostStatus};
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,12 @@ async fn rented(world: &World, name: &str) -> String {
     host_id(&obj).unwrap()
 }
 
-async fn annotate(world: &World, name: &str, key: &str, value: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
-    world
-        .api()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+/// A world with one object, `rh`, whose host runs; and that host's id.
+async fn running(prefix: &str, tweak: impl FnOnce(&mut Config)) -> (World, String) {
+    let world = World::start(prefix, tweak).await;
+    world.create("rh", demo_spec()).await;
+    let id = rented(&world, "rh").await;
+    (world, id)
 }
 
 #[tokio::test]
@@ -59,9 +59,7 @@ async fn sixty_objects_cost_at_most_three_mypage_calls_per_poll() {
 
 #[tokio::test]
 async fn a_host_stopped_at_the_provider_is_seen_within_one_poll_and_started_again() {
-    let world = World::start("drift-power", |c| c.poll_interval = Duration::from_secs(2)).await;
-    world.create("rh", demo_spec()).await;
-    let id = rented(&world, "rh").await;
+    let (world, id) = running("drift-power", |c| c.poll_interval = Duration::from_secs(2)).await;
     world.sim.set_host_status(&id, HostStatus::Stopped);
     let stopped_at = Instant::now();
     world
@@ -86,9 +84,7 @@ async fn a_host_stopped_at_the_provider_is_seen_within_one_poll_and_started_agai
 
 #[tokio::test]
 async fn power_state_stopped_stops_the_host_and_running_starts_it() {
-    let world = World::start("power", |_| {}).await;
-    world.create("rh", demo_spec()).await;
-    let id = rented(&world, "rh").await;
+    let (world, id) = running("power", |_| {}).await;
     world
         .patch_spec("rh", serde_json::json!({"powerState": "Stopped"}))
         .await;
@@ -104,17 +100,12 @@ async fn power_state_stopped_stops_the_host_and_running_starts_it() {
 
 #[tokio::test]
 async fn starting_without_balance_is_explained() {
-    let world = World::start("power6003", |_| {}).await;
-    world.create("rh", demo_spec()).await;
-    let id = rented(&world, "rh").await;
+    let (world, id) = running("power6003", |_| {}).await;
     world
         .sim
         .update_account("demo-account", |a| a.balance = 0.0);
     world.sim.set_host_status(&id, HostStatus::Stopped);
-    let obj = world
-        .wait_condition("rh", "Ready", "False", "InsufficientBalance")
-        .await;
-    let e = obj.status.unwrap().last_error.unwrap();
+    let e = world.failed("rh", "Ready", "InsufficientBalance").await;
     assert_eq!(e.code, Some(6003));
     assert!(e.message.contains("cannot start"), "{}", e.message);
 }
@@ -203,10 +194,7 @@ async fn spec_host_id_adopts_without_renting_and_a_second_claim_is_refused() {
     world.create("first", spec.clone()).await;
     assert_eq!(rented(&world, "first").await, id);
     world.create("second", spec).await;
-    let obj = world
-        .wait_condition("second", "Ready", "False", "HostClaimed")
-        .await;
-    let msg = obj.status.unwrap().last_error.unwrap().message;
+    let msg = world.failed("second", "Ready", "HostClaimed").await.message;
     assert!(msg.contains(&id) && msg.contains("first"), "{msg}");
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 0);
     assert_eq!(world.sim.host_ids(), vec![id]);
@@ -254,7 +242,9 @@ async fn a_vanished_host_is_not_found_and_an_expired_one_is_expired() {
 
 /// Asks for a reboot with a new annotation value and waits until the object took it up.
 async fn request_reboot(world: &World, value: &str) {
-    annotate(world, "rh", "xuandashi.dev/reboot-requested-at", value).await;
+    world
+        .annotate("rh", "xuandashi.dev/reboot-requested-at", value)
+        .await;
     let handled = |o: &rentedhost_operator::api::RentedHost| {
         o.status
             .as_ref()
@@ -268,13 +258,11 @@ async fn request_reboot(world: &World, value: &str) {
 
 #[tokio::test]
 async fn the_reboot_annotation_reboots_once_per_value() {
-    let world = World::start("reboot", |_| {}).await;
-    world.create("rh", demo_spec()).await;
-    rented(&world, "rh").await;
+    let (world, _) = running("reboot", |_| {}).await;
     request_reboot(&world, "2026-11-26T08:00:00Z").await;
     rented(&world, "rh").await;
     // Unrelated changes do not reboot again.
-    annotate(&world, "rh", "example.com/note", "hello").await;
+    world.annotate("rh", "example.com/note", "hello").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(world.sim.calls(Endpoint::Reboot), 1);
     request_reboot(&world, "2026-11-26T09:00:00Z").await;
@@ -286,17 +274,15 @@ async fn the_reboot_annotation_reboots_once_per_value() {
         .patch_spec("rh", serde_json::json!({"powerState": "Stopped"}))
         .await;
     world.wait_condition("rh", "Ready", "True", "Stopped").await;
-    annotate(
-        &world,
-        "rh",
-        "xuandashi.dev/reboot-requested-at",
-        "2026-11-26T10:00:00Z",
-    )
-    .await;
-    let obj = world
-        .wait_condition("rh", "Synced", "False", "HostNotRunning")
+    world
+        .annotate(
+            "rh",
+            "xuandashi.dev/reboot-requested-at",
+            "2026-11-26T10:00:00Z",
+        )
         .await;
-    assert_eq!(obj.status.unwrap().last_error.unwrap().code, Some(7002));
+    let e = world.failed("rh", "Synced", "HostNotRunning").await;
+    assert_eq!(e.code, Some(7002));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(world.sim.calls(Endpoint::Reboot), 3);
 }

@@ -11,7 +11,6 @@
 //! `PROTOCOL_SEEDS=a..b` runs those seeds (default: 20 from a random base, printed).
 
 use crate::support::operator::{World, demo_spec, host_id, is};
-use kube::api::{Patch, PatchParams};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rentedhost_operator::provider::Endpoint;
@@ -52,14 +51,6 @@ macro_rules! ensure {
             return Err(format!($($msg)+));
         }
     };
-}
-
-async fn merge(world: &World, name: &str, patch: serde_json::Value) -> bool {
-    world
-        .api()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .is_ok()
 }
 
 /// Waits (a minute at most) until every one of `names` is gone.
@@ -144,7 +135,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
             35..45 => {
                 if let Some(name) = pick(&mut rng, &live) {
                     let patch = serde_json::json!({"spec": {"packageId": "kQvBmLtRzA"}});
-                    if !merge(&world, &name, patch).await {
+                    if world.merge(&name, patch).await.is_err() {
                         summary.refused_edits += 1;
                     }
                 }
@@ -153,7 +144,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
                 if let (Some(name), false) = (pick(&mut rng, &live), preloaded.is_empty()) {
                     let id = &preloaded[rng.random_range(0..preloaded.len())];
                     let patch = serde_json::json!({"spec": {"hostId": id}});
-                    if !merge(&world, &name, patch).await {
+                    if world.merge(&name, patch).await.is_err() {
                         summary.refused_edits += 1;
                     }
                 }
@@ -161,7 +152,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
             55..65 => {
                 if let Some(name) = pick(&mut rng, &live) {
                     let stale = serde_json::json!({"metadata": {"annotations": {"xuandashi.dev/create-not-rented": "true"}}});
-                    merge(&world, &name, stale).await;
+                    world.merge(&name, stale).await.ok();
                 }
             }
             65..75 => {
@@ -244,12 +235,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         world.api().delete(name, &Default::default()).await.ok();
     }
     all_gone(&world, &live, seed).await?;
-    let left: Vec<String> = world
-        .sim
-        .host_ids()
-        .into_iter()
-        .filter(|id| !before.contains(id))
-        .collect();
+    let left = world.hosts_not_in(&before);
     ensure!(
         left.is_empty(),
         "seed {seed}: hosts of the run left after deleting everything: {left:?}"

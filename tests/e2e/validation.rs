@@ -42,42 +42,43 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     let plane = install_crd();
     let client = plane.client().await;
     let ns = crate::support::test_namespace(&client, "invalid").await;
-    refused(
-        &ns,
-        "count-zero",
-        &VALID.replace("count: 5", "count: 0"),
-        &["spec.period.count", "greater than or equal to 1"],
-    );
-    refused(
-        &ns,
-        "fortnight",
-        &VALID.replace("unit: Month", "unit: Fortnight"),
-        &["spec.period.unit", "Unsupported value: \"Fortnight\""],
-    );
-    refused(
-        &ns,
-        "no-image",
-        &VALID.replace("  imageId: \"507\"\n", ""),
-        &["spec.imageId", "Required value"],
-    );
-    refused(
-        &ns,
-        "empty-package",
-        &VALID.replace("teTapaSUFq", "\"\""),
-        &["spec.packageId", "at least 1"],
-    );
-    refused(
-        &ns,
-        "unknown-field",
-        &format!("{VALID}  colour: blue\n"),
-        &["unknown field \"spec.colour\""],
-    );
-    refused(
-        &ns,
-        "bad-policy",
-        &format!("{VALID}  deletionPolicy: Shred\n"),
-        &["spec.deletionPolicy", "Unsupported value"],
-    );
+    let count_zero = VALID.replace("count: 5", "count: 0");
+    let fortnight = VALID.replace("unit: Month", "unit: Fortnight");
+    let no_image = VALID.replace("  imageId: \"507\"\n", "");
+    let empty_package = VALID.replace("teTapaSUFq", "\"\"");
+    let unknown_field = format!("{VALID}  colour: blue\n");
+    let bad_policy = format!("{VALID}  deletionPolicy: Shred\n");
+    let cases: [(&str, &str, &[&str]); 6] = [
+        (
+            "count-zero",
+            &count_zero,
+            &["spec.period.count", "greater than or equal to 1"],
+        ),
+        (
+            "fortnight",
+            &fortnight,
+            &["spec.period.unit", "Unsupported value: \"Fortnight\""],
+        ),
+        ("no-image", &no_image, &["spec.imageId", "Required value"]),
+        (
+            "empty-package",
+            &empty_package,
+            &["spec.packageId", "at least 1"],
+        ),
+        (
+            "unknown-field",
+            &unknown_field,
+            &["unknown field \"spec.colour\""],
+        ),
+        (
+            "bad-policy",
+            &bad_policy,
+            &["spec.deletionPolicy", "Unsupported value"],
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        refused(&ns, name, spec, expected);
+    }
     let listed = run_ok(plane.kubectl().args(["get", "rh", "-n", &ns, "-o", "name"]));
     assert!(
         listed.trim().is_empty(),
@@ -96,24 +97,18 @@ async fn a_rented_hosts_package_image_and_period_are_immutable() {
         })
         .await;
     let id = host_id(&obj).unwrap();
-    refused(
-        &world.ns,
-        "rh",
-        &VALID.replace("teTapaSUFq", "kQvBmLtRzA"),
-        &["spec.packageId", "immutable once a host is rented"],
-    );
-    refused(
-        &world.ns,
-        "rh",
-        &VALID.replace("\"507\"", "\"508\""),
-        &["spec.imageId", "immutable once a host is rented"],
-    );
-    refused(
-        &world.ns,
-        "rh",
-        &VALID.replace("count: 5", "count: 6"),
-        &["spec.period", "immutable once a host is rented"],
-    );
+    for (changed, field) in [
+        (VALID.replace("teTapaSUFq", "kQvBmLtRzA"), "spec.packageId"),
+        (VALID.replace("\"507\"", "\"508\""), "spec.imageId"),
+        (VALID.replace("count: 5", "count: 6"), "spec.period"),
+    ] {
+        refused(
+            &world.ns,
+            "rh",
+            &changed,
+            &[field, "immutable once a host is rented"],
+        );
+    }
     // Fields that may change still can.
     accepted(
         &world.ns,

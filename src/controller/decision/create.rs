@@ -26,13 +26,9 @@ pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHos
     status
 }
 
-pub(super) fn rented(
-    obj: &RentedHost,
-    mut status: RentedHostStatus,
-    id: &str,
-    how: &str,
-    now: Timestamp,
-) -> RentedHostStatus {
+/// `obj`'s status once host `id` is known to be its own (`how` says how it became so).
+pub(super) fn rented(obj: &RentedHost, id: &str, how: &str, now: Timestamp) -> RentedHostStatus {
+    let mut status = base(obj);
     status.host_id = Some(id.to_string());
     status.create_pending = None;
     status.last_error = None;
@@ -70,7 +66,7 @@ pub fn after_create(
                 ),
             };
             Transition {
-                status: rented(&view, recorded.clone(), id, "rented", now),
+                status: rented(&view, id, "rented", now),
                 note: Some(note),
                 requeue: Requeue::Observe { transitional: true },
             }
@@ -119,12 +115,29 @@ pub(super) fn refused(view: &RentedHost, error: &ProviderError, now: Timestamp) 
     fail_all(view, status, last_error(reason, error), now)
 }
 
+/// How long the host of an unanswered createRent may take to show in the account's
+/// listing, counted from the end of the call (or of its budget).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grace {
+    pub from: Timestamp,
+    pub length: Duration,
+}
+
+impl Grace {
+    /// What is left of the grace period at `now`; `None` once it is over.
+    fn left(&self, now: Timestamp) -> Option<Duration> {
+        let waited = Duration::try_from(now.duration_since(self.from)).unwrap_or(Duration::ZERO);
+        self.length
+            .checked_sub(waited)
+            .filter(|left| !left.is_zero())
+    }
+}
+
 /// The step after looking for the host of an unanswered createRent.
 pub fn after_resolution(
     obj: &RentedHost,
     found: &Resolution,
-    since: Timestamp,
-    grace: Duration,
+    grace: Grace,
     now: Timestamp,
 ) -> Transition {
     let mut status = base(obj);
@@ -155,13 +168,7 @@ pub fn after_resolution(
                 reason: "AdoptedHost",
                 message: format!("adopted host {id}, created by an unanswered createRent"),
             };
-            let status = rented(
-                obj,
-                status,
-                id,
-                "adopted after an unanswered createRent",
-                now,
-            );
+            let status = rented(obj, id, "adopted after an unanswered createRent", now);
             Transition {
                 status,
                 note: Some(note),
@@ -169,14 +176,13 @@ pub fn after_resolution(
             }
         }
         Resolution::NoHost => {
-            let waited = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
-            if waited >= grace {
+            let Some(left) = grace.left(now) else {
                 let message = format!(
                     "no new host appeared within {}s of the unanswered createRent: creating again",
-                    grace.as_secs()
+                    grace.length.as_secs()
                 );
                 return create_again(status, "CreateNotCommitted", message);
-            }
+            };
             let msg = "waiting for the provider to show the host of an unanswered createRent";
             let r = Reason::AwaitingCreateOutcome.as_str();
             status.phase = Some(Phase::Creating);
@@ -187,7 +193,7 @@ pub fn after_resolution(
             Transition {
                 status,
                 note: None,
-                requeue: Requeue::After(grace - waited),
+                requeue: Requeue::After(left),
             }
         }
         Resolution::Ambiguous(many) => {
@@ -365,13 +371,16 @@ mod tests {
     #[test]
     fn resolution_adopts_one_waits_for_none_and_stops_on_many() {
         let o = obj(Some(pending(&obj(None))));
-        let grace = Duration::from_secs(120);
-        let one = after_resolution(&o, &Resolution::Adopt("h1".into()), t0(), grace, later(10));
+        let grace = Grace {
+            from: t0(),
+            length: Duration::from_secs(120),
+        };
+        let one = after_resolution(&o, &Resolution::Adopt("h1".into()), grace, later(10));
         assert_eq!(one.status.host_id.as_deref(), Some("h1"));
         assert!(one.status.create_pending.is_none());
         assert_eq!(one.note.unwrap().reason, "AdoptedHost");
 
-        let early = after_resolution(&o, &Resolution::NoHost, t0(), grace, later(30));
+        let early = after_resolution(&o, &Resolution::NoHost, grace, later(30));
         assert!(
             early.status.create_pending.is_some(),
             "within the grace period the create may still show up"
@@ -382,7 +391,7 @@ mod tests {
             "AwaitingCreateOutcome"
         );
 
-        let late = after_resolution(&o, &Resolution::NoHost, t0(), grace, later(121));
+        let late = after_resolution(&o, &Resolution::NoHost, grace, later(121));
         assert!(late.status.create_pending.is_none());
         assert!(late.status.host_id.is_none());
         assert_eq!(late.note.unwrap().reason, "CreateNotCommitted");
@@ -391,7 +400,6 @@ mod tests {
         let many = after_resolution(
             &o,
             &Resolution::Ambiguous(vec!["h1".into(), "h2".into()]),
-            t0(),
             grace,
             later(10),
         );
@@ -423,9 +431,12 @@ mod tests {
         let waiting = obj(Some(pending(&obj(None))));
         let since = t0().to_string();
         let ambiguous = Resolution::Ambiguous(vec!["h1".into(), "h2".into()]);
-        let grace = Duration::from_secs(120);
+        let grace = Grace {
+            from: t0(),
+            length: Duration::from_secs(120),
+        };
         let asked = obj(Some(
-            after_resolution(&waiting, &ambiguous, t0(), grace, later(1)).status,
+            after_resolution(&waiting, &ambiguous, grace, later(1)).status,
         ));
         for (mut o, value, allowed) in [
             (waiting.clone(), since.as_str(), false),
@@ -435,7 +446,7 @@ mod tests {
         ] {
             annotate(&mut o, value);
             assert_eq!(create_not_rented_allowed(&o), allowed, "{value}");
-            let t = after_resolution(&o, &ambiguous, t0(), grace, later(2));
+            let t = after_resolution(&o, &ambiguous, grace, later(2));
             assert_eq!(t.status.create_pending.is_none(), allowed, "{value}");
             assert!(t.status.host_id.is_none(), "{value}");
         }

@@ -163,10 +163,7 @@ mod tests {
         assert_eq!(plan(&o), Step::AddFinalizer);
         let o = obj(None);
         assert_eq!(plan(&o), Step::Create);
-        let o = obj(Some(RentedHostStatus {
-            host_id: Some("h1".into()),
-            ..Default::default()
-        }));
+        let o = with_host("h1", None);
         assert_eq!(plan(&o), Step::Observe("h1".into()));
         let mut o = obj(None);
         o.spec.host_id = Some("h2".into());
@@ -194,10 +191,7 @@ mod tests {
         let mut deleting = obj(None);
         deleting.metadata.deletion_timestamp = Some(Time(t0()));
         assert_eq!(plan(&deleting), Step::Finalize);
-        let empty = obj(Some(RentedHostStatus {
-            host_id: Some("  ".into()),
-            ..Default::default()
-        }));
+        let empty = with_host("  ", None);
         assert_eq!(plan(&empty), Step::Create, "a blank host id is no host");
     }
 }

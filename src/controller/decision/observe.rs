@@ -99,26 +99,31 @@ pub fn after_observe(
     }
 }
 
+/// What looking for `spec.hostId` found.
+#[derive(Clone, Copy, Debug)]
+pub enum Adoptable<'a> {
+    /// Another object (`namespace/name`) claims the host.
+    ClaimedBy(&'a str),
+    /// The provider account has no such host.
+    NotInAccount,
+    /// The account's host, claimed by no other object.
+    Yes(&'a Host),
+}
+
 /// Adoption of `spec.hostId`: the host must be in the account and claimed by no other object.
-pub fn after_adopt(
-    obj: &RentedHost,
-    id: &str,
-    host: Option<&Host>,
-    claimed_by_other: Option<&str>,
-    now: Timestamp,
-) -> Transition {
-    if let Some(other) = claimed_by_other {
-        let msg = format!(
-            "host {id} is already claimed by RentedHost {other}; one host belongs to one object"
-        );
-        return stopped_for(obj, base(obj), local_error(Reason::HostClaimed, msg), now);
-    }
-    match host {
-        None => {
+pub fn after_adopt(obj: &RentedHost, id: &str, found: Adoptable<'_>, now: Timestamp) -> Transition {
+    match found {
+        Adoptable::ClaimedBy(other) => {
+            let msg = format!(
+                "host {id} is already claimed by RentedHost {other}; one host belongs to one object"
+            );
+            stopped_for(obj, base(obj), local_error(Reason::HostClaimed, msg), now)
+        }
+        Adoptable::NotInAccount => {
             let msg = format!("spec.hostId {id} is not a host of the provider account");
             stopped_for(obj, base(obj), local_error(Reason::HostNotFound, msg), now)
         }
-        Some(host) => {
+        Adoptable::Yes(host) => {
             let mut view = obj.clone();
             let mut status = base(obj);
             status.host_id = Some(id.to_string());
@@ -285,11 +290,7 @@ mod tests {
             ),
         ];
         for (host_status, power, phase, ready, transitional) in cases {
-            let mut o = obj(Some(RentedHostStatus {
-                host_id: Some("h1".into()),
-                phase: Some(Phase::Provisioning),
-                ..Default::default()
-            }));
+            let mut o = with_host("h1", Some(Phase::Provisioning));
             o.spec.power_state = power;
             let mut h = host("h1", t0(), 8);
             h.status = Some(host_status.code().into());
@@ -317,11 +318,7 @@ mod tests {
 
     #[test]
     fn a_host_gone_from_the_account_is_not_found_and_never_rented_again() {
-        let o = obj(Some(RentedHostStatus {
-            host_id: Some("h1".into()),
-            phase: Some(Phase::Running),
-            ..Default::default()
-        }));
+        let o = with_host("h1", Some(Phase::Running));
         let t = after_observe(&o, "h1", None, t0());
         assert_eq!(
             cond(&t.status, ConditionType::Ready),
@@ -336,16 +333,16 @@ mod tests {
     fn adoption_checks_claims_and_existence() {
         let mut o = obj(None);
         o.spec.host_id = Some("h1".into());
-        let claimed = after_adopt(&o, "h1", None, Some("ns/other"), t0());
+        let claimed = after_adopt(&o, "h1", Adoptable::ClaimedBy("ns/other"), t0());
         assert_eq!(cond(&claimed.status, ConditionType::Ready).1, "HostClaimed");
         assert!(claimed.status.host_id.is_none());
-        let missing = after_adopt(&o, "h1", None, None, t0());
+        let missing = after_adopt(&o, "h1", Adoptable::NotInAccount, t0());
         assert_eq!(
             cond(&missing.status, ConditionType::Ready).1,
             "HostNotFound"
         );
         let h = host("h1", t0(), 8);
-        let adopted = after_adopt(&o, "h1", Some(&h), None, t0());
+        let adopted = after_adopt(&o, "h1", Adoptable::Yes(&h), t0());
         assert_eq!(adopted.status.host_id.as_deref(), Some("h1"));
         assert_eq!(adopted.note.unwrap().reason, "AdoptedHost");
     }

@@ -152,11 +152,7 @@ mod tests {
 
     #[test]
     fn power_and_reboot_answers() {
-        let mut o = obj(Some(RentedHostStatus {
-            host_id: Some("h1".into()),
-            phase: Some(Phase::Stopped),
-            ..Default::default()
-        }));
+        let mut o = with_host("h1", Some(Phase::Stopped));
         o.metadata.annotations = Some([(REBOOT_ANNOTATION.to_string(), "v1".to_string())].into());
         let mut h = host("h1", t0(), 8);
         h.status = Some(HostStatus::Stopped.code().into());

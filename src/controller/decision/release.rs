@@ -88,10 +88,7 @@ mod tests {
 
     #[test]
     fn release_follows_the_deletion_policy() {
-        let mut o = obj(Some(RentedHostStatus {
-            host_id: Some("h1".into()),
-            ..Default::default()
-        }));
+        let mut o = with_host("h1", None);
         assert_eq!(release_needed(&o), Some("h1".into()));
         let (t, note) = after_release(&o, &Release::Released, t0());
         assert!(t.is_none());

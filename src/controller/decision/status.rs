@@ -215,11 +215,7 @@ mod tests {
 
     #[test]
     fn missing_credentials_and_failed_observations_keep_what_is_known() {
-        let o = obj(Some(RentedHostStatus {
-            host_id: Some("h1".into()),
-            phase: Some(Phase::Running),
-            ..Default::default()
-        }));
+        let o = with_host("h1", Some(Phase::Running));
         let t = credentials_missing(&o, "credentials Secret ns/x not found", t0());
         assert_eq!(t.status.host_id.as_deref(), Some("h1"));
         assert_eq!(t.status.phase, Some(Phase::Running));

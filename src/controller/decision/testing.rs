@@ -17,6 +17,15 @@ pub(crate) fn obj(status: Option<RentedHostStatus>) -> RentedHost {
     o
 }
 
+/// An object whose host is `host_id`, in `phase`.
+pub(crate) fn with_host(host_id: &str, phase: Option<Phase>) -> RentedHost {
+    obj(Some(RentedHostStatus {
+        host_id: Some(host_id.into()),
+        phase,
+        ..Default::default()
+    }))
+}
+
 pub(crate) fn t0() -> Timestamp {
     "2026-11-26T07:00:00Z".parse().unwrap()
 }

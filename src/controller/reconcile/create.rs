@@ -48,24 +48,27 @@ pub(super) async fn create(
         tracing::info!(host = %id, "rented host");
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
-    let written = write_after_create(ctx, obj, &recorded, &t.status, provider.account()).await?;
+    let written = write_after_create(ctx, obj, &t.status, provider.account()).await?;
     if let Some(note) = &t.note {
         writes::publish(&ctx.recorder, &written, note, "CreateRent").await;
     }
     Ok(action(ctx, &written, t.requeue))
 }
 
-/// Writes the outcome of a createRent, guarded; a conflict (the user annotated the object
-/// meanwhile, say) is retried on a fresh read as long as the object still waits for this
-/// very create.
+/// Writes the outcome of a createRent to `obj` as its recording left it, guarded; a
+/// conflict (the user annotated the object meanwhile, say) is retried on a fresh read as
+/// long as the object still waits for this very create.
 pub(super) async fn write_after_create(
     ctx: &Context,
     mut obj: RentedHost,
-    recorded: &RentedHostStatus,
     status: &RentedHostStatus,
     account: &str,
 ) -> Result<RentedHost, Error> {
-    let mine = recorded.create_pending.as_ref().map(|p| &p.since);
+    let pending_since = |o: &RentedHost| {
+        let pending = o.status.as_ref()?.create_pending.as_ref()?;
+        Some(pending.since.clone())
+    };
+    let mine = pending_since(&obj);
     let mut delay = Duration::from_millis(100);
     for _ in 0..8 {
         match write_protocol(ctx, &obj, status, account).await {
@@ -80,12 +83,9 @@ pub(super) async fn write_after_create(
         let Some(current) = fresh_opt(ctx, &obj).await? else {
             break;
         };
-        let waiting = current
-            .status
-            .as_ref()
-            .and_then(|s| s.create_pending.as_ref())
-            .map(|p| &p.since);
-        if waiting != mine || current.status.as_ref().is_some_and(|s| s.host_id.is_some()) {
+        if pending_since(&current) != mine
+            || current.status.as_ref().is_some_and(|s| s.host_id.is_some())
+        {
             break;
         }
         obj = current;

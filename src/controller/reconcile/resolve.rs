@@ -122,8 +122,11 @@ pub(super) async fn resolve_and_write(
                 resolution::resolve(&me, expected.as_ref(), account)
             }
         };
-        let waited_from = me.call_end(window);
-        decision::after_resolution(&obj, &found, waited_from, ctx.config.create_grace, now())
+        let grace = decision::Grace {
+            from: me.call_end(window),
+            length: ctx.config.create_grace,
+        };
+        decision::after_resolution(&obj, &found, grace, now())
     };
     let mut t = decide(&listing.hosts);
     if t.status.host_id.is_none() && t.status.create_pending.is_none() {
@@ -220,7 +223,12 @@ pub(super) async fn adopt(
             }
         },
     };
-    let t = decision::after_adopt(&obj, id, host.as_ref(), other.as_deref(), now());
+    let found = match (&other, &host) {
+        (Some(other), _) => decision::Adoptable::ClaimedBy(other),
+        (None, None) => decision::Adoptable::NotInAccount,
+        (None, Some(host)) => decision::Adoptable::Yes(host),
+    };
+    let t = decision::after_adopt(&obj, id, found, now());
     let written = if t.status.host_id.is_some() {
         ctx.claim(&obj, id);
         ctx.poller.register(provider, &obj);

@@ -136,33 +136,36 @@ fn generate_pki() -> Pki {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let serving_key = KeyPair::generate().unwrap();
-    let mut serving =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving.signed_by(&serving_key, &issuer).unwrap();
-
-    let admin_key = KeyPair::generate().unwrap();
-    let mut admin = CertificateParams::new(Vec::<String>::new()).unwrap();
-    admin
-        .distinguished_name
-        .push(DnType::CommonName, "testenv-admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer).unwrap();
+    // A leaf certificate signed by the CA: its key (PEM) and certificate (PEM).
+    let leaf = |names: &[&str], subject: &[(DnType, &str)], usage| {
+        let key = KeyPair::generate().unwrap();
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).unwrap();
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (key.serialize_pem(), cert.pem())
+    };
+    let (serving_key, serving_cert) = leaf(
+        &["127.0.0.1", "localhost"],
+        &[(DnType::CommonName, "kube-apiserver")],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let admin_subject = [
+        (DnType::CommonName, "testenv-admin"),
+        (DnType::OrganizationName, "system:masters"),
+    ];
+    let (admin_key, admin_cert) = leaf(&[], &admin_subject, ExtendedKeyUsagePurpose::ClientAuth);
 
     let service_account = KeyPair::generate().unwrap();
     Pki {
         ca: ca_cert.pem(),
-        serving_cert: serving_cert.pem(),
-        serving_key: serving_key.serialize_pem(),
-        admin_cert: admin_cert.pem(),
-        admin_key: admin_key.serialize_pem(),
+        serving_cert,
+        serving_key,
+        admin_cert,
+        admin_key,
         service_account_key: service_account.serialize_pem(),
         service_account_pub: service_account.public_key_pem(),
     }

@@ -5,7 +5,7 @@
 use super::install_crd;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use rentedhost_operator::api::RentedHost;
+use rentedhost_operator::api::{LastError, RentedHost};
 use rentedhost_operator::controller::{self, Config, credentials::SecretRef};
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider::{ClientSettings, Endpoint};
@@ -197,13 +197,45 @@ impl World {
             .unwrap()
     }
 
+    /// A world whose object `rh` waits for the outcome of a createRent that rented nothing
+    /// and whose answer was not JSON.
+    pub async fn awaiting_create_outcome(prefix: &str) -> World {
+        let world = World::start(prefix, |_| {}).await;
+        world
+            .sim
+            .inject(Endpoint::CreateRent, [simulator::Fault::NonJson]);
+        world.create("rh", demo_spec()).await;
+        world
+            .wait_condition("rh", "Ready", "False", "AwaitingCreateOutcome")
+            .await;
+        world
+    }
+
+    /// Merge-patches the object, as a user would.
+    pub async fn merge(&self, name: &str, patch: serde_json::Value) -> kube::Result<RentedHost> {
+        let patch = Patch::Merge(&patch);
+        self.api()
+            .patch(name, &PatchParams::default(), &patch)
+            .await
+    }
+
     /// Merge-patches the object's spec, as a user would.
     pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
-        let patch = serde_json::json!({ "spec": spec });
-        self.api()
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        self.merge(name, serde_json::json!({ "spec": spec }))
             .await
             .unwrap();
+    }
+
+    /// Sets one annotation of the object, as a user would.
+    pub async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        self.merge(name, patch).await.unwrap();
+    }
+
+    /// The account's hosts that are not in `before`.
+    pub fn hosts_not_in(&self, before: &std::collections::HashSet<String>) -> Vec<String> {
+        let hosts = self.sim.host_ids().into_iter();
+        hosts.filter(|id| !before.contains(id)).collect()
     }
 
     pub async fn get(&self, name: &str) -> RentedHost {
@@ -260,6 +292,15 @@ impl World {
             is(o, type_, status, reason)
         })
         .await
+    }
+
+    /// Waits until `name`'s `condition` is False for `reason`, and returns the last error
+    /// the status explains it with.
+    pub async fn failed(&self, name: &str, condition: &str, reason: &str) -> LastError {
+        let obj = self.wait_condition(name, condition, "False", reason).await;
+        obj.status.and_then(|s| s.last_error).unwrap_or_else(|| {
+            panic!("{name}: {condition}=False ({reason}) without status.lastError")
+        })
     }
 
     /// Waits until `name` is rented, and checks that it took `creates` createRent calls and

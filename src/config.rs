@@ -1,10 +1,19 @@
-//! Durations as the command line takes them: jiff's friendly format (`15s`, `2m`, `500ms`,
-//! `1h 30m`), more than zero.
+//! Configuration from flags and the environment (clap): each default lives in its `#[arg]`
+//! attribute only, and durations are written the friendly way jiff reads (`15s`, `2m`,
+//! `500ms`, `1h 30m`).
 
 use std::time::Duration;
 
+/// The value of a flag group with no flags given (the environment still applies, as on the
+/// command line): `Default` for the groups, so a default is never written twice.
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"));
+    T::from_arg_matches(&command.get_matches_from(["defaults"]))
+        .expect("every flag of a group has a default")
+}
+
 /// Parses a flag's duration; zero, negative and unit-less values are refused.
-pub fn positive(text: &str) -> Result<Duration, String> {
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
     let signed: jiff::SignedDuration = text
         .trim()
         .parse()
@@ -17,7 +26,7 @@ pub fn positive(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::positive;
+    use super::positive_duration as positive;
     use std::time::Duration;
 
     #[test]
