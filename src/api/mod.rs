@@ -142,7 +142,7 @@ pub struct RentalPeriod {
 }
 
 /// Unit of a rental period; the provider's `periodType` 0..5.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
 pub enum PeriodUnit {
     Hour,
     Day,
@@ -177,7 +177,9 @@ pub enum DeletionPolicy {
 }
 
 /// Desired power state.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, strum::Display,
+)]
 pub enum PowerState {
     #[default]
     Running,

@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod decision;
 pub mod hosts;
+pub mod journal;
 pub mod poller;
 pub mod reason;
 mod reconcile;

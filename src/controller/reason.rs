@@ -106,6 +106,71 @@ impl Reason {
         }
     }
 
+    /// What a person can do about an object in this state, for messages and events; `None`
+    /// when the operator handles it alone.
+    pub fn remedy(self) -> Option<&'static str> {
+        Some(match self {
+            Reason::InsufficientResources => {
+                "wait (the operator retries, up to every 10 minutes), or choose another spec.packageId"
+            }
+            Reason::RealNameVerificationRequired => {
+                "the account owner completes real-name verification in the provider's console; the operator retries every 10 minutes"
+            }
+            Reason::WalletError => {
+                "check the account's wallet in the provider's console; the operator retries every 10 minutes"
+            }
+            Reason::InsufficientBalance => {
+                "top up the provider account; the operator retries every 10 minutes"
+            }
+            Reason::TypeMismatch => {
+                "change spec.imageId or spec.packageId so that their types are equal"
+            }
+            Reason::CredentialsInvalid => {
+                "fix the uuid and secret keys of the credentials Secret (spec.credentialsSecretRef, else the operator's default); the operator tries again as soon as the Secret changes"
+            }
+            Reason::CredentialsMissing => {
+                "create the credentials Secret with keys uuid and secret, or set spec.credentialsSecretRef"
+            }
+            Reason::CredentialsAccountChanged => {
+                "restore the credentials of the recorded account (status.account): the host is there"
+            }
+            Reason::CreateOutcomeUnknown => {
+                "find this object's host in the provider's console, then set spec.hostId to it, or, if none was rented, set the create-not-rented annotation to status.createPending.since"
+            }
+            Reason::HostNotFound => {
+                "if the host was released on purpose, delete this object (nothing more is billed); otherwise give the provider's support the host id"
+            }
+            Reason::HostClaimed => {
+                "set spec.hostId to a host no other RentedHost claims, or remove it to rent a new one"
+            }
+            Reason::Expired => {
+                "the rental period ended: delete this object, and apply a new one for a new host"
+            }
+            Reason::ReleaseFailed => {
+                "the host still bills: the operator keeps retrying; if it persists, give the provider's support the traceId"
+            }
+            Reason::ConnectionSecretConflict => {
+                "rename spec.connectionSecretName, or delete the Secret of that name that the operator does not own"
+            }
+            Reason::HostNotRunning => {
+                "start the host (spec.powerState: Running) before rebooting it"
+            }
+            Reason::ProviderError | Reason::ProviderUnavailable | Reason::HostUnavailable => {
+                "nothing, the operator retries; if it persists, give the provider's support the traceId"
+            }
+            Reason::ProviderCreating
+            | Reason::AwaitingCreateOutcome
+            | Reason::Creating
+            | Reason::Provisioning
+            | Reason::Running
+            | Reason::Stopped
+            | Reason::Stopping
+            | Reason::Starting
+            | Reason::Rented
+            | Reason::Observed => return None,
+        })
+    }
+
     /// Whether this reason stops progress until a person acts (phase Failed).
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -188,6 +253,29 @@ mod tests {
             code,
             message: "m".into(),
             trace_id: None,
+        }
+    }
+
+    #[test]
+    fn the_troubleshooting_page_explains_every_reason() {
+        use strum::IntoEnumIterator;
+        let page = include_str!("../../docs/troubleshooting.md");
+        let headings: Vec<&str> = page.lines().filter(|l| l.starts_with("### ")).collect();
+        for reason in Reason::iter() {
+            let named = |h: &&str| h[4..].split(", ").any(|n| n == reason.as_str());
+            assert!(
+                headings.iter().any(named),
+                "{} has no section",
+                reason.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn every_reason_that_needs_a_person_says_what_to_do() {
+        use strum::IntoEnumIterator;
+        for reason in Reason::iter().filter(|r| r.is_terminal()) {
+            assert!(reason.remedy().is_some(), "{}", reason.as_str());
         }
     }
 

@@ -1,11 +1,9 @@
 //! Writes to the API server: status by server-side apply (only when it changed), finalizer
-//! and annotation patches guarded by resourceVersion, and events.
+//! and annotation patches guarded by resourceVersion.
 
 use super::Error;
-use super::decision::Note;
 use crate::api::{FINALIZER, RentedHost, RentedHostStatus, conditions_equal};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -170,24 +168,6 @@ pub async fn remove_annotation(
         .await
         .map(|_| ())
         .map_err(Error::from_kube)
-}
-
-/// Publishes a note as an Event on the object; failures are logged, not fatal.
-pub async fn publish(recorder: &Recorder, obj: &RentedHost, note: &Note, action: &str) {
-    let event = Event {
-        type_: if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: note.reason.to_string(),
-        note: Some(note.message.chars().take(1000).collect()),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(%error, reason = note.reason, "could not publish event");
-    }
 }
 
 /// What writing the connection Secret came to.

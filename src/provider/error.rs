@@ -5,7 +5,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// A well-formed envelope with a non-zero code: the call was refused, nothing happened.
-    #[error("provider code {code}: {explanation} (provider message: {message:?}, traceId: {trace_id:?})", explanation = explain(*.code))]
+    #[error("provider code {code}: {explanation}{detail}", explanation = explain(*.code), detail = provider_detail(message, trace_id.as_deref()))]
     Business {
         code: i64,
         message: String,
@@ -85,11 +85,29 @@ impl ProviderError {
     }
 }
 
+/// What the provider said, for a message: ` (provider: "msg", traceId T)`; empty when it
+/// said nothing. The traceId is what the provider's support asks for.
+pub fn provider_detail(message: &str, trace_id: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    if !message.is_empty() {
+        parts.push(format!("provider: \"{message}\""));
+    }
+    if let Some(trace) = trace_id.filter(|t| !t.is_empty()) {
+        parts.push(format!("traceId {trace}"));
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", parts.join(", ")),
+    }
+}
+
 /// English explanation of a provider code (the provider's own messages are often Chinese).
 pub fn explain(code: i64) -> &'static str {
     match code {
         0 => "ok",
-        401 => "authentication failed: the account id or app secret is wrong, or the token expired",
+        401 => {
+            "authentication failed: the account id (uuid) or the app secret in the credentials Secret is wrong"
+        }
         500 => "the provider reported a system error",
         503 => "the provider reported an interface error",
         1001 => "the account has no permission for this operation",

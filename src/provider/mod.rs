@@ -6,7 +6,7 @@ mod limiter;
 mod token;
 pub mod wire;
 
-pub use error::{ProviderError, explain};
+pub use error::{ProviderError, explain, provider_detail};
 pub use wire::{CreateRent, Host, HostPage, HostStatus, Image, Package};
 
 use limiter::RateLimiter;
@@ -186,22 +186,22 @@ impl ProviderClient {
         let _permit = self.limiter.acquire().await;
         let started = Instant::now();
         let result = self.send_now(call, token).await;
+        let took = started.elapsed();
+        let outcome = match &result {
+            Ok(_) => "0".to_string(),
+            Err(ProviderError::Business { code, .. }) => code.to_string(),
+            Err(e) => e.kind().to_string(),
+        };
         if let Some(observe) = &self.observer {
-            let outcome = match &result {
-                Ok(_) => "0".to_string(),
-                Err(ProviderError::Business { code, .. }) => code.to_string(),
-                Err(e) => e.kind().to_string(),
-            };
-            observe(endpoint, bounded_code_label(&outcome), started.elapsed());
+            observe(endpoint, bounded_code_label(&outcome), took);
         }
-        match &result {
-            Ok(envelope) => {
-                tracing::debug!(endpoint = endpoint.as_str(), trace_id = ?envelope.trace_id, "provider call ok")
-            }
-            Err(error) => {
-                tracing::info!(endpoint = endpoint.as_str(), %error, "provider call failed")
-            }
-        }
+        // Every call, at DEBUG: what a call came to is told by the transition it leads to.
+        let trace_id = match &result {
+            Ok(envelope) => envelope.trace_id.as_deref(),
+            Err(error) => error.trace_id(),
+        };
+        let error = result.as_ref().err().map(tracing::field::display);
+        tracing::debug!(endpoint = endpoint.as_str(), code = %outcome, traceId = trace_id, tookMs = took.as_millis() as u64, error, "provider call");
         result
     }
 
@@ -296,6 +296,10 @@ impl ProviderClient {
                 .map_err(|e| ProviderError::NotSent(Box::new(e)))?;
             match self.send(&call, Some(&token.value)).await {
                 Err(ProviderError::Business { code: 401, .. }) if !renewed => {
+                    tracing::debug!(
+                        endpoint = call.endpoint.as_str(),
+                        "the token expired or was revoked: renewing it (routine)"
+                    );
                     self.tokens.reject(token.generation());
                     renewed = true;
                 }

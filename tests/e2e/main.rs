@@ -10,4 +10,5 @@ mod observe;
 mod operations;
 mod protocol;
 mod secrets;
+mod telling;
 mod validation;

@@ -61,7 +61,7 @@ pub fn after_create(
                 warning: false,
                 reason: "Created",
                 message: format!(
-                    "rented host {id} (package {}, image {}, {} x {:?})",
+                    "rented host {id} (package {}, image {}, {} x {})",
                     s.package_id, s.image_id, s.period.count, s.period.unit
                 ),
             };

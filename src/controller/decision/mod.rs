@@ -8,7 +8,7 @@ use crate::api::{
     CREATE_NOT_RENTED_ANNOTATION, Conditions, CreatePending, CreateRequest, FINALIZER, LastError,
     ObservedHost, Phase, PowerState, REBOOT_ANNOTATION, RentedHost, RentedHostStatus,
 };
-use crate::provider::{Host, HostStatus, ProviderError, explain};
+use crate::provider::{Host, HostStatus, ProviderError, explain, provider_detail};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;

@@ -40,7 +40,7 @@ pub fn after_power(obj: &RentedHost, op: Operated<'_>, start: bool, now: Timesta
                 (Reason::Stopping, "stopping")
             };
             let msg = format!(
-                "{verb} host {id} for spec.powerState {:?}",
+                "{verb} host {id} for spec.powerState {}",
                 obj.spec.power_state
             );
             conditions_of(&mut t.status, obj, now).ready(false, reason.as_str(), &msg);

@@ -26,11 +26,18 @@ pub(super) fn last_error(reason: Reason, error: &ProviderError) -> LastError {
     LastError {
         code: error.code(),
         reason: reason.as_str().to_string(),
-        message: match error {
-            ProviderError::Business { code, .. } => {
-                format!("provider code {code}: {}", explain(*code))
+        // What the provider said is added by `error_message`, once.
+        message: match (error, error.code()) {
+            (ProviderError::Business { .. }, Some(code)) => {
+                format!("provider code {code}: {}", explain(code))
             }
-            other => other.to_string(),
+            (ProviderError::NotSent(_), Some(code)) => {
+                format!(
+                    "no token, so nothing was sent: getToken answered code {code}: {}",
+                    explain(code)
+                )
+            }
+            (other, _) => other.to_string(),
         },
         provider_message: error.provider_message().map(str::to_string),
         trace_id: error.trace_id().map(str::to_string),
@@ -87,14 +94,14 @@ pub(super) fn reason_of(e: &LastError) -> Reason {
     e.reason.parse().unwrap_or(Reason::ProviderError)
 }
 
+/// The message of a condition and an event: what happened, what the provider said, and
+/// what a person can do about it.
 pub(super) fn error_message(e: &LastError) -> String {
-    let mut message = e.message.clone();
-    if let Some(msg) = e.provider_message.as_deref().filter(|m| !m.is_empty()) {
-        message.push_str(&format!(" (provider: {msg:?}"));
-        if let Some(trace) = &e.trace_id {
-            message.push_str(&format!(", traceId {trace}"));
-        }
-        message.push(')');
+    let said = e.provider_message.as_deref().unwrap_or_default();
+    let mut message = e.message.clone() + &provider_detail(said, e.trace_id.as_deref());
+    if let Some(remedy) = reason_of(e).remedy() {
+        message.push_str(". What to do: ");
+        message.push_str(remedy);
     }
     message
 }

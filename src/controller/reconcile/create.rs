@@ -45,12 +45,12 @@ pub(super) async fn create(
     if let Ok(id) = &answer {
         let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
         ctx.answered(&obj, since.unwrap_or_default(), id);
-        tracing::info!(host = %id, "rented host");
+        tracing::Span::current().record("hostId", id.as_str());
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
     let written = write_after_create(ctx, obj, &t.status, provider.account()).await?;
     if let Some(note) = &t.note {
-        writes::publish(&ctx.recorder, &written, note, "CreateRent").await;
+        journal::tell(ctx, &written, note, "CreateRent").await;
     }
     Ok(action(ctx, &written, t.requeue))
 }

@@ -31,7 +31,7 @@ pub(super) async fn finalize(
         match resolve_and_write(&obj, provider, ctx).await? {
             Ok((written, t)) => {
                 if let Some(note) = &t.note {
-                    writes::publish(&ctx.recorder, &written, note, "ResolveCreate").await;
+                    journal::tell(ctx, &written, note, "ResolveCreate").await;
                 }
                 if t.status.create_pending.is_some() {
                     return Ok(action(ctx, &written, t.requeue));
@@ -55,13 +55,13 @@ pub(super) async fn finalize(
     match transition {
         Some(t) => {
             if let Some(note) = &note {
-                writes::publish(&ctx.recorder, &obj, note, "Release").await;
+                journal::tell(ctx, &obj, note, "Release").await;
             }
             finish(ctx, &obj, t, "Release").await
         }
         None => {
             if let Some(note) = &note {
-                writes::publish(&ctx.recorder, &obj, note, "Release").await;
+                journal::tell(ctx, &obj, note, "Release").await;
             }
             writes::remove_finalizer(&ctx.client, &obj).await?;
             ctx.poller.forget(&obj);

@@ -4,7 +4,7 @@
 use super::decision::{self, Release, Requeue, Step, Transition};
 use super::reason::Reason;
 use super::resolution::{self, PendingCreate, Resolution, Window};
-use super::{Context, Error, credentials, object_key, writes};
+use super::{Context, Error, credentials, journal, object_key, writes};
 use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost, RentedHostStatus};
 use crate::provider::{CreateRent, ProviderClient, ProviderError};
 use jiff::Timestamp;
@@ -38,7 +38,14 @@ pub async fn reconcile(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Action
 }
 
 async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    // Every line logged while reconciling carries the object; `hostId` once it is known.
+    let host_id = obj.status.as_ref().and_then(|s| s.host_id.as_deref());
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %obj.namespace().unwrap_or_default(),
+        name = %obj.name_any(),
+        hostId = host_id.or(obj.spec.host_id.as_deref()),
+    );
     async move {
         let mut obj = (*obj).clone();
         // Adding the finalizer changes the object, and a quorum read may show a newer one
@@ -60,13 +67,27 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
 }
 
 pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %obj.name_any(), reason = error.reason(), %error, "reconcile failed");
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let host_id = obj.status.as_ref().and_then(|s| s.host_id.as_deref());
+    let reason = error.reason();
+    match error {
+        // Routine: a write raced another, or another replica leads.
+        Error::Conflict | Error::NotLeading => {
+            tracing::debug!(namespace, name, hostId = host_id, reason, %error, "reconcile ended early; retrying")
+        }
+        Error::Kube(_) => {
+            tracing::error!(namespace, name, hostId = host_id, reason, %error, "cannot reach or write to the Kubernetes API; retrying")
+        }
+    }
     match error {
         Error::Conflict => Action::requeue(Duration::from_millis(200)),
         Error::Kube(_) => action(&ctx, &obj, Requeue::Retry(Reason::ProviderUnavailable)),
         Error::NotLeading => Action::requeue(Duration::from_secs(5)),
     }
 }
+
+/// Failed releases in a row (about five minutes of retries) before the log says ERROR.
+const RELEASE_ATTEMPTS_BEFORE_ALARM: u32 = 5;
 
 fn now() -> Timestamp {
     Timestamp::now()
@@ -80,6 +101,14 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
     match requeue {
         Requeue::Retry(reason) => {
             let attempt = ctx.next_attempt(obj, reason);
+            if reason == Reason::ReleaseFailed && attempt == RELEASE_ATTEMPTS_BEFORE_ALARM {
+                // The reconcile span names the object and its host.
+                tracing::error!(
+                    reason = reason.as_str(),
+                    attempts = attempt,
+                    "the host still bills: its release keeps failing (see the object's events)"
+                );
+            }
             match reason.retry().delay(attempt, jitter()) {
                 Some(delay) => {
                     let delay = delay.mul_f64(ctx.config.retry_scale);
@@ -116,7 +145,7 @@ async fn finish(
 ) -> Result<Action, Error> {
     let written = writes::apply_status(&ctx.client, obj, &t.status).await?;
     if let Some(note) = &t.note {
-        writes::publish(&ctx.recorder, &written, note, verb).await;
+        journal::tell(ctx, &written, note, verb).await;
     }
     Ok(action(ctx, &written, t.requeue))
 }

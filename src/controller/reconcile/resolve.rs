@@ -184,7 +184,7 @@ pub(super) async fn resolve_pending(
                     .await?;
             }
             if let Some(note) = &t.note {
-                writes::publish(&ctx.recorder, &written, note, "ResolveCreate").await;
+                journal::tell(ctx, &written, note, "ResolveCreate").await;
             }
             Ok(action(ctx, &written, t.requeue))
         }
@@ -243,7 +243,7 @@ pub(super) async fn adopt(
         writes::apply_status(&ctx.client, &obj, &t.status).await?
     };
     if let Some(note) = &t.note {
-        writes::publish(&ctx.recorder, &written, note, "Adopt").await;
+        journal::tell(ctx, &written, note, "Adopt").await;
     }
     Ok(action(ctx, &written, t.requeue))
 }

@@ -1,0 +1,135 @@
+//! What the operator tells people about an object: each transition's note becomes one Event
+//! on the object and one log line, at a level that says what it means. ERROR: the operator
+//! cannot do its job for the object until a person acts. WARN: money is at stake (a create
+//! whose outcome is unknown, a host adopted, paired, gone or expired, a release that failed).
+//! INFO: the normal story (created, running, stopped, released). Notes come once per
+//! transition, not once per retry, and so do these lines.
+
+use super::decision::Note;
+use super::reason::Reason;
+use super::{Context, credentials};
+use crate::api::RentedHost;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use tracing::Level;
+
+/// Notes that are not reasons of a condition but decide money: logged as warnings.
+const MONEY_NOTES: [&str; 4] = [
+    "AdoptedHost",
+    "CreateNotCommitted",
+    "CreateNotRented",
+    "Orphaned",
+];
+
+/// The log level of a note.
+pub fn level(note: &Note) -> Level {
+    match note.reason.parse::<Reason>() {
+        Ok(Reason::CredentialsInvalid | Reason::CredentialsMissing) => Level::ERROR,
+        _ if note.warning || MONEY_NOTES.contains(&note.reason) => Level::WARN,
+        _ => Level::INFO,
+    }
+}
+
+/// Logs `note` about `obj` and publishes it as an Event. The line carries the object's
+/// fields from the reconcile span (`namespace`, `name`, `hostId`) and the note's own:
+/// `reason`, the provider's `traceId` when the note reports its error, and the credentials
+/// Secret when that is what a person must fix.
+pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
+    let status = obj.status.as_ref();
+    if let Some(id) = status.and_then(|s| s.host_id.as_deref()) {
+        tracing::Span::current().record("hostId", id);
+    }
+    let reported = status
+        .and_then(|s| s.last_error.as_ref())
+        .filter(|e| e.reason == note.reason);
+    let trace_id = reported.and_then(|e| e.trace_id.as_deref());
+    let code = reported.and_then(|e| e.code);
+    let secret = matches!(
+        note.reason.parse::<Reason>(),
+        Ok(Reason::CredentialsInvalid | Reason::CredentialsMissing)
+    )
+    .then(|| credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()))
+    .flatten()
+    .map(|r| format!("{}/{}", r.namespace, r.name));
+    let message = note.message.as_str();
+    let reason = note.reason;
+    let secret = secret.as_deref();
+    match level(note) {
+        Level::ERROR => {
+            tracing::error!(
+                reason,
+                traceId = trace_id,
+                code,
+                secret,
+                action,
+                "{message}"
+            )
+        }
+        Level::WARN => {
+            tracing::warn!(
+                reason,
+                traceId = trace_id,
+                code,
+                secret,
+                action,
+                "{message}"
+            )
+        }
+        _ => tracing::info!(reason, traceId = trace_id, code, action, "{message}"),
+    }
+    publish(&ctx.recorder, obj, note, action).await;
+}
+
+/// Publishes a note as an Event on the object; kube's recorder folds repeats into a series.
+/// A failure is logged, not fatal.
+async fn publish(recorder: &Recorder, obj: &RentedHost, note: &Note, action: &str) {
+    let event = Event {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.to_string(),
+        note: Some(note.message.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(%error, reason = note.reason, object = %obj.name_any(), "could not publish the event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(warning: bool, reason: &'static str) -> Note {
+        Note {
+            warning,
+            reason,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn levels_say_what_a_note_means() {
+        for (n, want) in [
+            (note(true, "CredentialsInvalid"), Level::ERROR),
+            (note(true, "CredentialsMissing"), Level::ERROR),
+            (note(true, "AwaitingCreateOutcome"), Level::WARN),
+            (note(true, "CreateOutcomeUnknown"), Level::WARN),
+            (note(true, "HostNotFound"), Level::WARN),
+            (note(true, "Expired"), Level::WARN),
+            (note(true, "ReleaseFailed"), Level::WARN),
+            (note(true, "InsufficientBalance"), Level::WARN),
+            (note(false, "AdoptedHost"), Level::WARN),
+            (note(false, "CreateNotCommitted"), Level::WARN),
+            (note(false, "Created"), Level::INFO),
+            (note(false, "Running"), Level::INFO),
+            (note(false, "PowerOff"), Level::INFO),
+            (note(false, "Released"), Level::INFO),
+        ] {
+            assert_eq!(level(&n), want, "{}", n.reason);
+        }
+    }
+}
