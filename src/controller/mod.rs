@@ -77,11 +77,22 @@ impl Default for Config {
 pub enum Error {
     #[error("the object changed while it was being written; it is reconciled again")]
     Conflict,
-    #[error("Kubernetes API error: {0}")]
+    #[error("Kubernetes API error: {}", kube_message(.0))]
     Kube(#[source] Box<kube::Error>),
     /// Leadership lapsed: protocol writes and releases wait for the next leader.
     #[error("this replica no longer leads; the leader carries on")]
     NotLeading,
+}
+
+/// A Kubernetes error for people: the API server's own message, without kube's Debug dump of
+/// the Status.
+fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
 }
 
 impl Error {

@@ -35,10 +35,10 @@ async fn apiserver_and_kubectl_report_the_pinned_version() {
             .helm()
             .args(["list", "--all-namespaces", "-o", "json"]),
     );
-    assert_eq!(
-        helm.trim(),
-        "[]",
-        "helm reaches the API server and finds no release"
+    let releases: serde_json::Value = serde_json::from_str(&helm).unwrap();
+    assert!(
+        releases.is_array(),
+        "helm reaches the API server and lists releases: {helm}"
     );
     let readyz = client
         .request_text(

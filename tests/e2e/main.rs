@@ -2,6 +2,7 @@
 
 mod support;
 
+mod chart;
 mod create;
 mod harness;
 mod helm;

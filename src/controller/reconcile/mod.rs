@@ -72,17 +72,27 @@ pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> A
     let reason = error.reason();
     match error {
         // Routine: a write raced another, or another replica leads.
-        Error::Conflict | Error::NotLeading => {
-            tracing::debug!(namespace, name, hostId = host_id, reason, %error, "reconcile ended early; retrying")
+        Error::Conflict => {
+            tracing::debug!(namespace, name, hostId = host_id, reason, %error, "reconcile ended early; retrying");
+            Action::requeue(Duration::from_millis(200))
+        }
+        Error::NotLeading => {
+            tracing::debug!(namespace, name, hostId = host_id, reason, %error, "reconcile ended early; retrying");
+            Action::requeue(Duration::from_secs(5))
         }
         Error::Kube(_) => {
-            tracing::error!(namespace, name, hostId = host_id, reason, %error, "cannot reach or write to the Kubernetes API; retrying")
+            let retry = Reason::ProviderUnavailable;
+            let attempt = ctx.next_attempt(&obj, retry);
+            // The first failure, then the 2nd, 3rd, 5th, 9th…: a lasting one stays in sight
+            // without a line per retry.
+            let attempts = attempt + 1;
+            if attempt == 0 || attempt.is_power_of_two() {
+                tracing::error!(namespace, name, hostId = host_id, reason, attempts, %error, "cannot reach or write to the Kubernetes API; retrying");
+            } else {
+                tracing::debug!(namespace, name, hostId = host_id, reason, attempts, %error, "cannot reach or write to the Kubernetes API; retrying");
+            }
+            retry_after(&ctx, &obj, retry, attempt)
         }
-    }
-    match error {
-        Error::Conflict => Action::requeue(Duration::from_millis(200)),
-        Error::Kube(_) => action(&ctx, &obj, Requeue::Retry(Reason::ProviderUnavailable)),
-        Error::NotLeading => Action::requeue(Duration::from_secs(5)),
     }
 }
 
@@ -97,6 +107,20 @@ fn jitter() -> f64 {
     rand::random_range(0.0..1.0)
 }
 
+/// Retry number `attempt` for `reason`, per the retry table.
+fn retry_after(ctx: &Context, obj: &RentedHost, reason: Reason, attempt: u32) -> Action {
+    match reason.retry().delay(attempt, jitter()) {
+        Some(delay) => {
+            let delay = delay.mul_f64(ctx.config.retry_scale);
+            if reason.holds_retries() {
+                ctx.hold_creates(obj, Instant::now() + delay);
+            }
+            Action::requeue(delay)
+        }
+        None => Action::await_change(),
+    }
+}
+
 fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
     match requeue {
         Requeue::Retry(reason) => {
@@ -109,16 +133,7 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
                     "the host still bills: its release keeps failing (see the object's events)"
                 );
             }
-            match reason.retry().delay(attempt, jitter()) {
-                Some(delay) => {
-                    let delay = delay.mul_f64(ctx.config.retry_scale);
-                    if reason.holds_retries() {
-                        ctx.hold_creates(obj, Instant::now() + delay);
-                    }
-                    Action::requeue(delay)
-                }
-                None => Action::await_change(),
-            }
+            retry_after(ctx, obj, reason, attempt)
         }
         Requeue::Observe { transitional } => {
             ctx.reset_attempts(obj);

@@ -15,12 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-const BINARIES: [&str; 5] = [
+const BINARIES: [&str; 6] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kubectl",
     "helm",
+    "kube-score",
 ];
 
 pub struct ControlPlane {

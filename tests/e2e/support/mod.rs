@@ -26,17 +26,11 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `kubectl apply` of a manifest given as text, in a namespace.
-pub fn kubectl_apply(
-    plane: &ControlPlane,
-    namespace: &str,
-    manifest: &str,
-) -> std::process::Output {
+/// Runs `command` with `input` on its standard input; its output, whatever the exit.
+pub fn run_with_input(command: &mut Command, input: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = plane
-        .kubectl()
-        .args(["apply", "-n", namespace, "-f", "-"])
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -46,9 +40,20 @@ pub fn kubectl_apply(
         .stdin
         .take()
         .unwrap()
-        .write_all(manifest.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `kubectl apply` of a manifest given as text, in a namespace.
+pub fn kubectl_apply(
+    plane: &ControlPlane,
+    namespace: &str,
+    manifest: &str,
+) -> std::process::Output {
+    let mut apply = plane.kubectl();
+    apply.args(["apply", "-n", namespace, "-f", "-"]);
+    run_with_input(&mut apply, manifest)
 }
 
 /// Applies the checked-in CRD with kubectl and waits until it is established.
