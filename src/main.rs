@@ -10,9 +10,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RENTEDHOST_COMMIT"),
+    ")"
+);
+
 /// Kubernetes operator that rents prepaid hosts from the Xuandashi cloud for RentedHost objects.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     /// Log format.
     #[arg(
@@ -134,7 +142,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    tracing::info!(provider = %config.provider.base_url, "starting controller");
+    tracing::info!(version = VERSION, provider = %config.provider.base_url, "starting controller");
     if !args.leader_election {
         controller::run(client, config, metrics, shutdown_signal()).await;
         return ExitCode::SUCCESS;

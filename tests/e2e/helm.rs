@@ -2,44 +2,11 @@
 //! the Deployment's own arguments, as the chart's ServiceAccount, against the simulator
 //! binary; a RentedHost applied with kubectl is rented, shown, and released.
 
+use crate::support::process::{BINARY, Process, demo_hosts, free_port, simulator, wait_http};
 use crate::support::{install_crd, run_ok};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_rentedhost-operator");
-
-/// A child process killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_http(url: &str, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(url).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(start.elapsed() < limit, "{url} not ready within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
@@ -51,25 +18,7 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
     let elsewhere = crate::support::test_namespace(&client, "helm-else").await;
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/rentedhost-operator");
 
-    let sim_port = free_port();
-    let _sim = Process(
-        Command::new(BINARY)
-            .args([
-                "simulate",
-                "--port",
-                &sim_port.to_string(),
-                "--transition-time",
-                "500ms",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_http(
-        &format!("http://127.0.0.1:{sim_port}/v1/pve/open/image"),
-        Duration::from_secs(10),
-    )
-    .await;
+    let (_sim, sim_port) = simulator().await;
 
     run_ok(plane.helm().args(["lint"]).arg(&chart));
     let http_port = free_port();
@@ -200,34 +149,7 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
             .arg(&example)
             .arg("--timeout=60s"),
     );
-    let hosts = reqwest::Client::new();
-    let token: serde_json::Value = hosts
-        .post(format!("http://127.0.0.1:{sim_port}/v1/auth/getToken"))
-        .json(&serde_json::json!({"uuid": "demo-account", "secret": "demo-secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let page: serde_json::Value = hosts
-        .get(format!(
-            "http://127.0.0.1:{sim_port}/v1/pve/open/mypage?page=1&pageSize=25"
-        ))
-        .header(
-            "Finovy-Access-Token",
-            token["data"]["token"].as_str().unwrap(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        page["data"]["totalCounts"], 0,
-        "the host was released: {page}"
-    );
+    assert_eq!(demo_hosts(sim_port).await, 0, "the host was released");
 
     // SIGTERM: a clean exit that releases the lease.
     // SAFETY: plain kill(2) on our own child.
@@ -317,5 +239,29 @@ fn on_a_new_cluster_the_chart_installs_the_crd() {
     assert!(
         !created.status.success(),
         "with existingSecret the chart creates no credentials Secret"
+    );
+}
+
+/// `--version` names the version and the commit the binary was built from.
+#[test]
+fn the_binary_names_its_version_and_commit() {
+    let out = std::process::Command::new(BINARY)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let commit = String::from_utf8_lossy(&commit.stdout);
+    assert!(
+        version.starts_with(&format!(
+            "rentedhost-operator {} (commit {}",
+            env!("CARGO_PKG_VERSION"),
+            commit.trim()
+        )),
+        "{version}"
     );
 }

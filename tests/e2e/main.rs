@@ -6,6 +6,7 @@ mod chart;
 mod create;
 mod harness;
 mod helm;
+mod image;
 mod money;
 mod observe;
 mod operations;

@@ -4,6 +4,7 @@ pub mod client_faults;
 pub mod control_plane;
 pub mod logs;
 pub mod operator;
+pub mod process;
 
 pub use control_plane::{ControlPlane, shared};
 
