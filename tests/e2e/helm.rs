@@ -2,7 +2,10 @@
 //! the Deployment's own arguments, as the chart's ServiceAccount, against the simulator
 //! binary; a RentedHost applied with kubectl is rented, shown, and released.
 
-use crate::support::process::{BINARY, Process, demo_hosts, free_port, simulator, wait_http};
+use crate::support::process::{
+    BINARY, Process, apply_example_until_ready, chart_values, delete_example, free_port,
+    install_chart, simulator, wait_http,
+};
 use crate::support::{install_crd, run_ok};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,31 +19,12 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
     let ns = crate::support::test_namespace(&client, "helm").await;
     let hosts = crate::support::test_namespace(&client, "helm-hosts").await;
     let elsewhere = crate::support::test_namespace(&client, "helm-else").await;
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/rentedhost-operator");
 
     let (_sim, sim_port) = simulator().await;
 
-    run_ok(plane.helm().args(["lint"]).arg(&chart));
     let http_port = free_port();
-    let values = format!(
-        "credentials.uuid=demo-account,credentials.secret=demo-secret,provider.url=http://127.0.0.1:{sim_port},\
-         metrics.port={http_port},pollInterval=2s,fastPollInterval=500ms,createGrace=5s,watchNamespace={hosts},leaderElection.leaseDuration=4s"
-    );
-    run_ok(
-        plane
-            .helm()
-            .args(["install", "rho", "-n", &ns, "--set", &values])
-            .arg(&chart),
-    );
-    let deployment = run_ok(plane.kubectl().args([
-        "get",
-        "deployment/rho-rentedhost-operator",
-        "-n",
-        &ns,
-        "-o",
-        "json",
-    ]));
-    let deployment: serde_json::Value = serde_json::from_str(&deployment).unwrap();
+    let values = chart_values(sim_port, http_port, &hosts);
+    let deployment = install_chart(plane, &ns, &values);
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
     assert_eq!(args[0], "run");
@@ -82,11 +66,7 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
             .env("POD_NAMESPACE", &ns)
             .env("POD_NAME", "rho-rentedhost-operator-0")
             .stdout(Stdio::null())
-            .stderr(if std::env::var("HELM_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                log.reopen().unwrap().into()
-            })
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),
     );
@@ -96,21 +76,10 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
     )
     .await;
 
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rentedhost.yaml");
-    run_ok(
-        plane
-            .kubectl()
-            .args(["apply", "-n", &hosts, "-f"])
-            .arg(&example),
+    assert!(
+        apply_example_until_ready(plane, &hosts),
+        "render-01 is not Ready"
     );
-    run_ok(plane.kubectl().args([
-        "wait",
-        "--for=condition=Ready",
-        "rh/render-01",
-        "-n",
-        &hosts,
-        "--timeout=60s",
-    ]));
     let table = run_ok(plane.kubectl().args(["get", "rh", "-n", &hosts]));
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(
@@ -142,14 +111,7 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
         "{metrics}"
     );
 
-    run_ok(
-        plane
-            .kubectl()
-            .args(["delete", "-n", &hosts, "-f"])
-            .arg(&example)
-            .arg("--timeout=60s"),
-    );
-    assert_eq!(demo_hosts(sim_port).await, 0, "the host was released");
+    delete_example(plane, &hosts, sim_port).await;
 
     // SIGTERM: a clean exit that releases the lease.
     // SAFETY: plain kill(2) on our own child.

@@ -4,7 +4,10 @@
 //! them and `KUBERNETES_SERVICE_HOST/PORT` set, so that in-cluster configuration is what
 //! connects. A RentedHost reaches Ready and its host is released on delete.
 
-use crate::support::process::{Process, demo_hosts, free_port, ready_within, simulator};
+use crate::support::process::{
+    Process, apply_example_until_ready, chart_values, delete_example, free_port, install_chart,
+    ready_within, simulator,
+};
 use crate::support::{install_crd, run_ok};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -104,26 +107,7 @@ async fn the_image_runs_in_cluster_as_the_charts_deployment_would() {
     let hosts = crate::support::test_namespace(&client, "image-hosts").await;
     let (_sim, sim_port) = simulator().await;
     let http_port = free_port();
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/rentedhost-operator");
-    let values = format!(
-        "credentials.uuid=demo-account,credentials.secret=demo-secret,provider.url=http://127.0.0.1:{sim_port},\
-         metrics.port={http_port},pollInterval=2s,fastPollInterval=500ms,watchNamespace={hosts},leaderElection.leaseDuration=4s"
-    );
-    run_ok(
-        plane
-            .helm()
-            .args(["install", "rho", "--skip-crds", "-n", &ns, "--set", &values])
-            .arg(&chart),
-    );
-    let deployment = run_ok(plane.kubectl().args([
-        "get",
-        "deployment/rho-rentedhost-operator",
-        "-n",
-        &ns,
-        "-o",
-        "json",
-    ]));
-    let deployment: Value = serde_json::from_str(&deployment).unwrap();
+    let deployment = install_chart(plane, &ns, &chart_values(sim_port, http_port, &hosts));
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "rentedhost-operator:0.1.0");
@@ -177,7 +161,13 @@ async fn the_image_runs_in_cluster_as_the_charts_deployment_would() {
     // static binary draws its randomness from /dev/urandom.
     let dev = rootfs.path().join("dev");
     std::fs::create_dir_all(&dev).unwrap();
-    for (name, minor) in [("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)] {
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
         run_ok(
             Command::new(host_program("mknod"))
                 .args(["-m", "666"])
@@ -205,31 +195,8 @@ async fn the_image_runs_in_cluster_as_the_charts_deployment_would() {
     let readyz = format!("http://127.0.0.1:{http_port}/readyz");
     let ready = ready_within(&readyz, Duration::from_secs(30)).await;
     assert!(ready, "{readyz} not ready; the image's log:\n{}", logs());
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rentedhost.yaml");
-    run_ok(
-        plane
-            .kubectl()
-            .args(["apply", "-n", &hosts, "-f"])
-            .arg(&example),
-    );
-    let ready = plane
-        .kubectl()
-        .args([
-            "wait",
-            "--for=condition=Ready",
-            "rh/render-01",
-            "-n",
-            &hosts,
-            "--timeout=60s",
-        ])
-        .output()
-        .unwrap();
-    let logs = || std::fs::read_to_string(log.path()).unwrap();
-    assert!(
-        ready.status.success(),
-        "not Ready; the image's log:\n{}",
-        logs()
-    );
+    let ready = apply_example_until_ready(plane, &hosts);
+    assert!(ready, "not Ready; the image's log:\n{}", logs());
     // The process runs as uid 65532, and this is its memory at rest with one object.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", operator.0.id())).unwrap();
@@ -247,14 +214,7 @@ async fn the_image_runs_in_cluster_as_the_charts_deployment_would() {
         field("VmRSS:")
     );
 
-    run_ok(
-        plane
-            .kubectl()
-            .args(["delete", "-n", &hosts, "-f"])
-            .arg(&example)
-            .arg("--timeout=60s"),
-    );
-    assert_eq!(demo_hosts(sim_port).await, 0, "the host was released");
+    delete_example(plane, &hosts, sim_port).await;
     let logs = logs();
     assert!(logs.contains("\"level\":\"INFO\""), "JSON logs: {logs}");
     assert!(!logs.contains("demo-secret"), "no secret in the logs");
