@@ -1,5 +1,5 @@
 # Build or reuse the test control plane, then run every check CI runs.
-.PHONY: testenv test lint crd run-simulator protocol release image
+.PHONY: testenv test lint crd run-simulator protocol release image demo demo-stop demo-check
 
 testenv:
 	testenv/build.sh
@@ -31,3 +31,14 @@ crd:
 protocol: testenv
 	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" PROTOCOL_SEEDS=$${PROTOCOL_SEEDS:-0..200} \
 		cargo test --release --test e2e protocol -- --nocapture
+
+# The operator's main job on this machine alone (see scripts/demo.sh); it keeps running.
+demo:
+	scripts/demo.sh
+
+demo-stop:
+	scripts/demo.sh stop
+
+# What CI checks of the demo: Ready, a second run, and a clean stop.
+demo-check:
+	scripts/demo-check.sh
