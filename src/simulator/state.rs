@@ -84,6 +84,10 @@ impl Default for Timing {
 pub struct State {
     pub accounts: HashMap<String, Account>,
     tokens: HashMap<String, (String, Instant)>,
+    /// Every token ever issued, expired or not: what a leak scan looks for.
+    pub issued_tokens: Vec<String>,
+    /// Every host password ever handed out, released hosts' too.
+    pub issued_passwords: Vec<String>,
     pub packages: Vec<Package>,
     pub images: Vec<Image>,
     /// Hosts each package can still create; a package absent here is unlimited.
@@ -167,6 +171,8 @@ impl Default for State {
         State {
             accounts,
             tokens: HashMap::new(),
+            issued_tokens: Vec::new(),
+            issued_passwords: Vec::new(),
             packages: catalogue::packages(),
             images: catalogue::images(),
             capacity: HashMap::new(),
@@ -261,6 +267,7 @@ impl State {
                 let lifetime = self.timing.token_lifetime;
                 self.tokens
                     .insert(token.clone(), (uuid.to_string(), Instant::now() + lifetime));
+                self.issued_tokens.push(token.clone());
                 Answer::ok(json!({"token": token, "effectiveTime": lifetime.as_millis() as i64}))
             }
             _ => Answer::err(401, "认证失败"),
@@ -386,6 +393,8 @@ impl State {
             id = random_letters(10);
         }
         let expires = created + (hours * f64::from(period_number) * 3_600_000.0) as i64;
+        let password = random_letters(16);
+        self.issued_passwords.push(password.clone());
         let host = Host {
             id: Some(id.clone()),
             name: package.name.clone(),
@@ -396,7 +405,7 @@ impl State {
             rigid_disk: package.rigid_disk_number,
             operating_system: image.system_image_name.clone(),
             host_account: Some("administrator".into()),
-            host_pw: Some(random_letters(16)),
+            host_pw: Some(password),
             address: Some("gx-xds-rdp.example".into()),
             port: Some(rand::random_range(20_000..60_000)),
             pve_machine_type: package.pve_machine_type.clone(),

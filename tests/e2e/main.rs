@@ -7,6 +7,7 @@ mod create;
 mod harness;
 mod helm;
 mod image;
+mod leaks;
 mod money;
 mod observe;
 mod operations;
