@@ -277,7 +277,64 @@ pub fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// Any JSON value, nested a few levels, with the provider's field names among the keys.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("data".to_string()),
+            Just("code".to_string()),
+            Just("msg".to_string()),
+            Just("traceId".to_string()),
+            Just("totalCounts".to_string()),
+            Just("id".to_string()),
+            Just("status".to_string()),
+            Just("expirationTime".to_string()),
+            Just("hostPw".to_string()),
+            "[a-zA-Z]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<u64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            "-?[0-9]{1,25}(\\.[0-9]{1,5})?".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                proptest::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Provider garbage never panics the decoding: every wire type takes any JSON (and
+        /// any bytes) and answers with a value or an error.
+        #[test]
+        fn any_answer_decodes_or_is_refused_without_a_panic(v in any_json(), bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = serde_json::from_value::<Envelope>(v.clone());
+            let _ = serde_json::from_value::<TokenData>(v.clone());
+            let _ = serde_json::from_value::<Vec<Image>>(v.clone());
+            let _ = serde_json::from_value::<Vec<Package>>(v.clone());
+            let _ = serde_json::from_value::<Host>(v.clone());
+            if let Ok(page) = serde_json::from_value::<HostPage>(v.clone()) {
+                prop_assert!(page.data.len() <= page.items);
+            }
+            let _ = serde_json::from_slice::<Envelope>(&bytes);
+            if let Ok(host) = serde_json::from_value::<Host>(v) {
+                let _ = host.host_status();
+                let _ = format!("{host:?}");
+            }
+        }
+    }
 
     #[test]
     fn envelope_without_success_and_with_string_code() {

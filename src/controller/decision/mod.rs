@@ -16,6 +16,8 @@ use std::time::Duration;
 mod create;
 mod observe;
 mod operate;
+#[cfg(test)]
+mod properties;
 mod release;
 mod status;
 #[cfg(test)]
