@@ -1,5 +1,5 @@
 # Build or reuse the test control plane, then run every check CI runs.
-.PHONY: testenv test lint crd run-simulator protocol release image demo demo-stop demo-check
+.PHONY: testenv test lint crd run-simulator protocol release image demo demo-stop demo-check fuzz
 
 testenv:
 	testenv/build.sh
@@ -42,3 +42,11 @@ demo-stop:
 # What CI checks of the demo: Ready, a second run, and a clean stop.
 demo-check:
 	scripts/demo-check.sh
+
+# Fuzzing with cargo-fuzz (nightly toolchain; `cargo install cargo-fuzz`): each target for
+# FUZZ_SECONDS. `make test` runs the same properties with proptest.
+FUZZ_SECONDS ?= 60
+fuzz:
+	for target in decode decision; do \
+		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
