@@ -67,7 +67,10 @@ fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
     let o = object(u)?;
     let status = o.status.clone().unwrap_or_default();
     let step = decision::plan(&o);
-    let has_host = status.host_id.as_deref().is_some_and(|h| !h.trim().is_empty());
+    let has_host = status
+        .host_id
+        .as_deref()
+        .is_some_and(|h| !h.trim().is_empty());
     if status.create_pending.is_some() || has_host {
         assert_ne!(step, Step::Create, "{o:?}");
     }
@@ -84,7 +87,10 @@ fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
         let observed = decision::after_observe(&o, &id, host.as_ref(), now);
         assert_eq!(observed.status.host_id.as_deref(), Some(id.as_str()));
         let answer = answer(u)?;
-        let operated = decision::Operated { observed, answer: &answer };
+        let operated = decision::Operated {
+            observed,
+            answer: &answer,
+        };
         let powered = decision::after_power(&o, operated, bool::arbitrary(u)?, now);
         assert_eq!(powered.status.host_id.as_deref(), Some(id.as_str()));
     }

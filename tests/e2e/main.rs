@@ -2,6 +2,7 @@
 
 mod support;
 
+mod chaos;
 mod chart;
 mod create;
 mod harness;

@@ -24,9 +24,17 @@ const BINARIES: [&str; 6] = [
     "kube-score",
 ];
 
+struct Launched {
+    name: &'static str,
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    child: Child,
+}
+
 pub struct ControlPlane {
     dir: Mutex<Option<tempfile::TempDir>>,
-    processes: Mutex<Vec<Child>>,
+    /// Each process by name, with the program and arguments it was started with.
+    processes: Mutex<Vec<Launched>>,
     assets: PathBuf,
     kubeconfig: PathBuf,
     root: PathBuf,
@@ -268,15 +276,62 @@ impl ControlPlane {
         self.spawn("kube-controller-manager", controller_manager);
     }
 
-    fn spawn(&self, name: &str, mut command: Command) {
-        let log = std::fs::File::create(self.root.join(format!("{name}.log"))).unwrap();
+    fn spawn(&self, name: &'static str, mut command: Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{name}.log")))
+            .unwrap();
+        let program = command.get_program().to_owned();
+        let args = command.get_args().map(|a| a.to_owned()).collect();
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child =
             spawn_tied_to_process(command).unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        self.processes().push(child);
+        self.processes().push(Launched {
+            name,
+            program,
+            args,
+            child,
+        });
+    }
+
+    /// Stops process `name` (SIGKILL, as a crash would) and starts it again with the same
+    /// arguments: same ports, same data.
+    pub fn restart(&self, name: &'static str) {
+        let launched = {
+            let mut processes = self.processes();
+            let at = processes
+                .iter()
+                .position(|p| p.name == name)
+                .expect("a process of that name");
+            processes.remove(at)
+        };
+        let Launched {
+            program,
+            args,
+            mut child,
+            ..
+        } = launched;
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut command = Command::new(program);
+        command.args(args);
+        self.spawn(name, command);
+    }
+
+    /// Sends `signal` to process `name` (SIGSTOP and SIGCONT pause and resume it).
+    pub fn signal(&self, name: &str, signal: i32) {
+        let processes = self.processes();
+        let process = processes
+            .iter()
+            .find(|p| p.name == name)
+            .expect("a process of that name");
+        // SAFETY: kill(2) on a child of this process.
+        let sent = unsafe { libc::kill(process.child.id() as i32, signal) };
+        assert_eq!(sent, 0, "signal {signal} to {name}");
     }
 
     /// The last lines one of the processes logged (flag dumps left out).
@@ -298,10 +353,10 @@ impl ControlPlane {
             if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok" {
                 return;
             }
-            let exited = ["etcd", "kube-apiserver"]
-                .into_iter()
-                .zip(self.processes().iter_mut())
-                .find_map(|(name, child)| Some((name, child.try_wait().ok()??)));
+            let exited = self
+                .processes()
+                .iter_mut()
+                .find_map(|p| Some((p.name, p.child.try_wait().ok()??)));
             if let Some((name, status)) = exited {
                 panic!("{name} exited with {status}:\n{}", self.log_tail(name));
             }
@@ -328,7 +383,7 @@ impl ControlPlane {
 
     /// Process ids of etcd, kube-apiserver (and kube-controller-manager, once started).
     pub fn pids(&self) -> Vec<u32> {
-        self.processes().iter().map(|c| c.id()).collect()
+        self.processes().iter().map(|p| p.child.id()).collect()
     }
 
     /// The admin's client configuration (from the generated kubeconfig).
@@ -400,7 +455,7 @@ impl ControlPlane {
         command
     }
 
-    fn processes(&self) -> std::sync::MutexGuard<'_, Vec<Child>> {
+    fn processes(&self) -> std::sync::MutexGuard<'_, Vec<Launched>> {
         self.processes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -408,9 +463,9 @@ impl ControlPlane {
 
     /// Stops the processes and removes the files; idempotent.
     pub fn stop(&self) {
-        for mut child in self.processes().drain(..).rev() {
-            let _ = child.kill();
-            let _ = child.wait();
+        for mut process in self.processes().drain(..).rev() {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
         }
         if let Some(dir) = self.dir.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = dir.close();

@@ -2,6 +2,7 @@
 //! HTTP, a credentials Secret, and the controller (in-process, scoped to the namespace),
 //! which a test can stop abruptly and start again.
 
+use super::control_plane::ControlPlane;
 use super::install_crd;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -56,8 +57,16 @@ impl World {
     /// A namespace, a simulator with hosts that start in 500 ms, the default Secret, and a
     /// running controller. `tweak` adjusts the config before the controller starts.
     pub async fn start(prefix: &str, tweak: impl FnOnce(&mut Config)) -> World {
+        World::start_on(install_crd(), prefix, tweak).await
+    }
+
+    /// [`World::start`] on a control plane of the test's own (with the CRD applied).
+    pub async fn start_on(
+        plane: &ControlPlane,
+        prefix: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> World {
         super::logs::init();
-        let plane = install_crd();
         let client = plane.client().await;
         let ns = super::test_namespace(&client, prefix).await;
         let sim = Simulator::default();
