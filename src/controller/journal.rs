@@ -54,28 +54,24 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
     let message = note.message.as_str();
     let reason = note.reason;
     let secret = secret.as_deref();
+    // tracing wants the level as a constant: one arm per level, one line each.
+    macro_rules! tell_at {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                reason,
+                traceId = trace_id,
+                code,
+                secret,
+                action,
+                "{message}"
+            )
+        };
+    }
     match level(note) {
-        Level::ERROR => {
-            tracing::error!(
-                reason,
-                traceId = trace_id,
-                code,
-                secret,
-                action,
-                "{message}"
-            )
-        }
-        Level::WARN => {
-            tracing::warn!(
-                reason,
-                traceId = trace_id,
-                code,
-                secret,
-                action,
-                "{message}"
-            )
-        }
-        _ => tracing::info!(reason, traceId = trace_id, code, action, "{message}"),
+        Level::ERROR => tell_at!(Level::ERROR),
+        Level::WARN => tell_at!(Level::WARN),
+        _ => tell_at!(Level::INFO),
     }
     publish(&ctx.recorder, obj, note, action).await;
 }

@@ -158,16 +158,9 @@ impl Reason {
             Reason::ProviderError | Reason::ProviderUnavailable | Reason::HostUnavailable => {
                 "nothing, the operator retries; if it persists, give the provider's support the traceId"
             }
-            Reason::ProviderCreating
-            | Reason::AwaitingCreateOutcome
-            | Reason::Creating
-            | Reason::Provisioning
-            | Reason::Running
-            | Reason::Stopped
-            | Reason::Stopping
-            | Reason::Starting
-            | Reason::Rented
-            | Reason::Observed => return None,
+            // Progress, and waits the operator ends by itself (ProviderCreating,
+            // AwaitingCreateOutcome): nothing for a person to do.
+            _ => return None,
         })
     }
 
