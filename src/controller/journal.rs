@@ -44,13 +44,12 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
         .filter(|e| e.reason == note.reason);
     let trace_id = reported.and_then(|e| e.trace_id.as_deref());
     let code = reported.and_then(|e| e.code);
-    let secret = matches!(
-        note.reason.parse::<Reason>(),
-        Ok(Reason::CredentialsInvalid | Reason::CredentialsMissing)
-    )
-    .then(|| credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()))
-    .flatten()
-    .map(|r| format!("{}/{}", r.namespace, r.name));
+    let level = level(note);
+    // An ERROR is a credentials problem: name the Secret to fix.
+    let secret = (level == Level::ERROR)
+        .then(|| credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()))
+        .flatten()
+        .map(|r| format!("{}/{}", r.namespace, r.name));
     let message = note.message.as_str();
     let reason = note.reason;
     let secret = secret.as_deref();
@@ -68,7 +67,7 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
             )
         };
     }
-    match level(note) {
+    match level {
         Level::ERROR => tell_at!(Level::ERROR),
         Level::WARN => tell_at!(Level::WARN),
         _ => tell_at!(Level::INFO),

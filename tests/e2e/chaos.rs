@@ -7,12 +7,11 @@
 //! in `make test`; more in `make bench`), `CHAOS_SEED` repeats a run.
 
 use crate::support::control_plane::ControlPlane;
-use crate::support::operator::{World, demo_spec, host_id, is};
+use crate::support::operator::{World, demo_spec};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rentedhost_operator::provider::Endpoint;
 use rentedhost_operator::simulator::Fault;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// A fault queue for one endpoint: a fifth of the calls fail, each in one of `faults`' ways.
@@ -95,24 +94,11 @@ async fn after_kills_restarts_and_faults_every_object_has_exactly_one_host() {
     }
     println!("chaos: storms over after {:?}", started.elapsed());
 
-    // Every object comes through with one host of its own.
-    let mut owners: HashMap<String, String> = HashMap::new();
-    for i in 0..n {
-        let name = format!("rh-{i:02}");
-        let obj = world
-            .wait_for(&name, Duration::from_secs(120), "Ready", |o| {
-                is(o, "Ready", "True", "Running") || is(o, "Ready", "False", "CreateOutcomeUnknown")
-            })
-            .await;
-        let id = host_id(&obj).unwrap_or_else(|| panic!("{name} has no host: {:?}", obj.status));
-        assert!(
-            is(&obj, "Ready", "True", "Running"),
-            "{name}: {:?}",
-            obj.status
-        );
-        if let Some(other) = owners.insert(id.clone(), name.clone()) {
-            panic!("{name} and {other} share host {id}");
-        }
+    // Every object comes through with one host of its own, and runs.
+    let names: Vec<String> = (0..n).map(|i| format!("rh-{i:02}")).collect();
+    let owners = world.one_host_each(&names, Duration::from_secs(120)).await;
+    for name in &names {
+        world.wait_condition(name, "Ready", "True", "Running").await;
     }
     let hosts = world.sim.host_ids();
     let unclaimed: Vec<&String> = hosts.iter().filter(|h| !owners.contains_key(*h)).collect();

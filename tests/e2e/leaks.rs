@@ -9,7 +9,7 @@ use crate::support::{install_crd, logs, run_ok};
 use rentedhost_operator::provider::Endpoint;
 use rentedhost_operator::simulator::Fault;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Every object of namespace `ns` the API server lists, as JSON, but the Secrets whose job is
 /// to hold a secret.
@@ -84,13 +84,7 @@ async fn no_secret_reaches_logs_events_status_metrics_or_other_objects() {
     }
     // Tokens expire twice; each renewal issues a new one.
     for _ in 0..2 {
-        let issued = world.sim.calls(Endpoint::GetToken);
-        world.sim.expire_tokens();
-        let start = Instant::now();
-        while world.sim.calls(Endpoint::GetToken) == issued {
-            assert!(start.elapsed() < Duration::from_secs(30), "no renewal");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        world.expire_tokens_until_renewed().await;
     }
     world
         .annotate(

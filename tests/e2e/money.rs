@@ -285,19 +285,8 @@ async fn a_burst_with_lost_answers_and_a_kill_resolves_itself() {
     world.kill_controller().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     world.start_controller();
-    let mut owners = std::collections::HashMap::new();
-    for i in 0..N {
-        let name = format!("rh-{i:02}");
-        let obj = world
-            .wait_for(&name, Duration::from_secs(90), "rented", |o| {
-                host_id(o).is_some() || is(o, "Ready", "False", "CreateOutcomeUnknown")
-            })
-            .await;
-        let id = host_id(&obj).unwrap_or_else(|| panic!("{name} stopped: {:?}", obj.status));
-        if let Some(other) = owners.insert(id.clone(), name.clone()) {
-            panic!("{name} and {other} share host {id}");
-        }
-    }
+    let names: Vec<String> = (0..N).map(|i| format!("rh-{i:02}")).collect();
+    let owners = world.one_host_each(&names, Duration::from_secs(90)).await;
     let created = world.hosts_not_in(&preloaded);
     let unclaimed: Vec<&String> = created
         .iter()

@@ -8,7 +8,7 @@ use crate::support::operator::{World, demo_spec, host_id};
 use rentedhost_operator::provider::Endpoint;
 use rentedhost_operator::simulator::Fault;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The operator's JSON lines about objects of namespace `ns`.
 fn lines_of(ns: &str) -> Vec<Value> {
@@ -56,13 +56,7 @@ async fn logs_and_events_tell_the_story_with_fields_and_no_debug_output_or_secre
     let id = host_id(&lost).unwrap();
 
     // A token that expired: renewed at the next call, and that is routine.
-    let tokens = world.sim.calls(Endpoint::GetToken);
-    world.sim.expire_tokens();
-    let start = Instant::now();
-    while world.sim.calls(Endpoint::GetToken) == tokens {
-        assert!(start.elapsed() < Duration::from_secs(30), "no renewal");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    world.expire_tokens_until_renewed().await;
 
     // A 401 that survives the renewal: the Secret is wrong.
     world

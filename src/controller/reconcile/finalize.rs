@@ -52,17 +52,12 @@ pub(super) async fn finalize(
         _ => Release::NotNeeded,
     };
     let (transition, note) = decision::after_release(&obj, &release, now());
+    if let Some(note) = &note {
+        journal::tell(ctx, &obj, note, "Release").await;
+    }
     match transition {
-        Some(t) => {
-            if let Some(note) = &note {
-                journal::tell(ctx, &obj, note, "Release").await;
-            }
-            finish(ctx, &obj, t, "Release").await
-        }
+        Some(t) => finish(ctx, &obj, t, "Release").await,
         None => {
-            if let Some(note) = &note {
-                journal::tell(ctx, &obj, note, "Release").await;
-            }
             writes::remove_finalizer(&ctx.client, &obj).await?;
             ctx.poller.forget(&obj);
             ctx.forget_object(&obj);

@@ -72,13 +72,13 @@ pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> A
     let reason = error.reason();
     match error {
         // Routine: a write raced another, or another replica leads.
-        Error::Conflict => {
+        Error::Conflict | Error::NotLeading => {
             tracing::debug!(namespace, name, hostId = host_id, reason, %error, "reconcile ended early; retrying");
-            Action::requeue(Duration::from_millis(200))
-        }
-        Error::NotLeading => {
-            tracing::debug!(namespace, name, hostId = host_id, reason, %error, "reconcile ended early; retrying");
-            Action::requeue(Duration::from_secs(5))
+            let wait = match error {
+                Error::Conflict => Duration::from_millis(200),
+                _ => Duration::from_secs(5),
+            };
+            Action::requeue(wait)
         }
         Error::Kube(_) => {
             let retry = Reason::ProviderUnavailable;

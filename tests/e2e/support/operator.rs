@@ -241,6 +241,40 @@ impl World {
         self.merge(name, patch).await.unwrap();
     }
 
+    /// Waits (up to `limit` each) until every object of `names` has a host: fails on one
+    /// that stops as CreateOutcomeUnknown instead, and on two that share a host. Returns
+    /// each host's owner.
+    pub async fn one_host_each(
+        &self,
+        names: &[String],
+        limit: Duration,
+    ) -> std::collections::HashMap<String, String> {
+        let mut owners = std::collections::HashMap::new();
+        for name in names {
+            let obj = self
+                .wait_for(name, limit, "rented", |o| {
+                    host_id(o).is_some() || is(o, "Ready", "False", "CreateOutcomeUnknown")
+                })
+                .await;
+            let id = host_id(&obj).unwrap_or_else(|| panic!("{name} stopped: {:?}", obj.status));
+            if let Some(other) = owners.insert(id.clone(), name.clone()) {
+                panic!("{name} and {other} share host {id}");
+            }
+        }
+        owners
+    }
+
+    /// Expires the simulator's tokens and waits until the operator has fetched a new one.
+    pub async fn expire_tokens_until_renewed(&self) {
+        let issued = self.sim.calls(Endpoint::GetToken);
+        self.sim.expire_tokens();
+        let start = Instant::now();
+        while self.sim.calls(Endpoint::GetToken) == issued {
+            assert!(start.elapsed() < Duration::from_secs(30), "no renewal");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The account's hosts that are not in `before`.
     pub fn hosts_not_in(&self, before: &std::collections::HashSet<String>) -> Vec<String> {
         let hosts = self.sim.host_ids().into_iter();
