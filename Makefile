@@ -1,5 +1,5 @@
 # Build or reuse the test control plane, then run every check CI runs.
-.PHONY: testenv test lint crd run-simulator protocol release image demo demo-stop demo-check fuzz
+.PHONY: testenv test lint crd run-simulator protocol release image demo demo-stop demo-check fuzz bench
 
 testenv:
 	testenv/build.sh
@@ -50,3 +50,8 @@ fuzz:
 	for target in decode decision; do \
 		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+
+# The controller at scale against the API-server floor (see bench/scale.rs for the settings,
+# e.g. BENCH_N=100,1000 BENCH_STEADY_SECONDS=0); writes bench/results.md. About 15 minutes.
+bench: testenv release
+	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" cargo bench --profile dev --bench scale

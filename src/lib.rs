@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod http;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod provider;

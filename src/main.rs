@@ -52,6 +52,9 @@ enum Command {
         /// Time a host takes to start or stop.
         #[arg(long, default_value = "3s", value_parser = config::positive_duration)]
         transition_time: Duration,
+        /// Time every answer takes (a provider far away).
+        #[arg(long, value_parser = config::positive_duration)]
+        latency: Option<Duration>,
     },
 }
 
@@ -95,7 +98,15 @@ fn main() -> ExitCode {
             port,
             token_lifetime,
             transition_time,
-        } => runtime().block_on(simulate(port, token_lifetime, transition_time)),
+            latency,
+        } => {
+            let timing = simulator::Timing {
+                token_lifetime,
+                latency: latency.unwrap_or_default(),
+                ..simulator::fast_timing(transition_time)
+            };
+            runtime().block_on(simulate(port, timing))
+        }
     }
 }
 
@@ -108,7 +119,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn run(args: RunArgs) -> ExitCode {
     provider::install_crypto_provider();
-    let client = match kube_client().await {
+    let metrics = Arc::new(Metrics::default());
+    let client = match rentedhost_operator::kube_client::infer(metrics.clone()).await {
         Ok(c) => c,
         Err(error) => {
             eprintln!("rentedhost-operator run: cannot reach Kubernetes: {error}");
@@ -131,7 +143,6 @@ async fn run(args: RunArgs) -> ExitCode {
     if args.sandbox {
         config.provider.base_url = provider::SANDBOX_URL.to_string();
     }
-    let metrics = Arc::new(Metrics::default());
     match http::serve(args.http_addr, metrics.clone()).await {
         Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz, /readyz"),
         Err(error) => {
@@ -163,17 +174,6 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// The Kubernetes client, with a read timeout: kube sets none, and a call that never answers
-/// would hold a reconcile (or a lease renewal) forever. Watches are long polls that the API
-/// server ends well within it (kube-rs's watcher asks for 290 s).
-async fn kube_client() -> Result<kube::Client, kube::Error> {
-    let mut config = kube::Config::infer()
-        .await
-        .map_err(kube::Error::InferConfig)?;
-    config.read_timeout = Some(Duration::from_secs(300));
-    kube::Client::try_from(config)
-}
-
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -184,12 +184,9 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn simulate(port: u16, token_lifetime: Duration, transition_time: Duration) -> ExitCode {
+async fn simulate(port: u16, timing: simulator::Timing) -> ExitCode {
     let sim = Simulator::default();
-    sim.state().timing = simulator::Timing {
-        token_lifetime,
-        ..simulator::fast_timing(transition_time)
-    };
+    sim.state().timing = timing;
     match sim.serve(port).await {
         Ok((addr, task)) => {
             eprintln!(

@@ -27,6 +27,7 @@ label_sets! {
     CallLabels { endpoint, code }
     EndpointLabel { endpoint }
     PhaseLabel { phase }
+    KubernetesRequestLabels { verb, resource }
 }
 
 pub struct Metrics {
@@ -38,6 +39,7 @@ pub struct Metrics {
     pub hosts: Family<PhaseLabel, Gauge>,
     pub create_pending: Gauge,
     pub token_refresh: Counter,
+    pub kubernetes_requests: Family<KubernetesRequestLabels, Counter>,
     /// The controller's object cache, once it runs (for the object gauges).
     pub store: std::sync::OnceLock<Store<RentedHost>>,
     /// Set once the object cache holds its first full list.
@@ -66,6 +68,7 @@ impl Default for Metrics {
             hosts: Family::default(),
             create_pending: Gauge::default(),
             token_refresh: Counter::default(),
+            kubernetes_requests: Family::default(),
             store: std::sync::OnceLock::new(),
             ready: std::sync::atomic::AtomicBool::new(false),
             registry: Registry::default(),
@@ -78,6 +81,7 @@ impl Default for Metrics {
             "hosts", "RentedHost objects by phase" => m.hosts;
             "create_pending", "Objects whose createRent outcome is not yet known" => m.create_pending;
             "token_refresh", "Tokens fetched from getToken" => m.token_refresh;
+            "kubernetes_requests", "Kubernetes API requests by verb and resource" => m.kubernetes_requests;
         }
         Metrics { registry, ..m }
     }
@@ -103,6 +107,12 @@ impl Metrics {
                 }
             },
         )
+    }
+
+    pub fn kubernetes_request(&self, verb: &'static str, resource: &'static str) {
+        self.kubernetes_requests
+            .get_or_create(&KubernetesRequestLabels { verb, resource })
+            .inc();
     }
 
     pub fn reconciled(&self, result: &'static str, took: Duration) {

@@ -288,6 +288,8 @@ pub async fn run(
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         })
+        // Nothing reads managedFields, which are most of an object's size.
+        .modify(|obj| obj.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -354,18 +356,24 @@ pub async fn run(
         .watches_stream(secret_changes, move |secret| {
             let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
             secret_ctx.forget_credentials(&namespace, &name);
-            // A connection Secret someone edited or deleted is written again by its owner.
-            let owners = secret
+            let owner = secret
                 .owner_references()
                 .iter()
-                .filter(|o| o.kind == "RentedHost" && o.controller == Some(true))
-                .map(|o| ObjectRef::<RentedHost>::new(&o.name).within(&namespace))
-                .inspect(|r| secret_ctx.poller.connection_changed(r))
-                .collect::<Vec<_>>();
-            let mut refs =
-                users_of_secret(&secret_store, default_secret.as_ref(), &namespace, &name);
-            refs.extend(owners);
-            refs
+                .find(|o| o.kind == "RentedHost" && o.controller == Some(true))
+                .map(|o| ObjectRef::<RentedHost>::new(&o.name).within(&namespace));
+            match owner {
+                // A connection Secret: its owner writes it again if someone else edited or
+                // deleted it (the watch reports our own writes too).
+                Some(owner) => {
+                    let version = secret.resource_version();
+                    let changed = secret_ctx
+                        .poller
+                        .connection_changed(&owner, version.as_deref());
+                    changed.then_some(owner).into_iter().collect()
+                }
+                // Perhaps credentials: every object that reads them.
+                None => users_of_secret(&secret_store, default_secret.as_ref(), &namespace, &name),
+            }
         })
         .reconcile_on(wakes)
         .graceful_shutdown_on(shutdown)

@@ -10,7 +10,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 #[derive(Default)]
@@ -19,12 +20,23 @@ struct Watched {
     objects: HashSet<ObjectRef<RentedHost>>,
 }
 
+/// A connection Secret as this process last wrote it: the login details' digest, and the
+/// Secret's resourceVersion after the write.
+struct Written {
+    digest: u64,
+    version: Option<String>,
+}
+
 /// Which objects observe their hosts through which account.
 #[derive(Default)]
 pub struct Poller {
     accounts: Mutex<HashMap<String, Watched>>,
-    /// Digest of the login details last written per object, to notice a changed password.
-    connections: Mutex<HashMap<ObjectRef<RentedHost>, u64>>,
+    /// Per object, the digest of the login details last written (to notice a changed
+    /// password) and the Secret's resourceVersion after that write (to tell our own write
+    /// from someone else's when the watch reports it).
+    connections: Mutex<HashMap<ObjectRef<RentedHost>, Written>>,
+    /// An object waits for a host rented after the last listing.
+    listing_wanted: AtomicBool,
 }
 
 pub fn digest(data: &std::collections::BTreeMap<String, String>) -> u64 {
@@ -48,6 +60,22 @@ impl Poller {
         watched.objects.insert(reference);
     }
 
+    /// Asks for a poll as soon as every account's rate limit has room for it.
+    pub fn want_listing(&self) {
+        self.listing_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a wanted poll can run now (and is then no longer wanted).
+    fn take_wanted_listing(&self) -> bool {
+        let wanted = self.listing_wanted.load(Ordering::Relaxed);
+        let room = || {
+            self.snapshot()
+                .iter()
+                .all(|(client, _)| client.has_headroom())
+        };
+        wanted && room() && self.listing_wanted.swap(false, Ordering::Relaxed)
+    }
+
     pub fn forget(&self, obj: &RentedHost) {
         let reference = ObjectRef::from_obj(obj);
         let mut accounts = self.accounts.lock();
@@ -57,21 +85,40 @@ impl Poller {
         self.connections.lock().remove(&reference);
     }
 
-    /// The connection Secret of this object changed (edited or deleted): write it again.
-    pub fn connection_changed(&self, reference: &ObjectRef<RentedHost>) {
-        self.connections.lock().remove(reference);
+    /// The watch saw this object's connection Secret at `version` (or deleted: `None`).
+    /// Unless that is our own last write, it was edited or deleted: it is written again
+    /// (and `true` says the object needs a reconcile for that).
+    pub fn connection_changed(
+        &self,
+        reference: &ObjectRef<RentedHost>,
+        version: Option<&str>,
+    ) -> bool {
+        let mut connections = self.connections.lock();
+        let ours = connections
+            .get(reference)
+            .is_some_and(|w| version.is_some() && w.version.as_deref() == version);
+        if !ours {
+            connections.remove(reference);
+        }
+        !ours
     }
 
     /// Whether the connection Secret already holds `data` (as far as this process wrote it).
     pub fn connection_current(&self, obj: &RentedHost, data_digest: u64) -> bool {
         let connections = self.connections.lock();
-        connections.get(&ObjectRef::from_obj(obj)) == Some(&data_digest)
+        connections
+            .get(&ObjectRef::from_obj(obj))
+            .is_some_and(|w| w.digest == data_digest)
     }
 
-    pub fn connection_written(&self, obj: &RentedHost, data_digest: u64) {
-        self.connections
-            .lock()
-            .insert(ObjectRef::from_obj(obj), data_digest);
+    pub fn connection_written(&self, obj: &RentedHost, data_digest: u64, version: Option<String>) {
+        self.connections.lock().insert(
+            ObjectRef::from_obj(obj),
+            Written {
+                digest: data_digest,
+                version,
+            },
+        );
     }
 
     fn snapshot(&self) -> Vec<(Arc<ProviderClient>, Vec<ObjectRef<RentedHost>>)> {
@@ -131,17 +178,20 @@ impl Poller {
     }
 }
 
-/// Polls every poll interval (jittered ±10 %), or every fast poll interval while a host is
-/// in motion, until the receiver of the wakes is gone.
+/// Polls every poll interval (jittered ±10 %), every fast poll interval while a host is in
+/// motion, and within a second of a host rented after the last listing being wanted (once
+/// the rate limit has room), until the receiver of the wakes is gone.
 pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
     let (interval, fast) = (ctx.config.poll_interval, ctx.config.fast_poll_interval);
-    let tick = fast.min(interval);
+    let tick = fast.min(interval).min(Duration::from_secs(1));
     let mut last = Instant::now();
     let mut next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
     loop {
         tokio::time::sleep(tick).await;
-        let due = last.elapsed() >= next
-            || (ctx.poller.any_in_motion(&ctx.store) && last.elapsed() >= fast);
+        let elapsed = last.elapsed();
+        let due = elapsed >= next
+            || (elapsed >= fast && ctx.poller.any_in_motion(&ctx.store))
+            || ctx.poller.take_wanted_listing();
         if !due {
             continue;
         }

@@ -70,8 +70,16 @@ pub async fn apply_status(
 
 /// Writes the protocol fields of `status` exactly (set, changed or removed) in a patch that
 /// carries `obj`'s resourceVersion, so it fails with a conflict if the object changed since
-/// `obj` was read from the API server; then the observation part. `obj` must come from a
-/// quorum read or a write's answer, never from the cache.
+/// `obj` was read from the API server; then the observation part, when what the patch did
+/// not carry changed. `obj` must come from a quorum read or a write's answer, never from the
+/// cache.
+///
+/// When nothing else of the observation part changed, the patch also carries the fields
+/// every observation write sets (`phase`, `conditions`, `observedGeneration`) and the
+/// apply is not needed: a create is recorded, and its answer written, in one request
+/// each. The status manager's next apply takes those fields over; none is ever removed.
+/// Otherwise (an error to explain, say) the apply writes them together with the rest, so
+/// that no one sees a condition without the error it names.
 pub async fn write_protocol(
     client: &kube::Client,
     obj: &RentedHost,
@@ -87,7 +95,7 @@ pub async fn write_protocol(
             "askedAt": p.asked_at,
         })
     });
-    let patch = json!({
+    let mut patch = json!({
         "metadata": {"resourceVersion": obj.resource_version()},
         "status": {
             "hostId": status.host_id,
@@ -96,6 +104,18 @@ pub async fn write_protocol(
             "account": status.account,
         },
     });
+    let beyond_always_set = |s: &RentedHostStatus| RentedHostStatus {
+        phase: None,
+        conditions: Vec::new(),
+        observed_generation: None,
+        ..observation_part(s)
+    };
+    let before = obj.status.clone().unwrap_or_default();
+    if beyond_always_set(&before) == beyond_always_set(status) {
+        patch["status"]["phase"] = json!(status.phase);
+        patch["status"]["conditions"] = json!(status.conditions);
+        patch["status"]["observedGeneration"] = json!(status.observed_generation);
+    }
     let params = PatchParams {
         field_manager: Some(PROTOCOL_MANAGER.into()),
         ..Default::default()
@@ -173,14 +193,16 @@ pub async fn remove_annotation(
 /// What writing the connection Secret came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionSecret {
-    Written,
+    /// Written; the Secret's resourceVersion after the write.
+    Written(Option<String>),
     /// A Secret of that name exists and this object does not control it: it is left alone.
     NotOurs,
 }
 
 /// Writes the connection Secret (owned by the object, so it goes with it), unless a Secret
 /// of that name exists that this object does not control: the operator never takes over a
-/// Secret it did not create.
+/// Secret it did not create. The first write is a create, which proves in one request that
+/// no Secret of that name existed; only when one exists is it read, and applied if ours.
 pub async fn apply_connection_secret(
     client: &kube::Client,
     obj: &RentedHost,
@@ -189,22 +211,9 @@ pub async fn apply_connection_secret(
 ) -> Result<ConnectionSecret, Error> {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
     use kube::core::PartialObjectMeta;
     let ns = obj.namespace().unwrap_or_default();
-    let existing: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &ns);
-    if let Some(current) = existing
-        .get_metadata_opt(name)
-        .await
-        .map_err(Error::from_kube)?
-    {
-        let ours = current
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == obj.uid().as_ref());
-        if !ours {
-            return Ok(ConnectionSecret::NotOurs);
-        }
-    }
     let mut secret = Secret::default();
     secret.metadata.name = Some(name.to_string());
     secret.metadata.namespace = Some(ns.clone());
@@ -223,12 +232,35 @@ pub async fn apply_connection_secret(
             .collect(),
     );
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let create = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&create, &secret).await {
+        Ok(created) => return Ok(ConnectionSecret::Written(created.resource_version())),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(Error::from_kube(e)),
+    }
+    let existing: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &ns);
+    if let Some(current) = existing
+        .get_metadata_opt(name)
+        .await
+        .map_err(Error::from_kube)?
+    {
+        let ours = current
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == obj.uid().as_ref());
+        if !ours {
+            return Ok(ConnectionSecret::NotOurs);
+        }
+    }
     api.patch(
         name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&secret),
     )
     .await
-    .map(|_| ConnectionSecret::Written)
+    .map(|written| ConnectionSecret::Written(written.resource_version()))
     .map_err(Error::from_kube)
 }

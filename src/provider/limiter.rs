@@ -29,6 +29,19 @@ impl RateLimiter {
         }
     }
 
+    /// Whether a request now would be sent at once with half the burst still to spare: an
+    /// optional call is made only then, so that it never delays one that is needed.
+    pub fn has_headroom(&self) -> bool {
+        let Ok(mut bucket) = self.bucket.try_lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
+        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.at = now;
+        bucket.tokens >= (self.burst / 2.0).max(1.0) && self.in_flight.available_permits() > 0
+    }
+
     /// Waits for a request slot; the permit bounds concurrency until dropped.
     pub async fn acquire(&self) -> SemaphorePermit<'_> {
         loop {
@@ -70,5 +83,20 @@ mod tests {
             elapsed >= Duration::from_millis(1900) && elapsed <= Duration::from_millis(2100),
             "{elapsed:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headroom_is_half_the_burst() {
+        let limiter = RateLimiter::new(5.0, 10, 4);
+        assert!(limiter.has_headroom());
+        for _ in 0..6 {
+            drop(limiter.acquire().await);
+        }
+        assert!(!limiter.has_headroom(), "4 tokens left of 10");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(limiter.has_headroom(), "5 tokens after 200 ms at 5/s");
+        let _held: Vec<_> = futures::future::join_all((0..4).map(|_| limiter.acquire())).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!limiter.has_headroom(), "every call slot is taken");
     }
 }

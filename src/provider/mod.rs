@@ -127,6 +127,29 @@ impl Default for ClientSettings {
 /// Observes every provider call (for metrics): endpoint, outcome label, duration.
 pub type CallObserver = Arc<dyn Fn(Endpoint, &'static str, Duration) + Send + Sync>;
 
+/// The hosts of a listing being read, each once.
+#[derive(Default)]
+struct Listing {
+    hosts: Vec<Host>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Listing {
+    /// Adds a page's hosts; whether the page was full (so another may follow).
+    fn add(&mut self, page: HostPage) -> bool {
+        for host in page.data {
+            if host
+                .id
+                .as_ref()
+                .is_none_or(|id| self.seen.insert(id.clone()))
+            {
+                self.hosts.push(host);
+            }
+        }
+        page.items >= PAGE_SIZE as usize
+    }
+}
+
 /// A client for one account.
 pub struct ProviderClient {
     http: reqwest::Client,
@@ -179,6 +202,11 @@ impl ProviderClient {
 
     pub fn account(&self) -> &str {
         &self.credentials.uuid
+    }
+
+    /// Whether an optional call now would neither wait nor delay a needed one.
+    pub fn has_headroom(&self) -> bool {
+        self.limiter.has_headroom()
     }
 
     async fn send(&self, call: &Call<'_>, token: Option<&str>) -> Result<Envelope, ProviderError> {
@@ -366,26 +394,36 @@ impl ProviderClient {
     /// Every host of the account, page by page until a short or empty page. `totalCounts`
     /// is only a hint (page-level or per item, number or string, or absent) and the order
     /// is unspecified, so neither ends the listing; a host seen twice (the pages shifted
-    /// while they were read) is kept once.
+    /// while they were read) is kept once. The pages the first one's total announces are
+    /// read at once (the client's concurrency bounds the calls in flight); a listing then
+    /// goes on page by page for as long as pages come back full.
     pub async fn all_hosts(&self) -> Result<Vec<Host>, ProviderError> {
-        let mut hosts: Vec<Host> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for page in 1..=MAX_PAGES {
-            let batch = self.my_page(page, PAGE_SIZE).await?;
-            let got = batch.items;
-            for host in batch.data {
-                let fresh = host.id.as_ref().is_none_or(|id| seen.insert(id.clone()));
-                if fresh {
-                    hosts.push(host);
+        let mut listing = Listing::default();
+        let first = self.my_page(1, PAGE_SIZE).await?;
+        let announced = first.total_counts.and_then(|t| u32::try_from(t).ok());
+        let mut full = listing.add(first);
+        let mut next = 2;
+        if let Some(total) = announced.filter(|_| full) {
+            let last = total.div_ceil(PAGE_SIZE).min(MAX_PAGES);
+            let pages = (next..=last).map(|page| self.my_page(page, PAGE_SIZE));
+            for page in futures::future::try_join_all(pages).await? {
+                full = listing.add(page);
+                if !full {
+                    break;
                 }
             }
-            if got < PAGE_SIZE as usize {
-                return Ok(hosts);
-            }
+            next = next.max(last + 1);
         }
-        Err(ProviderError::Malformed(format!(
-            "mypage still returned full pages after {MAX_PAGES} pages"
-        )))
+        while full {
+            if next > MAX_PAGES {
+                return Err(ProviderError::Malformed(format!(
+                    "mypage still returned full pages after {MAX_PAGES} pages"
+                )));
+            }
+            full = listing.add(self.my_page(next, PAGE_SIZE).await?);
+            next += 1;
+        }
+        Ok(listing.hosts)
     }
 
     /// Starts (`true`) or shuts down (`false`) a host.

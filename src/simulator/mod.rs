@@ -158,6 +158,8 @@ async fn respond(
     endpoint: Endpoint,
     work: impl FnOnce(&mut State) -> Answer,
 ) -> Response {
+    let latency = sim.state().timing.latency;
+    tokio::time::sleep(latency).await;
     let (fault, envelope, status) = {
         let mut state = sim.state();
         state.count(endpoint);

@@ -69,6 +69,8 @@ pub struct Timing {
     pub token_lifetime: Duration,
     pub start_delay: Duration,
     pub stop_delay: Duration,
+    /// Time every answer takes, on top of injected latency.
+    pub latency: Duration,
 }
 
 impl Default for Timing {
@@ -77,6 +79,7 @@ impl Default for Timing {
             token_lifetime: Duration::from_secs(1800),
             start_delay: Duration::from_secs(3),
             stop_delay: Duration::from_secs(3),
+            latency: Duration::ZERO,
         }
     }
 }

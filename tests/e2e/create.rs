@@ -37,7 +37,10 @@ async fn happy_path_rents_exactly_one_host_and_reports_it() {
     );
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
     assert_eq!(world.sim.calls(Endpoint::GetToken), 1);
-    assert_eq!(world.sim.calls(Endpoint::One), 0);
+    assert!(
+        world.sim.calls(Endpoint::One) <= 1,
+        "one/{id} only for a host newer than the listing"
+    );
     world.wait_events("render-01", "Created", 1).await;
     // Idle: no more provider traffic than the poll, and no status churn.
     let rv = world.get("render-01").await.metadata.resource_version;

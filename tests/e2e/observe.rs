@@ -53,7 +53,9 @@ async fn sixty_objects_cost_at_most_three_mypage_calls_per_poll() {
         0,
         "no one/{{id}} in steady state"
     );
-    assert_eq!(world.sim.calls(Endpoint::One), 0);
+    // A host rented after the last listing is asked for alone, once, while the rate limit
+    // has room: never more than one per create.
+    assert!(world.sim.calls(Endpoint::One) <= 60);
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 60);
 }
 
@@ -330,7 +332,10 @@ async fn idle_cost(n: usize, polls: u32) -> (u64, u64) {
          ({:.1} per poll, i.e. per minute at the default 60 s poll); all {n} ready {settle_and_ready:.1?} after creation",
         total as f64 / f64::from(polls)
     );
-    assert_eq!(world.sim.calls(Endpoint::One), 0);
+    assert!(
+        world.sim.calls(Endpoint::One) <= n as u64,
+        "one/{{id}} once per create at most"
+    );
     assert_eq!(world.sim.calls(Endpoint::CreateRent), n as u64);
     (pages, total)
 }

@@ -7,9 +7,9 @@ pub(super) async fn create(
     obj: RentedHost,
     provider: &ProviderClient,
     ctx: &Context,
-) -> Result<Action, Error> {
+) -> Result<Outcome, Error> {
     if let Some(left) = ctx.create_held_for(&obj) {
-        return Ok(Action::requeue(left));
+        return Ok(Outcome::Done(Action::requeue(left)));
     }
     // No resolution of this account runs while the call is in flight: its host would look
     // unclaimed until the answer is written.
@@ -33,7 +33,7 @@ pub(super) async fn create(
     if !ctx.config.leadership.is_leading() {
         // Nothing was sent: the recorded create is resolved (and made again) by the leader.
         tracing::warn!("leadership lapsed before createRent; not calling it");
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
     }
     let answer = tokio::time::timeout_at(deadline, provider.create_rent(&request))
         .await
@@ -52,7 +52,13 @@ pub(super) async fn create(
     if let Some(note) = &t.note {
         journal::tell(ctx, &written, note, "CreateRent").await;
     }
-    Ok(action(ctx, &written, t.requeue))
+    // A rented host is observed in the same reconcile, on the object just written.
+    Ok(
+        match &written.status.as_ref().and_then(|s| s.host_id.as_ref()) {
+            Some(_) => Outcome::Replan(Box::new(written)),
+            None => Outcome::Done(action(ctx, &written, t.requeue)),
+        },
+    )
 }
 
 /// Writes the outcome of a createRent to `obj` as its recording left it, guarded; a

@@ -47,16 +47,21 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
         hostId = host_id.or(obj.spec.host_id.as_deref()),
     );
     async move {
-        let mut obj = (*obj).clone();
-        // Adding the finalizer changes the object, and a quorum read may show a newer one
-        // than the cache: plan again on the result (a few times at most).
+        // From the cache at first; then each write's answer, or a quorum read.
+        let mut obj = Read::Cached((*obj).clone());
+        // Adding the finalizer changes the object, a quorum read may show a newer one than
+        // the cache, and a rented host is observed at once: plan again on the result (a few
+        // times at most).
         for _ in 0..4 {
-            match decision::plan(&obj) {
-                Step::AddFinalizer => obj = writes::add_finalizer(&ctx.client, &obj).await?,
+            match decision::plan(obj.object()) {
+                Step::AddFinalizer => {
+                    let written = writes::add_finalizer(&ctx.client, obj.object()).await?;
+                    obj = Read::Current(written);
+                }
                 Step::WaitForSpecChange => return Ok(Action::await_change()),
                 step => match perform(step, obj, &ctx).await? {
                     Outcome::Done(action) => return Ok(action),
-                    Outcome::Replan(fresh) => obj = *fresh,
+                    Outcome::Replan(current) => obj = Read::Current(*current),
                 },
             }
         }
@@ -178,7 +183,22 @@ async fn provider_for(
         .get(&ctx.config.provider, creds, Some(ctx.observer.clone())))
 }
 
-/// What a step came to: done, or the quorum read showed an object that needs another step.
+/// An object as the reconcile has it: from the cache (perhaps stale), or current (a quorum
+/// read, or the answer of a write, which is the object as stored).
+enum Read {
+    Cached(RentedHost),
+    Current(RentedHost),
+}
+
+impl Read {
+    fn object(&self) -> &RentedHost {
+        match self {
+            Read::Cached(obj) | Read::Current(obj) => obj,
+        }
+    }
+}
+
+/// What a step came to: done, or an object (current) that needs another step.
 enum Outcome {
     Done(Action),
     Replan(Box<RentedHost>),
@@ -197,7 +217,11 @@ async fn still(
     }
 }
 
-async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, Error> {
+async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error> {
+    let (obj, current) = match read {
+        Read::Cached(obj) => (obj, false),
+        Read::Current(obj) => (obj, true),
+    };
     if step == Step::Finalize && !needs_provider_to_finalize(&obj) {
         return finalize(obj, None, ctx).await.map(Outcome::Done);
     }
@@ -211,8 +235,10 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, 
                 .map(Outcome::Done);
         }
     };
-    // Every step that can spend money or change the protocol fields acts on a quorum read.
+    // Every step that can spend money or change the protocol fields acts on a current
+    // object: a quorum read, unless a write of this reconcile just answered with it.
     let obj = match &step {
+        _ if current => obj,
         Step::Observe(_) => obj,
         _ => match still(ctx, &obj, &step).await? {
             Ok(current) => current,
@@ -225,7 +251,7 @@ async fn perform(step: Step, obj: RentedHost, ctx: &Context) -> Result<Outcome, 
             .map(Outcome::Done);
     }
     let action = match step {
-        Step::Create => create(obj, &provider, ctx).await?,
+        Step::Create => return create(obj, &provider, ctx).await,
         Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
         Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await?,
         Step::Adopt(id) => adopt(obj, &id, &provider, ctx).await?,

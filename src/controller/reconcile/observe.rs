@@ -86,8 +86,21 @@ pub(super) async fn observe_and_operate(
     };
     let mut host = listing.get(id).cloned();
     if host.is_none() && ctx.learned_at(id).is_some_and(|at| at > listing.started) {
-        // Rented after this listing was taken: the next (fast) poll shows it.
-        return Ok(Action::requeue(ctx.config.fast_poll_interval));
+        // Rented after this listing was taken: the first look asks for it alone when the
+        // rate limit has room for it; otherwise the poller lists the account as soon as it
+        // has. Not found yet proves nothing (the listing has not had its chance).
+        let first_look = obj.status.as_ref().is_none_or(|s| s.host.is_none());
+        let found = match first_look && provider.has_headroom() {
+            true => provider.host(id).await.ok().flatten(),
+            false => None,
+        };
+        match found {
+            Some(found) => host = Some(found),
+            None => {
+                ctx.poller.want_listing();
+                return Ok(Action::requeue(ctx.config.fast_poll_interval));
+            }
+        }
     }
     if host.is_none() {
         host = match confirm_absent(provider, id).await {
@@ -105,7 +118,9 @@ pub(super) async fn observe_and_operate(
         if !ctx.poller.connection_current(&obj, digest) {
             let name = decision::connection_secret_name(&obj);
             match writes::apply_connection_secret(&ctx.client, &obj, &name, &data).await? {
-                writes::ConnectionSecret::Written => ctx.poller.connection_written(&obj, digest),
+                writes::ConnectionSecret::Written(version) => {
+                    ctx.poller.connection_written(&obj, digest, version)
+                }
                 writes::ConnectionSecret::NotOurs => {
                     t = decision::connection_secret_taken(&obj, t, &name, now());
                 }
