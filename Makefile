@@ -52,6 +52,9 @@ fuzz:
 	done
 
 # The controller at scale against the API-server floor (see bench/scale.rs for the settings,
-# e.g. BENCH_N=100,1000 BENCH_STEADY_SECONDS=0); writes bench/results.md. About 15 minutes.
+# e.g. BENCH_N=100,1000 BENCH_STEADY_SECONDS=0; writes bench/results.md), then the chaos test
+# with 50 objects (CHAOS_OBJECTS). About 15 minutes.
 bench: testenv release
 	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" cargo bench --profile dev --bench scale
+	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" CHAOS_OBJECTS=$${CHAOS_OBJECTS:-50} \
+		cargo test --test e2e chaos -- --nocapture

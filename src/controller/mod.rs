@@ -1,6 +1,7 @@
 //! The RentedHost controller: wiring (watches, predicates, the Secret watch), the shared
 //! context, and the error type. The decision is in `decision`, its I/O in `reconcile`.
 
+pub mod connections;
 pub mod credentials;
 pub mod decision;
 pub mod hosts;
@@ -366,9 +367,8 @@ pub async fn run(
                 // deleted it (the watch reports our own writes too).
                 Some(owner) => {
                     let version = secret.resource_version();
-                    let changed = secret_ctx
-                        .poller
-                        .connection_changed(&owner, version.as_deref());
+                    let connections = &secret_ctx.poller.connections;
+                    let changed = connections.changed(&owner, version.as_deref());
                     changed.then_some(owner).into_iter().collect()
                 }
                 // Perhaps credentials: every object that reads them.

@@ -2,6 +2,7 @@
 //! per poll interval and wakes only the objects whose host changed on the provider's side.
 //! Objects register here when they observe their host; deleted objects drop out.
 
+use super::connections::{Connections, digest};
 use super::hosts::HostDirectory;
 use super::{Context, decision};
 use crate::api::RentedHost;
@@ -20,30 +21,16 @@ struct Watched {
     objects: HashSet<ObjectRef<RentedHost>>,
 }
 
-/// A connection Secret as this process last wrote it: the login details' digest, and the
-/// Secret's resourceVersion after the write.
-struct Written {
-    digest: u64,
-    version: Option<String>,
-}
-
 /// Which objects observe their hosts through which account.
 #[derive(Default)]
 pub struct Poller {
     accounts: Mutex<HashMap<String, Watched>>,
-    /// Per object, the digest of the login details last written (to notice a changed
-    /// password) and the Secret's resourceVersion after that write (to tell our own write
-    /// from someone else's when the watch reports it).
-    connections: Mutex<HashMap<ObjectRef<RentedHost>, Written>>,
+    /// The connection Secrets as this process wrote them.
+    pub connections: Connections,
     /// An object waits for a host rented after the last listing.
     listing_wanted: AtomicBool,
-}
-
-pub fn digest(data: &std::collections::BTreeMap<String, String>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut h);
-    h.finish()
+    /// Hosts rented after a listing that were asked for alone (`one/{id}`), once each.
+    asked_alone: Mutex<HashSet<String>>,
 }
 
 impl Poller {
@@ -76,49 +63,22 @@ impl Poller {
         wanted && room() && self.listing_wanted.swap(false, Ordering::Relaxed)
     }
 
+    /// Whether a host rented after the last listing may be asked for alone: the first
+    /// time only (a reconcile on a cache that lags our own writes must not ask again).
+    pub fn first_look(&self, id: &str) -> bool {
+        self.asked_alone.lock().insert(id.to_string())
+    }
+
     pub fn forget(&self, obj: &RentedHost) {
         let reference = ObjectRef::from_obj(obj);
         let mut accounts = self.accounts.lock();
         for watched in accounts.values_mut() {
             watched.objects.remove(&reference);
         }
-        self.connections.lock().remove(&reference);
-    }
-
-    /// The watch saw this object's connection Secret at `version` (or deleted: `None`).
-    /// Unless that is our own last write, it was edited or deleted: it is written again
-    /// (and `true` says the object needs a reconcile for that).
-    pub fn connection_changed(
-        &self,
-        reference: &ObjectRef<RentedHost>,
-        version: Option<&str>,
-    ) -> bool {
-        let mut connections = self.connections.lock();
-        let ours = connections
-            .get(reference)
-            .is_some_and(|w| version.is_some() && w.version.as_deref() == version);
-        if !ours {
-            connections.remove(reference);
+        self.connections.forget(&reference);
+        if let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_ref()) {
+            self.asked_alone.lock().remove(id);
         }
-        !ours
-    }
-
-    /// Whether the connection Secret already holds `data` (as far as this process wrote it).
-    pub fn connection_current(&self, obj: &RentedHost, data_digest: u64) -> bool {
-        let connections = self.connections.lock();
-        connections
-            .get(&ObjectRef::from_obj(obj))
-            .is_some_and(|w| w.digest == data_digest)
-    }
-
-    pub fn connection_written(&self, obj: &RentedHost, data_digest: u64, version: Option<String>) {
-        self.connections.lock().insert(
-            ObjectRef::from_obj(obj),
-            Written {
-                digest: data_digest,
-                version,
-            },
-        );
     }
 
     fn snapshot(&self) -> Vec<(Arc<ProviderClient>, Vec<ObjectRef<RentedHost>>)> {
@@ -158,7 +118,9 @@ impl Poller {
                 };
                 let host = listing.get(&id);
                 let login_changed = host.is_some_and(|h| {
-                    !self.connection_current(&obj, digest(&decision::connection_data(h)))
+                    !self
+                        .connections
+                        .current(&obj, digest(&decision::connection_data(h)))
                 });
                 if decision::host_changed(&obj, host) || login_changed {
                     wake.push(reference);

@@ -77,7 +77,9 @@ pub async fn apply_status(
 /// When nothing else of the observation part changed, the patch also carries the fields
 /// every observation write sets (`phase`, `conditions`, `observedGeneration`) and the
 /// apply is not needed: a create is recorded, and its answer written, in one request
-/// each. The status manager's next apply takes those fields over; none is ever removed.
+/// each. The status manager's next apply takes those fields over. They must stay fields
+/// every status sets (and conditions keep their three types): once this patch has owned
+/// one, an apply that leaves it out cannot remove it.
 /// Otherwise (an error to explain, say) the apply writes them together with the rest, so
 /// that no one sees a condition without the error it names.
 pub async fn write_protocol(
@@ -120,10 +122,26 @@ pub async fn write_protocol(
         field_manager: Some(PROTOCOL_MANAGER.into()),
         ..Default::default()
     };
-    let written = api(obj, client)
+    let status_api = api(obj, client);
+    let written = match status_api
         .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
         .await
-        .map_err(Error::from_kube)?;
+    {
+        // Should the API server refuse the observation fields, the protocol fields alone
+        // still go in: they must never wait on anything else.
+        Err(kube::Error::Api(e)) if e.code == 422 && patch["status"].get("phase").is_some() => {
+            tracing::warn!(error = %e.message, "status refused with the protocol write; writing the protocol fields alone");
+            let status = patch["status"].as_object_mut().expect("an object");
+            for field in ["phase", "conditions", "observedGeneration"] {
+                status.remove(field);
+            }
+            status_api
+                .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+                .await
+        }
+        other => other,
+    }
+    .map_err(Error::from_kube)?;
     match apply_status(client, &written, status).await {
         Ok(latest) => Ok(latest),
         Err(error) => {
@@ -254,6 +272,9 @@ pub async fn apply_connection_secret(
         if !ours {
             return Ok(ConnectionSecret::NotOurs);
         }
+        // Applied only to this very Secret: were it replaced meanwhile by one that is not
+        // ours, the apply fails with a conflict instead of taking it over.
+        secret.metadata.resource_version = current.resource_version();
     }
     api.patch(
         name,

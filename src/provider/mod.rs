@@ -404,9 +404,15 @@ impl ProviderClient {
         let mut full = listing.add(first);
         let mut next = 2;
         if let Some(total) = announced.filter(|_| full) {
+            use futures::{StreamExt, TryStreamExt};
             let last = total.div_ceil(PAGE_SIZE).min(MAX_PAGES);
-            let pages = (next..=last).map(|page| self.my_page(page, PAGE_SIZE));
-            for page in futures::future::try_join_all(pages).await? {
+            // In order, as many at once as the client sends: a total that lies costs at most
+            // that many pages past the first short one.
+            let pages = futures::stream::iter(next..=last)
+                .map(|page| self.my_page(page, PAGE_SIZE))
+                .buffered(self.settings.concurrency.max(1));
+            let mut pages = std::pin::pin!(pages);
+            while let Some(page) = pages.try_next().await? {
                 full = listing.add(page);
                 if !full {
                     break;

@@ -89,8 +89,7 @@ pub(super) async fn observe_and_operate(
         // Rented after this listing was taken: the first look asks for it alone when the
         // rate limit has room for it; otherwise the poller lists the account as soon as it
         // has. Not found yet proves nothing (the listing has not had its chance).
-        let first_look = obj.status.as_ref().is_none_or(|s| s.host.is_none());
-        let found = match first_look && provider.has_headroom() {
+        let found = match provider.has_headroom() && ctx.poller.first_look(id) {
             true => provider.host(id).await.ok().flatten(),
             false => None,
         };
@@ -114,14 +113,18 @@ pub(super) async fn observe_and_operate(
     let mut t = decision::after_observe(&obj, id, host.as_ref(), now());
     if let Some(host) = &host {
         let data = decision::connection_data(host);
-        let digest = crate::controller::poller::digest(&data);
-        if !ctx.poller.connection_current(&obj, digest) {
+        let digest = crate::controller::connections::digest(&data);
+        let connections = &ctx.poller.connections;
+        if !connections.current(&obj, digest) {
             let name = decision::connection_secret_name(&obj);
-            match writes::apply_connection_secret(&ctx.client, &obj, &name, &data).await? {
+            connections.writing(&obj);
+            let written = writes::apply_connection_secret(&ctx.client, &obj, &name, &data).await;
+            match written.inspect_err(|_| connections.abandoned(&obj))? {
                 writes::ConnectionSecret::Written(version) => {
-                    ctx.poller.connection_written(&obj, digest, version)
+                    connections.written(&obj, digest, version)
                 }
                 writes::ConnectionSecret::NotOurs => {
+                    connections.abandoned(&obj);
                     t = decision::connection_secret_taken(&obj, t, &name, now());
                 }
             }
