@@ -29,8 +29,9 @@ pub struct Poller {
     pub connections: Connections,
     /// An object waits for a host rented after the last listing.
     listing_wanted: AtomicBool,
-    /// Hosts rented after a listing that were asked for alone (`one/{id}`), once each.
-    asked_alone: Mutex<HashSet<String>>,
+    /// Hosts rented after a listing that were asked for alone (`one/{id}`), once each, and
+    /// whether the answer showed the host.
+    asked_alone: Mutex<HashMap<String, bool>>,
 }
 
 impl Poller {
@@ -66,7 +67,17 @@ impl Poller {
     /// Whether a host rented after the last listing may be asked for alone: the first
     /// time only (a reconcile on a cache that lags our own writes must not ask again).
     pub fn first_look(&self, id: &str) -> bool {
-        self.asked_alone.lock().insert(id.to_string())
+        let mut asked = self.asked_alone.lock();
+        asked.insert(id.to_string(), false).is_none()
+    }
+
+    pub fn found_alone(&self, id: &str) {
+        self.asked_alone.lock().insert(id.to_string(), true);
+    }
+
+    /// Whether asking for the host alone showed it.
+    pub fn seen_alone(&self, id: &str) -> bool {
+        self.asked_alone.lock().get(id).copied().unwrap_or(false)
     }
 
     pub fn forget(&self, obj: &RentedHost) {

@@ -121,6 +121,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     let mut created = 0;
     let mut live: Vec<String> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
+    let mut named: HashSet<String> = HashSet::new();
     for _ in 0..rng.random_range(8..16) {
         let pick = |rng: &mut StdRng, live: &[String]| {
             (!live.is_empty()).then(|| live[rng.random_range(0..live.len())].clone())
@@ -141,8 +142,13 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
                 }
             }
             45..55 => {
-                if let (Some(name), false) = (pick(&mut rng, &live), preloaded.is_empty()) {
-                    let id = &preloaded[rng.random_range(0..preloaded.len())];
+                // Each preloaded host is named by one object at most: two objects naming
+                // the same host is refused for one of them (HostClaimed), by design.
+                let free: Vec<&String> =
+                    preloaded.iter().filter(|id| !named.contains(*id)).collect();
+                if let (Some(name), false) = (pick(&mut rng, &live), free.is_empty()) {
+                    let id = free[rng.random_range(0..free.len())].clone();
+                    named.insert(id.clone());
                     let patch = serde_json::json!({"spec": {"hostId": id}});
                     if world.merge(&name, patch).await.is_err() {
                         summary.refused_edits += 1;

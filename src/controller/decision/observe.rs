@@ -144,12 +144,11 @@ pub fn after_adopt(obj: &RentedHost, id: &str, found: Adoptable<'_>, now: Timest
 /// Whether the provider's view of the host differs from what the object shows: the poll
 /// triggers a reconcile only then.
 pub fn host_changed(obj: &RentedHost, host: Option<&Host>) -> bool {
-    let status = obj.status.clone().unwrap_or_default();
+    let status = obj.status.as_ref();
     match host {
-        Some(host) => status.host.as_ref() != Some(&observed(host)),
+        Some(host) => status.and_then(|s| s.host.as_ref()) != Some(&observed(host)),
         None => status
-            .last_error
-            .as_ref()
+            .and_then(|s| s.last_error.as_ref())
             .is_none_or(|e| e.reason != Reason::HostNotFound.as_str()),
     }
 }

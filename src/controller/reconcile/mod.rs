@@ -101,6 +101,9 @@ pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> A
     }
 }
 
+/// Poll intervals between two reconciles of an object whose host is at rest.
+const RESYNC_POLLS: u32 = 10;
+
 /// Failed releases in a row (about five minutes of retries) before the log says ERROR.
 const RELEASE_ATTEMPTS_BEFORE_ALARM: u32 = 5;
 
@@ -142,10 +145,12 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
         }
         Requeue::Observe { transitional } => {
             ctx.reset_attempts(obj);
+            // A host at rest is looked at again when the poller sees it change; this is
+            // only a resync, and N idle objects must not cost N reconciles a poll.
             let interval = if transitional {
                 ctx.config.fast_poll_interval
             } else {
-                ctx.config.poll_interval
+                ctx.config.poll_interval * RESYNC_POLLS
             };
             Action::requeue(interval.mul_f64(0.9 + 0.2 * jitter()))
         }

@@ -96,10 +96,15 @@ pub(super) async fn observe_and_operate(
         match found {
             Some(found) => host = Some(found),
             None => {
-                ctx.poller.want_listing();
+                // Once asked alone with success, the host is known: a later reconcile on a
+                // lagging cache needs no listing for it.
+                if !ctx.poller.seen_alone(id) {
+                    ctx.poller.want_listing();
+                }
                 return Ok(Action::requeue(ctx.config.fast_poll_interval));
             }
         }
+        ctx.poller.found_alone(id);
     }
     if host.is_none() {
         host = match confirm_absent(provider, id).await {
