@@ -29,8 +29,9 @@ impl RateLimiter {
         }
     }
 
-    /// Whether a request now would be sent at once with half the burst still to spare: an
-    /// optional call is made only then, so that it never delays one that is needed.
+    /// Whether a request now would leave half the burst to spare: an optional call is made
+    /// only then, so that it never delays one that is needed by more than its turn in the
+    /// calls in flight.
     pub fn has_headroom(&self) -> bool {
         let Ok(mut bucket) = self.bucket.try_lock() else {
             return false;
@@ -39,7 +40,7 @@ impl RateLimiter {
         let refill = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
         bucket.at = now;
-        bucket.tokens >= (self.burst / 2.0).max(1.0) && self.in_flight.available_permits() > 0
+        bucket.tokens >= (self.burst / 2.0).max(1.0)
     }
 
     /// Waits for a request slot; the permit bounds concurrency until dropped.
@@ -95,8 +96,5 @@ mod tests {
         assert!(!limiter.has_headroom(), "4 tokens left of 10");
         tokio::time::advance(Duration::from_millis(200)).await;
         assert!(limiter.has_headroom(), "5 tokens after 200 ms at 5/s");
-        let _held: Vec<_> = futures::future::join_all((0..4).map(|_| limiter.acquire())).await;
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!limiter.has_headroom(), "every call slot is taken");
     }
 }
