@@ -72,7 +72,7 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
         Level::WARN => tell_at!(Level::WARN),
         _ => tell_at!(Level::INFO),
     }
-    publish(&ctx.recorder, obj, note, action).await;
+    publish(ctx.recorder(obj), obj, note, action).await;
 }
 
 /// Publishes a note as an Event on the object; kube's recorder folds repeats into a series.

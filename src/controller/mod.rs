@@ -122,7 +122,10 @@ pub struct Context {
     pub hosts: Arc<HostDirectory>,
     pub poller: Arc<poller::Poller>,
     pub store: Store<RentedHost>,
-    pub recorder: Recorder,
+    /// Event recorders, one per shard of objects: kube's recorder scans its whole cache
+    /// of the last six minutes' events on every publish, under one write lock, which made
+    /// each event cost O(events) at a thousand objects created at once.
+    pub recorders: Vec<Recorder>,
     pub metrics: Arc<Metrics>,
     /// Reports provider calls to the metrics.
     pub observer: crate::provider::CallObserver,
@@ -138,6 +141,16 @@ pub struct Context {
     answers: Mutex<HashMap<String, (String, String)>>,
     /// Credentials read from Secrets, dropped when the Secret changes.
     credentials: Mutex<HashMap<(String, String), crate::provider::Credentials>>,
+}
+
+impl Context {
+    /// The recorder of `obj`'s shard.
+    pub fn recorder(&self, obj: &RentedHost) -> &Recorder {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        obj.uid().hash(&mut h);
+        &self.recorders[h.finish() as usize % self.recorders.len()]
+    }
 }
 
 pub(crate) fn object_key(obj: &RentedHost) -> String {
@@ -261,6 +274,10 @@ fn users_of_secret(
         .collect()
 }
 
+/// Shards of the event recorders (an object's events always go through the same one, so
+/// that its repeats still fold into a series).
+const RECORDER_SHARDS: usize = 64;
+
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
     client: Client,
@@ -304,7 +321,9 @@ pub async fn run(
         instance: config.instance.clone(),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorders: (0..RECORDER_SHARDS)
+            .map(|_| Recorder::new(client.clone(), reporter.clone()))
+            .collect(),
         client,
         providers: ClientPool::default(),
         hosts: Arc::new(HostDirectory::default()),

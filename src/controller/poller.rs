@@ -54,14 +54,16 @@ impl Poller {
     }
 
     /// Whether a wanted poll can run now (and is then no longer wanted).
-    fn take_wanted_listing(&self) -> bool {
-        let wanted = self.listing_wanted.load(Ordering::Relaxed);
-        let room = || {
-            self.snapshot()
-                .iter()
-                .all(|(client, _)| client.has_headroom())
-        };
-        wanted && room() && self.listing_wanted.swap(false, Ordering::Relaxed)
+    async fn take_wanted_listing(&self) -> bool {
+        if !self.listing_wanted.load(Ordering::Relaxed) {
+            return false;
+        }
+        for (client, _) in self.snapshot() {
+            if !client.has_headroom().await {
+                return false;
+            }
+        }
+        self.listing_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// Whether a host rented after the last listing may be asked for alone: the first
@@ -164,7 +166,7 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
         let elapsed = last.elapsed();
         let due = elapsed >= next
             || (elapsed >= fast && ctx.poller.any_in_motion(&ctx.store))
-            || ctx.poller.take_wanted_listing();
+            || ctx.poller.take_wanted_listing().await;
         if !due {
             continue;
         }

@@ -32,10 +32,8 @@ impl RateLimiter {
     /// Whether a request now would leave half the burst to spare: an optional call is made
     /// only then, so that it never delays one that is needed by more than its turn in the
     /// calls in flight.
-    pub fn has_headroom(&self) -> bool {
-        let Ok(mut bucket) = self.bucket.try_lock() else {
-            return false;
-        };
+    pub async fn has_headroom(&self) -> bool {
+        let mut bucket = self.bucket.lock().await;
         let now = Instant::now();
         let refill = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
@@ -89,12 +87,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn headroom_is_half_the_burst() {
         let limiter = RateLimiter::new(5.0, 10, 4);
-        assert!(limiter.has_headroom());
+        assert!(limiter.has_headroom().await);
         for _ in 0..6 {
             drop(limiter.acquire().await);
         }
-        assert!(!limiter.has_headroom(), "4 tokens left of 10");
+        assert!(!limiter.has_headroom().await, "4 tokens left of 10");
         tokio::time::advance(Duration::from_millis(200)).await;
-        assert!(limiter.has_headroom(), "5 tokens after 200 ms at 5/s");
+        assert!(limiter.has_headroom().await, "5 tokens after 200 ms at 5/s");
     }
 }

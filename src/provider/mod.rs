@@ -205,8 +205,8 @@ impl ProviderClient {
     }
 
     /// Whether an optional call now would neither wait nor delay a needed one.
-    pub fn has_headroom(&self) -> bool {
-        self.limiter.has_headroom()
+    pub async fn has_headroom(&self) -> bool {
+        self.limiter.has_headroom().await
     }
 
     async fn send(&self, call: &Call<'_>, token: Option<&str>) -> Result<Envelope, ProviderError> {

@@ -89,7 +89,7 @@ pub(super) async fn observe_and_operate(
         // Rented after this listing was taken: the first look asks for it alone when the
         // rate limit has room for it; otherwise the poller lists the account as soon as it
         // has. Not found yet proves nothing (the listing has not had its chance).
-        let found = match provider.has_headroom() && ctx.poller.first_look(id) {
+        let found = match provider.has_headroom().await && ctx.poller.first_look(id) {
             true => provider.host(id).await.ok().flatten(),
             false => None,
         };
