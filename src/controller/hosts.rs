@@ -39,7 +39,10 @@ impl Listing {
 
 #[derive(Default)]
 struct AccountHosts {
-    listing: tokio::sync::Mutex<Option<Arc<Listing>>>,
+    /// The newest listing: read without waiting, even while a fetch is under way.
+    latest: Mutex<Option<Arc<Listing>>>,
+    /// Held while a listing is fetched, so that concurrent requests share one fetch.
+    fetching: tokio::sync::Mutex<()>,
     packages: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Package>>)>>,
     images: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Image>>)>>,
     /// Creates hold it shared for as long as their call is in flight; a resolution holds it
@@ -87,21 +90,28 @@ impl HostDirectory {
         not_before: Instant,
     ) -> Result<Arc<Listing>, ProviderError> {
         let account = self.account(client);
-        let mut slot = account.listing.lock().await;
-        if let Some(listing) = slot.as_ref().filter(|l| l.started >= not_before) {
-            return Ok(listing.clone());
+        let fresh = |account: &AccountHosts| {
+            let latest = account.latest.lock();
+            latest.as_ref().filter(|l| l.started >= not_before).cloned()
+        };
+        if let Some(listing) = fresh(&account) {
+            return Ok(listing);
+        }
+        let _fetching = account.fetching.lock().await;
+        if let Some(listing) = fresh(&account) {
+            return Ok(listing);
         }
         let started = Instant::now();
         let hosts = client.all_hosts().await?;
         let listing = Arc::new(Listing::new(started, hosts));
-        *slot = Some(listing.clone());
+        *account.latest.lock() = Some(listing.clone());
         Ok(listing)
     }
 
     /// Drops the account's listing: after an operation changed a host, the next look must
     /// be fresh.
     pub async fn invalidate(&self, client: &ProviderClient) {
-        *self.account(client).listing.lock().await = None;
+        *self.account(client).latest.lock() = None;
     }
 
     /// The account's create gate (see [`AccountHosts::create_gate`]).
