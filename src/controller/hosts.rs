@@ -110,7 +110,7 @@ impl HostDirectory {
 
     /// Drops the account's listing: after an operation changed a host, the next look must
     /// be fresh.
-    pub async fn invalidate(&self, client: &ProviderClient) {
+    pub fn invalidate(&self, client: &ProviderClient) {
         *self.account(client).latest.lock() = None;
     }
 

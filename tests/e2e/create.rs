@@ -56,6 +56,27 @@ async fn happy_path_rents_exactly_one_host_and_reports_it() {
         "idle polling at a 2 s interval"
     );
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+    // The connection Secret was written once, by its create: the watch's report of that
+    // write did not make the controller write it again.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(world.client.clone(), &world.ns);
+    let secret = secrets.get("render-01-connection").await.unwrap();
+    let writes: Vec<_> = secret
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            (
+                f.manager.unwrap_or_default(),
+                f.operation.unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [("rentedhost-operator".to_string(), "Update".to_string())]
+    );
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ pub(super) async fn observe_and_operate(
         }
         if let Some(start) = decision::power_action(&obj, host) {
             let answer = provider.operate(id, start).await;
-            ctx.hosts.invalidate(provider).await;
+            ctx.hosts.invalidate(provider);
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
@@ -144,7 +144,7 @@ pub(super) async fn observe_and_operate(
             t = decision::after_power(&obj, op, start, now());
         } else if let Some(value) = decision::reboot_due(&obj) {
             let answer = provider.reboot(id).await;
-            ctx.hosts.invalidate(provider).await;
+            ctx.hosts.invalidate(provider);
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
