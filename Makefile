@@ -24,8 +24,9 @@ image: release
 	scripts/image.sh
 
 crd:
-	cargo run -q -- crd > crds/rentedhost.yaml
-	cp crds/rentedhost.yaml charts/rentedhost-operator/crds/rentedhost.yaml
+	cargo run -q -- crd --kind rented-host > crds/rentedhost.yaml
+	cargo run -q -- crd --kind rented-host-pool > crds/rentedhostpool.yaml
+	cp crds/rentedhost.yaml crds/rentedhostpool.yaml charts/rentedhost-operator/crds/
 
 # The never-rent-twice protocol under 200 random interleavings (release build).
 protocol: testenv

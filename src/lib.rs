@@ -7,6 +7,8 @@ pub mod http;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;
+pub mod operator;
+pub mod pool;
 pub mod provider;
 pub mod simulator;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider;
 use rentedhost_operator::simulator::{self, Simulator};
 use rentedhost_operator::telemetry::{self, LogFormat};
-use rentedhost_operator::{http, leader};
+use rentedhost_operator::{http, leader, operator};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +39,12 @@ struct Cli {
 enum Command {
     /// Run the controller against the cluster of the current kubeconfig or service account.
     Run(Box<RunArgs>),
-    /// Print the RentedHost CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML (all of them, or one kind's).
+    Crd {
+        /// Only this kind's CRD.
+        #[arg(long, value_enum)]
+        kind: Option<rentedhost_operator::api::Kind>,
+    },
     /// Serve the provider simulator (demo account `demo-account`, secret `demo-secret`).
     Simulate {
         /// Port to listen on, on 127.0.0.1.
@@ -89,8 +93,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Crd => {
-            print!("{}", rentedhost_operator::api::crd_yaml());
+        Command::Crd { kind } => {
+            let yaml = match kind {
+                Some(kind) => kind.crd_yaml(),
+                None => rentedhost_operator::api::crd_yaml(),
+            };
+            print!("{yaml}");
             ExitCode::SUCCESS
         }
         Command::Run(args) => runtime().block_on(run(*args)),
@@ -155,7 +163,7 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     tracing::info!(version = VERSION, provider = %config.provider.base_url, "starting controller");
     if !args.leader_election {
-        controller::run(client, config, metrics, shutdown_signal()).await;
+        operator::run(client, config, metrics, shutdown_signal()).await;
         return ExitCode::SUCCESS;
     }
     let lease = leader::LeaseConfig {
@@ -166,8 +174,7 @@ async fn run(args: RunArgs) -> ExitCode {
         duration: args.lease_duration,
         leadership,
     };
-    let work =
-        |stop: leader::Shutdown| controller::run(client.clone(), config, metrics, stop.wait());
+    let work = |stop: leader::Shutdown| operator::run(client.clone(), config, metrics, stop.wait());
     match leader::run_elected(client.clone(), lease, shutdown_signal(), work).await {
         leader::Ended::Stopped => ExitCode::SUCCESS,
         leader::Ended::LostLease => ExitCode::FAILURE,
@@ -229,5 +236,24 @@ mod tests {
                 Cli::try_parse_from(["rentedhost-operator", "run", "--create-grace", zero]);
             assert!(refused.is_err(), "{zero}");
         }
+        use rentedhost_operator::api::DeletionPolicy;
+        assert_eq!(defaults.default_deletion_policy, DeletionPolicy::Delete);
+        for (given, wanted) in [
+            ("Orphan", DeletionPolicy::Orphan),
+            ("delete", DeletionPolicy::Delete),
+        ] {
+            let flag = format!("--default-deletion-policy={given}");
+            let cli = Cli::parse_from(["rentedhost-operator", "run", &flag]);
+            let Command::Run(args) = cli.command else {
+                panic!("run")
+            };
+            assert_eq!(args.config.default_deletion_policy, wanted, "{given}");
+        }
+        let wrong = [
+            "rentedhost-operator",
+            "run",
+            "--default-deletion-policy=Keep",
+        ];
+        assert!(Cli::try_parse_from(wrong).is_err());
     }
 }

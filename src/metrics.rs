@@ -28,7 +28,17 @@ label_sets! {
     EndpointLabel { endpoint }
     PhaseLabel { phase }
     KubernetesRequestLabels { verb, resource }
+    ConditionLabels { condition, reason }
 }
+
+/// The namespace label of spend: namespaces are as many as the user's own layout makes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabel {
+    pub namespace: String,
+}
+
+/// The condition types `objects` counts by reason.
+const COUNTED_CONDITIONS: [&str; 2] = ["Ready", "Synced"];
 
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +50,9 @@ pub struct Metrics {
     pub create_pending: Gauge,
     pub token_refresh: Counter,
     pub kubernetes_requests: Family<KubernetesRequestLabels, Counter>,
+    pub objects: Family<ConditionLabels, Gauge>,
+    pub time_to_ready: Histogram,
+    pub prepaid_spend: Family<NamespaceLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// The controller's object cache, once it runs (for the object gauges).
     pub store: std::sync::OnceLock<Store<RentedHost>>,
     /// Set once the object cache holds its first full list.
@@ -69,6 +82,10 @@ impl Default for Metrics {
             create_pending: Gauge::default(),
             token_refresh: Counter::default(),
             kubernetes_requests: Family::default(),
+            objects: Family::default(),
+            // 1 s to about 4.5 hours.
+            time_to_ready: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            prepaid_spend: Family::default(),
             store: std::sync::OnceLock::new(),
             ready: std::sync::atomic::AtomicBool::new(false),
             registry: Registry::default(),
@@ -82,6 +99,9 @@ impl Default for Metrics {
             "create_pending", "Objects whose createRent outcome is not yet known" => m.create_pending;
             "token_refresh", "Tokens fetched from getToken" => m.token_refresh;
             "kubernetes_requests", "Kubernetes API requests by verb and resource" => m.kubernetes_requests;
+            "objects", "RentedHost objects by the reason of their Ready and Synced conditions" => m.objects;
+            "time_to_ready_seconds", "Time from an object's creation until it first became Ready" => m.time_to_ready;
+            "prepaid_spend", "Prepaid rental (CNY) committed by successful createRent calls, by namespace" => m.prepaid_spend;
         }
         Metrics { registry, ..m }
     }
@@ -115,6 +135,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A createRent that rented a host whose period costs `total` (CNY) in `namespace`.
+    pub fn prepaid(&self, namespace: &str, total: f64) {
+        self.prepaid_spend
+            .get_or_create(&NamespaceLabel {
+                namespace: namespace.to_string(),
+            })
+            .inc_by(total);
+    }
+
     pub fn reconciled(&self, result: &'static str, took: Duration) {
         self.reconcile_total
             .get_or_create(&ResultLabel { result })
@@ -146,11 +175,34 @@ impl Metrics {
                 })
                 .count();
             self.create_pending.set(pending as i64);
+            self.objects.clear();
+            for obj in &objects {
+                let conditions = obj.status.iter().flat_map(|s| &s.conditions);
+                for c in conditions {
+                    let Some(condition) = COUNTED_CONDITIONS.iter().find(|t| **t == c.type_) else {
+                        continue;
+                    };
+                    let reason = bounded_reason(&c.reason);
+                    self.objects
+                        .get_or_create(&ConditionLabels { condition, reason })
+                        .inc();
+                }
+            }
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// A condition reason as a label: one of the controller's reasons, else `Other` (the status
+/// is the controller's, but a label must stay bounded whatever a status holds).
+fn bounded_reason(reason: &str) -> &'static str {
+    use std::str::FromStr;
+    match crate::controller::reason::Reason::from_str(reason) {
+        Ok(r) => r.as_str(),
+        Err(_) => "Other",
     }
 }
 

@@ -2,8 +2,10 @@
 //! generated from them. Doc comments on fields become `kubectl explain` text.
 
 mod conditions;
+mod pool;
 
 pub use conditions::{ConditionType, Conditions, conditions_equal};
+pub use pool::*;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -18,6 +20,10 @@ pub const FINALIZER: &str = "xuandashi.dev/release-host";
 pub const CREATE_NOT_RENTED_ANNOTATION: &str = "xuandashi.dev/create-not-rented";
 /// Annotation whose every new value reboots the host once.
 pub const REBOOT_ANNOTATION: &str = "xuandashi.dev/reboot-requested-at";
+/// Annotation that, set to `"true"`, stops every provider call for the object.
+pub const PAUSED_ANNOTATION: &str = "xuandashi.dev/paused";
+/// Annotation whose every new value retries the object once, at once, whatever its backoff.
+pub const RETRY_ANNOTATION: &str = "xuandashi.dev/retry-requested-at";
 
 /// The rule that keeps a request field as it was once a host is rented (status.hostId set).
 macro_rules! immutable_once_rented {
@@ -73,6 +79,7 @@ macro_rules! frozen_while_pending {
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.host.expiresAt"}"#,
+    printcolumn = r#"{"name":"Prepaid","type":"string","description":"What the rental period cost, in CNY","jsonPath":".status.price.prepaidTotal"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = immutable_once_rented!("packageId"),
     validation = immutable_once_rented!("imageId"),
@@ -89,6 +96,9 @@ macro_rules! frozen_while_pending {
     validation = Rule::new("!has(self.spec.hostId) || self.spec.hostId == '' || !has(oldSelf.status) || !has(oldSelf.status.hostId) || oldSelf.status.hostId == '' || self.spec.hostId == oldSelf.status.hostId")
         .message("spec.hostId must name the host already rented (status.hostId) once one is")
         .field_path(".spec.hostId"),
+    validation = Rule::new("!has(self.spec.managementPolicy) || self.spec.managementPolicy != 'ObserveOnly' || (has(self.spec.hostId) && self.spec.hostId != '')")
+        .message("spec.managementPolicy ObserveOnly needs spec.hostId: the host to observe (the operator never rents for an observe-only object)")
+        .field_path(".spec.managementPolicy"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RentedHostSpec {
@@ -106,9 +116,18 @@ pub struct RentedHostSpec {
     pub period: RentalPeriod,
 
     /// What happens to the host when this object is deleted: `Delete` releases it on the
-    /// provider, `Orphan` keeps it running (and billed) there.
+    /// provider, `Orphan` keeps it running (and billed) there. Default: the operator's
+    /// `--default-deletion-policy` (chart value `defaultDeletionPolicy`, `Delete` unless
+    /// changed); `status.deletionPolicy` shows the policy in effect.
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Whether the operator manages the host (`Full`) or only shows it (`ObserveOnly`: the
+    /// status, expiry and connection Secret of `spec.hostId`, but never a power change, a
+    /// reboot or a release, whatever `powerState`, annotations or `deletionPolicy` say; for
+    /// a host someone else pays for). `ObserveOnly` needs `spec.hostId`. Switching to `Full`
+    /// takes the host over.
     #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    pub management_policy: ManagementPolicy,
 
     /// Desired power state of the host: `Running` or `Stopped`.
     #[serde(default)]
@@ -128,6 +147,20 @@ pub struct RentedHostSpec {
     /// Provider credentials (account `uuid` and app `secret`) in a Secret of this object's
     /// namespace. Default: the operator's own credentials Secret.
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
+}
+
+impl RentedHostSpec {
+    /// The deletion policy in effect: the object's own, else the operator's default.
+    pub fn deletion_policy_or(&self, default: DeletionPolicy) -> DeletionPolicy {
+        match self.management_policy {
+            ManagementPolicy::ObserveOnly => DeletionPolicy::Orphan,
+            ManagementPolicy::Full => self.deletion_policy.unwrap_or(default),
+        }
+    }
+
+    pub fn observe_only(&self) -> bool {
+        self.management_policy == ManagementPolicy::ObserveOnly
+    }
 }
 
 /// A rental period: `count` units of `unit`.
@@ -153,6 +186,18 @@ pub enum PeriodUnit {
 }
 
 impl PeriodUnit {
+    /// Hours in one unit, as the prepaid total counts them.
+    pub fn hours(self) -> u32 {
+        match self {
+            PeriodUnit::Hour => 1,
+            PeriodUnit::Day => 24,
+            PeriodUnit::Week => 168,
+            PeriodUnit::Month => 720,
+            PeriodUnit::Quarter => 2160,
+            PeriodUnit::Year => 8760,
+        }
+    }
+
     /// The provider's `periodType` code for this unit.
     pub fn period_type(self) -> u8 {
         match self {
@@ -167,13 +212,39 @@ impl PeriodUnit {
 }
 
 /// What deleting the object does to its host.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::EnumString,
+    clap::ValueEnum,
+)]
+#[value(rename_all = "verbatim")]
 pub enum DeletionPolicy {
     /// Release the host on the provider.
     #[default]
     Delete,
     /// Keep the host on the provider.
     Orphan,
+}
+
+/// How far the operator manages the host.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, strum::Display,
+)]
+pub enum ManagementPolicy {
+    /// Rent (or adopt), operate and release the host.
+    #[default]
+    Full,
+    /// Only observe the host named in `spec.hostId`.
+    ObserveOnly,
 }
 
 /// Desired power state.
@@ -223,12 +294,33 @@ pub struct RentedHostStatus {
     pub last_error: Option<LastError>,
     /// The last `xuandashi.dev/reboot-requested-at` value acted on.
     pub last_reboot_request: Option<String>,
+    /// The last `xuandashi.dev/retry-requested-at` value acted on.
+    pub last_retry_request: Option<String>,
+    /// The deletion policy in effect: `spec.deletionPolicy`, else the operator's default
+    /// (`Orphan` for an observe-only object).
+    pub deletion_policy: Option<DeletionPolicy>,
+    /// What the host costs, from the provider's package list.
+    pub price: Option<Price>,
     /// The host as last observed at the provider (never its login secret).
     pub host: Option<ObservedHost>,
     /// Ready, Rented and Synced conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions::schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// The price of the host, from the provider's rental package list (`packAge/1`). Amounts
+/// are decimal strings in the provider's currency, Chinese yuan (CNY), as its console bills.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Price {
+    /// Price per hour in CNY: the package's `amount` × its `discount`.
+    pub hourly: String,
+    /// What the period costs in CNY, paid when the host is created: `hourly` × the hours of
+    /// `spec.period` (a day 24, a week 168, a month 720, a quarter 2160, a year 8760).
+    pub prepaid_total: String,
+    /// The currency of the amounts: `CNY`.
+    pub currency: String,
 }
 
 /// Lifecycle phase of a RentedHost.
@@ -343,9 +435,39 @@ pub struct ObservedHost {
     pub expires_at: Option<String>,
 }
 
-/// The CRD as YAML, as checked in under `crds/`.
+/// The custom resources of this operator, each with its CRD file under `crds/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, strum::EnumIter)]
+pub enum Kind {
+    RentedHost,
+    RentedHostPool,
+}
+
+impl Kind {
+    /// The kind's CRD as YAML, as checked in under `crds/`.
+    pub fn crd_yaml(self) -> String {
+        let crd = match self {
+            Kind::RentedHost => RentedHost::crd(),
+            Kind::RentedHostPool => RentedHostPool::crd(),
+        };
+        serde_yaml::to_string(&crd).expect("a CRD always serializes")
+    }
+
+    /// Its file under `crds/` (and the chart's `crds/`).
+    pub fn crd_file(self) -> &'static str {
+        match self {
+            Kind::RentedHost => "rentedhost.yaml",
+            Kind::RentedHostPool => "rentedhostpool.yaml",
+        }
+    }
+}
+
+/// Every CRD, as one multi-document YAML (what `kubectl apply -f -` takes).
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&RentedHost::crd()).expect("a CRD always serializes")
+    use strum::IntoEnumIterator;
+    Kind::iter()
+        .map(Kind::crd_yaml)
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 #[cfg(test)]
@@ -354,13 +476,17 @@ mod tests {
 
     #[test]
     fn checked_in_crds_are_current() {
-        for file in [
-            "crds/rentedhost.yaml",
-            "charts/rentedhost-operator/crds/rentedhost.yaml",
-        ] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-            let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(checked_in == crd_yaml(), "{file} is stale: run `make crd`");
+        use strum::IntoEnumIterator;
+        for kind in Kind::iter() {
+            for dir in ["crds", "charts/rentedhost-operator/crds"] {
+                let file = format!("{dir}/{}", kind.crd_file());
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&file);
+                let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+                assert!(
+                    checked_in == kind.crd_yaml(),
+                    "{file} is stale: run `make crd`"
+                );
+            }
         }
     }
 

@@ -7,6 +7,7 @@ pub mod decision;
 pub mod hosts;
 pub mod journal;
 pub mod poller;
+pub mod prices;
 pub mod reason;
 mod reconcile;
 pub mod resolution;
@@ -56,6 +57,9 @@ pub struct Config {
     /// Multiplies every delay of the retry table (tests shorten it; 1.0 in production).
     #[arg(skip = 1.0)]
     pub retry_scale: f64,
+    /// Deletion policy of objects that leave `spec.deletionPolicy` unset.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = crate::api::DeletionPolicy::Delete, env = "DEFAULT_DELETION_POLICY")]
+    pub default_deletion_policy: crate::api::DeletionPolicy,
     /// Reconciles running at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u16,
@@ -121,6 +125,8 @@ pub struct Context {
     pub providers: ClientPool,
     pub hosts: Arc<HostDirectory>,
     pub poller: Arc<poller::Poller>,
+    /// Each account's package list, for `status.price`.
+    pub prices: prices::PriceList,
     pub store: Store<RentedHost>,
     /// Event recorders, one per shard of objects: kube's recorder scans its whole cache
     /// of the last six minutes' events on every publish, under one write lock, which made
@@ -133,6 +139,9 @@ pub struct Context {
     /// No createRent before this instant for this (uid, generation): a backoff holds even
     /// when another trigger reconciles the object first.
     hold: Mutex<HashMap<String, (Option<i64>, std::time::Instant)>>,
+    /// Creates of a pool's children held after a refusal every sibling would meet: the pool
+    /// (uid), until when, and the child (uid) that tries again first.
+    pool_holds: Mutex<HashMap<String, (std::time::Instant, String)>>,
     /// Host ids this process assigned, until the store shows them: the object (key) and
     /// when the id was learned.
     claims: Mutex<HashMap<String, (String, std::time::Instant)>>,
@@ -151,6 +160,14 @@ impl Context {
         obj.uid().hash(&mut h);
         &self.recorders[h.finish() as usize % self.recorders.len()]
     }
+}
+
+/// The pool (uid) that controls `obj`, if one does.
+fn pool_of(obj: &RentedHost) -> Option<String> {
+    obj.owner_references()
+        .iter()
+        .find(|o| o.kind == "RentedHostPool" && o.controller == Some(true))
+        .map(|o| o.uid.clone())
 }
 
 pub(crate) fn object_key(obj: &RentedHost) -> String {
@@ -250,6 +267,34 @@ impl Context {
         );
     }
 
+    /// Holds the creates of `obj`'s pool siblings until `until`; `obj` tries first.
+    pub fn hold_pool(&self, obj: &RentedHost, until: std::time::Instant) {
+        if let Some(pool) = pool_of(obj) {
+            let me = obj.uid().unwrap_or_default();
+            self.pool_holds.lock().insert(pool, (until, me));
+        }
+    }
+
+    /// Ends the hold of `obj`'s pool (a create of the pool succeeded).
+    pub fn release_pool(&self, obj: &RentedHost) {
+        if let Some(pool) = pool_of(obj) {
+            self.pool_holds.lock().remove(&pool);
+        }
+    }
+
+    /// How long `obj` waits for a sibling that tries first: past the hold, plus the time
+    /// that sibling's create may take (it extends the hold if refused again, ends it if not).
+    pub fn pool_held_for(&self, obj: &RentedHost) -> Option<Duration> {
+        let pool = pool_of(obj)?;
+        let holds = self.pool_holds.lock();
+        let (until, first) = holds.get(&pool)?;
+        if *first == obj.uid().unwrap_or_default() {
+            return None;
+        }
+        let end = *until + self.config.provider.timeout * 2;
+        end.checked_duration_since(std::time::Instant::now())
+    }
+
     /// How long creates are still held for this object at its generation.
     pub fn create_held_for(&self, obj: &RentedHost) -> Option<Duration> {
         let hold = self.hold.lock();
@@ -328,11 +373,13 @@ pub async fn run(
         providers: ClientPool::default(),
         hosts: Arc::new(HostDirectory::default()),
         poller: Arc::new(poller::Poller::default()),
+        prices: prices::PriceList::default(),
         store: store.clone(),
         observer: metrics.provider_observer(),
         metrics: metrics.clone(),
         attempts: reason::Attempts::default(),
         hold: Mutex::default(),
+        pool_holds: Mutex::default(),
         claims: Mutex::default(),
         answers: Mutex::default(),
         credentials: Mutex::default(),

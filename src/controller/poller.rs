@@ -48,6 +48,14 @@ impl Poller {
         watched.objects.insert(reference);
     }
 
+    /// Stops observing an object's host (a paused object), until it registers again.
+    pub fn unregister(&self, obj: &RentedHost) {
+        let reference = ObjectRef::from_obj(obj);
+        for watched in self.accounts.lock().values_mut() {
+            watched.objects.remove(&reference);
+        }
+    }
+
     /// Asks for a poll as soon as every account's rate limit has room for it.
     pub fn want_listing(&self) {
         self.listing_wanted.store(true, Ordering::Relaxed);

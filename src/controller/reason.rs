@@ -45,6 +45,8 @@ pub enum Reason {
     HostUnavailable,
     ConnectionSecretConflict,
     CredentialsAccountChanged,
+    /// The user paused the object (annotation `xuandashi.dev/paused`).
+    Paused,
 }
 
 /// Retry attempts per object (uid) and reason, until a success resets them: a reason met
@@ -114,13 +116,13 @@ impl Reason {
                 "wait (the operator retries, up to every 10 minutes), or choose another spec.packageId"
             }
             Reason::RealNameVerificationRequired => {
-                "the account owner completes real-name verification in the provider's console; the operator retries every 10 minutes"
+                "the account owner completes real-name verification in the provider's console; the operator retries 1 to 10 minutes apart, or at once on a new value of annotation xuandashi.dev/retry-requested-at"
             }
             Reason::WalletError => {
-                "check the account's wallet in the provider's console; the operator retries every 10 minutes"
+                "check the account's wallet in the provider's console; the operator retries 1 to 10 minutes apart, or at once on a new value of annotation xuandashi.dev/retry-requested-at"
             }
             Reason::InsufficientBalance => {
-                "top up the provider account; the operator retries every 10 minutes"
+                "top up the provider account; the operator retries 1 to 10 minutes apart, or at once on a new value of annotation xuandashi.dev/retry-requested-at"
             }
             Reason::TypeMismatch => {
                 "change spec.imageId or spec.packageId so that their types are equal"
@@ -155,6 +157,7 @@ impl Reason {
             Reason::HostNotRunning => {
                 "start the host (spec.powerState: Running) before rebooting it"
             }
+            Reason::Paused => "remove annotation xuandashi.dev/paused to resume",
             Reason::ProviderError | Reason::ProviderUnavailable | Reason::HostUnavailable => {
                 "nothing, the operator retries; if it persists, give the provider's support the traceId"
             }
@@ -173,6 +176,18 @@ impl Reason {
                 | Reason::CreateOutcomeUnknown
                 | Reason::HostNotFound
                 | Reason::HostClaimed
+        )
+    }
+
+    /// Whether every create on the account would meet this refusal too (capacity, balance,
+    /// wallet, verification): the children of one pool then retry as one.
+    pub fn holds_siblings(self) -> bool {
+        matches!(
+            self,
+            Reason::InsufficientResources
+                | Reason::InsufficientBalance
+                | Reason::WalletError
+                | Reason::RealNameVerificationRequired
         )
     }
 
@@ -196,7 +211,7 @@ impl Reason {
             Reason::InsufficientResources => backoff(30, 600),
             Reason::RealNameVerificationRequired
             | Reason::WalletError
-            | Reason::InsufficientBalance => backoff(600, 600),
+            | Reason::InsufficientBalance => backoff(60, 600),
             Reason::CredentialsInvalid => backoff(600, 600),
             Reason::TypeMismatch | Reason::HostClaimed => Retry::OnChange,
             // Looked at again now and then: another object's resolution may settle it.
@@ -217,6 +232,7 @@ impl Reason {
             | Reason::Starting
             | Reason::Rented
             | Reason::Observed => backoff(5, 300),
+            Reason::Paused => Retry::OnChange,
         }
     }
 }
@@ -324,15 +340,18 @@ mod tests {
         assert_eq!(d(Reason::InsufficientResources, 0), Some(secs(30)));
         assert_eq!(d(Reason::InsufficientResources, 3), Some(secs(240)));
         assert_eq!(d(Reason::InsufficientResources, 30), Some(secs(600)));
-        for slow in [
+        // Fixed by a person (a top-up, a verification): soon at first, then every 10 min.
+        for account in [
             Reason::RealNameVerificationRequired,
             Reason::WalletError,
             Reason::InsufficientBalance,
-            Reason::CredentialsInvalid,
         ] {
-            assert_eq!(d(slow, 0), Some(secs(600)));
-            assert_eq!(d(slow, 4), Some(secs(600)));
+            assert_eq!(d(account, 0), Some(secs(60)));
+            assert_eq!(d(account, 2), Some(secs(240)));
+            assert_eq!(d(account, 4), Some(secs(600)));
         }
+        assert_eq!(d(Reason::CredentialsInvalid, 0), Some(secs(600)));
+        assert_eq!(d(Reason::Paused, 0), None, "until the annotation changes");
         assert_eq!(d(Reason::TypeMismatch, 0), None);
         assert_eq!(d(Reason::ProviderUnavailable, 0), Some(secs(5)));
         assert_eq!(d(Reason::ProviderUnavailable, 10), Some(secs(300)));

@@ -15,8 +15,7 @@ pub const MANAGER: &str = "rentedhost-operator";
 /// fields the applying manager owns).
 pub const STATUS_MANAGER: &str = "rentedhost-operator-status";
 /// Field manager of the protocol fields (`hostId`, `createPending`, `createAttempts`,
-/// `account`),
-/// written only by resourceVersion-guarded patches based on a quorum read.
+/// `account`, and `lastRetryRequest`, which goes with the create it allowed), written only by resourceVersion-guarded patches based on a quorum read.
 pub const PROTOCOL_MANAGER: &str = "rentedhost-operator-protocol";
 
 /// The status without the protocol's fields: what an observation write may touch.
@@ -26,6 +25,8 @@ fn observation_part(status: &RentedHostStatus) -> RentedHostStatus {
         create_pending: None,
         create_attempts: None,
         account: None,
+        // Recorded with the create it allowed: a stale write must not make it new again.
+        last_retry_request: None,
         ..status.clone()
     }
 }
@@ -104,6 +105,7 @@ pub async fn write_protocol(
             "createPending": pending,
             "createAttempts": status.create_attempts,
             "account": status.account,
+            "lastRetryRequest": status.last_retry_request,
         },
     });
     let beyond_always_set = |s: &RentedHostStatus| RentedHostStatus {

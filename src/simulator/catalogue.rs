@@ -31,7 +31,7 @@ pub fn packages() -> Vec<Package> {
         area: Some("0".into()),
         use_type: Some(use_type.into()),
     };
-    vec![
+    let mut packages = vec![
         package(
             "teTapaSUFq",
             "RTX 4090 x1",
@@ -80,7 +80,10 @@ pub fn packages() -> Vec<Package> {
             "0",
             "0.2",
         ),
-    ]
+    ];
+    // The demo package is on sale: its hourly price is amount × discount.
+    packages[0].discount = Some("0.8".into());
+    packages
 }
 
 pub fn images() -> Vec<Image> {

@@ -50,6 +50,9 @@ pub struct Freedom {
     /// The (undocumented) code `one/{id}` answers for a host the account does not have.
     pub unknown_host_code: i64,
     pub delete_unknown: DeleteUnknown,
+    /// Send a package's `amount` and `discount` as strings (the field list) rather than
+    /// numbers (the example).
+    pub prices_as_text: bool,
 }
 
 impl Default for Freedom {
@@ -62,6 +65,7 @@ impl Default for Freedom {
             unauthorized: Unauthorized::BodyCode,
             unknown_host_code: 1003,
             delete_unknown: DeleteUnknown::ErrorCode,
+            prices_as_text: false,
         }
     }
 }
@@ -95,6 +99,7 @@ impl Freedom {
         let unknown_host_code = [1003, 404, 1001][(next() % 3) as usize];
         let delete_unknown =
             [DeleteUnknown::ErrorCode, DeleteUnknown::FalseData][(next() % 2) as usize];
+        let prices_as_text = next() % 2 == 0;
         Freedom {
             order,
             totals,
@@ -102,6 +107,7 @@ impl Freedom {
             unauthorized,
             unknown_host_code,
             delete_unknown,
+            prices_as_text,
         }
     }
 
@@ -133,6 +139,10 @@ impl Freedom {
         });
         all.push(Freedom {
             delete_unknown: DeleteUnknown::FalseData,
+            ..d
+        });
+        all.push(Freedom {
+            prices_as_text: true,
             ..d
         });
         all
@@ -170,6 +180,8 @@ mod tests {
             assert!(readings.iter().any(|f| f.totals == totals), "{totals:?}");
         }
         assert!(readings.iter().any(|f| f.omit_success));
+        assert!(readings.iter().any(|f| f.prices_as_text));
+        assert!(readings.iter().any(|f| !f.prices_as_text));
         assert!(
             readings
                 .iter()

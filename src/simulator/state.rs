@@ -287,7 +287,8 @@ impl State {
             "1" => ["1", "2"],
             _ => return Answer::err(1003, "主机配置类型错误"),
         };
-        // Prices are documented as strings, but the provider's example sends numbers: so does this.
+        // Prices are documented as strings, but the provider's example sends numbers.
+        let as_text = self.freedom.prices_as_text;
         let list: Vec<Value> = self
             .packages
             .iter()
@@ -296,7 +297,7 @@ impl State {
                 let mut v = serde_json::to_value(p).unwrap_or_default();
                 for key in ["amount", "discount"] {
                     let number = v[key].as_str().and_then(|a| a.parse::<f64>().ok());
-                    if let Some(n) = number {
+                    if let Some(n) = number.filter(|_| !as_text) {
                         v[key] = json!(n);
                     }
                 }
@@ -354,11 +355,9 @@ impl State {
         if acct.wallet_error {
             return Answer::err(9000, "钱包异常");
         }
-        let price = package
-            .amount
-            .as_deref()
-            .and_then(|a| a.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        let number = |v: &Option<String>| v.as_deref().and_then(|a| a.parse::<f64>().ok());
+        let price = number(&package.amount).unwrap_or(0.0)
+            * number(&package.discount).unwrap_or(1.0)
             * hours
             * f64::from(request.period_number);
         if acct.balance < price {

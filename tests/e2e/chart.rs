@@ -82,6 +82,7 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
     assert_eq!(
         kinds(&every),
         [
+            "ConfigMap",
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
@@ -114,6 +115,7 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
         "--namespace=hosts",
         "--provider-url=https://sandbox.example.com",
         "--log-format=text",
+        "--default-deletion-policy=Orphan",
     ] {
         assert!(args.contains(&arg), "{arg} in {args:?}");
     }
@@ -124,6 +126,22 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
             .iter()
             .any(|e| e["name"] == "RUST_LOG")
     );
+    let dashboard = find(&every, "ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["rentedhost-operator.json"]
+        .as_str()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(json).expect("the dashboard is JSON");
+    let queries = json.to_string();
+    for metric in [
+        "rentedhost_time_to_ready_seconds_bucket",
+        "rentedhost_objects",
+        "rentedhost_create_pending",
+        "rentedhost_provider_requests_total",
+        "rentedhost_prepaid_spend_total",
+    ] {
+        assert!(queries.contains(metric), "the dashboard shows {metric}");
+    }
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 1);
     let role = every
@@ -228,13 +246,16 @@ fn kube_score_finds_nothing_critical_that_the_values_do_not_justify() {
 
 /// Every verb on every resource the controller could touch: what the chart grants must be
 /// exactly what the controller uses.
-const RESOURCES: [&str; 9] = [
+const RESOURCES: [&str; 12] = [
     "rentedhosts.xuandashi.dev",
     "rentedhosts.xuandashi.dev/status",
     "secrets",
     "events.events.k8s.io",
     "events",
     "leases.coordination.k8s.io",
+    "rentedhostpools.xuandashi.dev",
+    "rentedhostpools.xuandashi.dev/status",
+    "rentedhostpools.xuandashi.dev/scale",
     "configmaps",
     "pods",
     "deployments.apps",
@@ -253,8 +274,16 @@ const VERBS: [&str; 8] = [
 /// What the controller uses where it watches objects.
 fn watched(resource: &str, verb: &str) -> bool {
     match resource {
-        "rentedhosts.xuandashi.dev" => matches!(verb, "get" | "list" | "watch" | "patch"),
+        // Pools create and delete their children.
+        "rentedhosts.xuandashi.dev" => {
+            matches!(
+                verb,
+                "get" | "list" | "watch" | "patch" | "create" | "delete"
+            )
+        }
         "rentedhosts.xuandashi.dev/status" => verb == "patch",
+        "rentedhostpools.xuandashi.dev" => matches!(verb, "get" | "list" | "watch"),
+        "rentedhostpools.xuandashi.dev/status" => verb == "patch",
         "secrets" => matches!(verb, "get" | "list" | "watch" | "create" | "patch"),
         "events.events.k8s.io" => matches!(verb, "create" | "patch"),
         _ => false,
@@ -388,7 +417,7 @@ async fn a_crd_upgrade_follows_the_documented_path() {
         plane
             .kubectl()
             .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(&crd_file),
+            .arg(chart().join("crds")),
     );
     run_ok(
         plane
@@ -397,8 +426,15 @@ async fn a_crd_upgrade_follows_the_documented_path() {
             .arg(chart()),
     );
     assert!(has_power_state(), "the CRD is the chart's");
+    run_ok(
+        plane
+            .kubectl()
+            .args(["get", "crd", "rentedhostpools.xuandashi.dev"]),
+    );
     let readme =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
             .unwrap();
-    assert!(readme.contains("kubectl apply --server-side --force-conflicts -f charts/rentedhost-operator/crds/rentedhost.yaml"));
+    assert!(readme.contains(
+        "kubectl apply --server-side --force-conflicts -f charts/rentedhost-operator/crds/\n"
+    ));
 }

@@ -85,11 +85,17 @@ spec:
         .unwrap()
         .unwrap();
     assert_eq!(seen.metadata.name.as_deref(), Some("render-01"));
-    // Defaults come from the schema, applied by the API server.
+    // Defaults come from the schema, applied by the API server; the deletion policy has
+    // none there (the operator's default applies, shown in status.deletionPolicy).
     assert_eq!(
-        serde_json::to_value(seen.spec.deletion_policy).unwrap(),
-        "Delete"
+        serde_json::to_value(seen.spec.power_state).unwrap(),
+        "Running"
     );
+    assert_eq!(
+        serde_json::to_value(seen.spec.management_policy).unwrap(),
+        "Full"
+    );
+    assert_eq!(seen.spec.deletion_policy, None);
 
     let status = serde_json::json!({
         "apiVersion": "xuandashi.dev/v1alpha1",

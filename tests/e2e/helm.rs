@@ -186,7 +186,13 @@ fn on_a_new_cluster_the_chart_installs_the_crd() {
         "-o",
         "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
     ]));
-    assert_eq!(columns, "Host Phase Ready Expires Age");
+    assert_eq!(columns, "Host Phase Ready Expires Prepaid Age");
+    run_ok(plane.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/rentedhostpools.xuandashi.dev",
+    ]));
     let created = plane
         .kubectl()
         .args([

@@ -4,6 +4,7 @@ mod support;
 
 mod chaos;
 mod chart;
+mod controls;
 mod create;
 mod harness;
 mod helm;
@@ -12,6 +13,7 @@ mod leaks;
 mod money;
 mod observe;
 mod operations;
+mod pools;
 mod protocol;
 mod secrets;
 mod telling;

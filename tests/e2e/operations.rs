@@ -209,12 +209,20 @@ async fn the_http_port_serves_metrics_and_probes() {
         r#"rentedhost_hosts{phase="Running"} 1"#,
         "rentedhost_create_pending 0",
         "rentedhost_token_refresh_total 1",
+        r#"rentedhost_objects{condition="Ready",reason="Running"} 1"#,
+        r#"rentedhost_objects{condition="Synced",reason="Observed"} 1"#,
+        "rentedhost_time_to_ready_seconds_count 1",
+        r#"rentedhost_time_to_ready_seconds_bucket{le="+Inf"} 1"#,
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
     assert!(text.contains(r#"rentedhost_reconcile_total{result="ok"}"#));
+    assert!(!text.contains("rh\""), "no object names in labels");
+    let with_namespace: Vec<&str> = text.lines().filter(|l| l.contains(&world.ns)).collect();
     assert!(
-        !text.contains("rh\"") && !text.contains(&world.ns),
-        "no object names in labels"
+        with_namespace
+            .iter()
+            .all(|l| l.starts_with("rentedhost_prepaid_spend_total{")),
+        "namespaces label prepaid spend only: {with_namespace:?}"
     );
 }

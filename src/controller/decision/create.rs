@@ -17,6 +17,9 @@ pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHos
         asked_at: None,
     });
     status.create_attempts = Some(status.create_attempts.unwrap_or(0) + 1);
+    if let Some(value) = retry_requested(obj) {
+        status.last_retry_request = Some(value);
+    }
     status.phase = Some(Phase::Creating);
     let msg = "calling createRent";
     conditions_of(&mut status, obj, now)

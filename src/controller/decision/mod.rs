@@ -5,14 +5,16 @@
 use super::reason::Reason;
 use super::resolution::Resolution;
 use crate::api::{
-    CREATE_NOT_RENTED_ANNOTATION, Conditions, CreatePending, CreateRequest, FINALIZER, LastError,
-    ObservedHost, Phase, PowerState, REBOOT_ANNOTATION, RentedHost, RentedHostStatus,
+    CREATE_NOT_RENTED_ANNOTATION, Conditions, CreatePending, CreateRequest, DeletionPolicy,
+    FINALIZER, LastError, ObservedHost, PAUSED_ANNOTATION, Phase, PowerState, REBOOT_ANNOTATION,
+    RETRY_ANNOTATION, RentedHost, RentedHostStatus,
 };
 use crate::provider::{Host, HostStatus, ProviderError, explain, provider_detail};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
 
+mod controls;
 mod create;
 mod observe;
 mod operate;
@@ -23,6 +25,7 @@ mod status;
 #[cfg(test)]
 mod testing;
 
+pub use controls::*;
 pub use create::*;
 pub use observe::*;
 pub use operate::*;
@@ -32,9 +35,14 @@ pub use status::{account_changed, credentials_missing, provider_failed};
 /// What the reconciler does next for an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Paused by the user: no provider call, only `Synced=False` (reason `Paused`).
+    Paused,
     AddFinalizer,
     /// The object is being deleted.
     Finalize,
+    /// Deleting is done with the host (the finalizer is gone); other finalizers hold the
+    /// object (a foreground deletion's, say): nothing to do.
+    Finalized,
     /// Keep the object true to its known host.
     Observe(String),
     /// Adopt the host named in `spec.hostId`.
@@ -92,8 +100,15 @@ pub fn has_finalizer(obj: &RentedHost) -> bool {
 /// The next step for an object as it stands.
 pub fn plan(obj: &RentedHost) -> Step {
     let status = obj.status.clone().unwrap_or_default();
+    // A pending create resolves before a pause takes hold: its host must not be dropped.
+    if is_paused(obj) && status.create_pending.is_none() {
+        return Step::Paused;
+    }
     if obj.metadata.deletion_timestamp.is_some() {
-        return Step::Finalize;
+        return match has_finalizer(obj) {
+            true => Step::Finalize,
+            false => Step::Finalized,
+        };
     }
     if !has_finalizer(obj) {
         return Step::AddFinalizer;
@@ -113,6 +128,11 @@ pub fn plan(obj: &RentedHost) -> Step {
     }
     if let Some(id) = nonempty(&obj.spec.host_id) {
         return Step::Adopt(id);
+    }
+    // The API server refuses ObserveOnly without spec.hostId; should one get in anyway, it
+    // never rents.
+    if obj.spec.observe_only() {
+        return Step::WaitForSpecChange;
     }
     let refused_for_this_spec = status
         .last_error
@@ -193,7 +213,36 @@ mod tests {
         let mut deleting = obj(None);
         deleting.metadata.deletion_timestamp = Some(Time(t0()));
         assert_eq!(plan(&deleting), Step::Finalize);
+        let mut held_by_others = with_host("h1", None);
+        held_by_others.metadata.deletion_timestamp = Some(Time(t0()));
+        held_by_others.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
+        assert_eq!(
+            plan(&held_by_others),
+            Step::Finalized,
+            "released once, not again"
+        );
         let empty = with_host("  ", None);
         assert_eq!(plan(&empty), Step::Create, "a blank host id is no host");
+        let mut observe_only = obj(None);
+        observe_only.spec.management_policy = crate::api::ManagementPolicy::ObserveOnly;
+        assert_eq!(plan(&observe_only), Step::WaitForSpecChange, "never rents");
+        observe_only.spec.host_id = Some("h4".into());
+        assert_eq!(plan(&observe_only), Step::Adopt("h4".into()));
+    }
+
+    #[test]
+    fn a_pause_waits_for_a_pending_create_only() {
+        let pause = |mut o: RentedHost| {
+            o.metadata.annotations =
+                Some([(PAUSED_ANNOTATION.to_string(), "true".to_string())].into());
+            o
+        };
+        assert_eq!(plan(&pause(obj(None))), Step::Paused);
+        assert_eq!(plan(&pause(with_host("h1", None))), Step::Paused);
+        let mut deleting = pause(with_host("h1", None));
+        deleting.metadata.deletion_timestamp = Some(Time(t0()));
+        assert_eq!(plan(&deleting), Step::Paused, "no release while paused");
+        let pending = pause(obj(Some(pending(&obj(None)))));
+        assert_eq!(plan(&pending), Step::ResolvePending, "money first");
     }
 }

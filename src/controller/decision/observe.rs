@@ -70,10 +70,14 @@ pub fn after_observe(
         ),
     };
     let want = obj.spec.power_state;
-    let ready = matches!(
-        (want, phase),
-        (PowerState::Running, Phase::Running) | (PowerState::Stopped, Phase::Stopped)
-    ) && host_status != Some(HostStatus::Stopping);
+    // An observe-only object asks no power state of its host: at rest either way is Ready.
+    let ready = match obj.spec.observe_only() {
+        true => matches!(phase, Phase::Running | Phase::Stopped),
+        false => matches!(
+            (want, phase),
+            (PowerState::Running, Phase::Running) | (PowerState::Stopped, Phase::Stopped)
+        ),
+    } && host_status != Some(HostStatus::Stopping);
     let msg = match host_status {
         Some(s) => format!("host {id} is {}", s.name().to_lowercase()),
         None => format!("host {id} reports an unknown status"),
@@ -143,6 +147,20 @@ pub fn after_adopt(obj: &RentedHost, id: &str, found: Adoptable<'_>, now: Timest
 
 /// Whether the provider's view of the host differs from what the object shows: the poll
 /// triggers a reconcile only then.
+/// Whether this write makes the object Ready for the first time: Ready after the phases of
+/// renting (a power cycle or a restart later is no first time).
+pub fn first_ready(before: Option<&RentedHostStatus>, after: &RentedHostStatus) -> bool {
+    let ready = after
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let renting = matches!(
+        before.and_then(|b| b.phase),
+        None | Some(Phase::Pending | Phase::Creating | Phase::Provisioning)
+    );
+    ready && renting
+}
+
 pub fn host_changed(obj: &RentedHost, host: Option<&Host>) -> bool {
     let status = obj.status.as_ref();
     match host {
@@ -227,6 +245,47 @@ pub fn connection_data(host: &Host) -> std::collections::BTreeMap<String, String
 mod tests {
     use super::*;
     use crate::controller::decision::testing::*;
+
+    #[test]
+    fn an_observe_only_host_at_rest_is_ready_whatever_the_power_state() {
+        let mut o = with_host("h1", Some(Phase::Running));
+        o.spec.power_state = PowerState::Stopped;
+        let h = host("h1", t0(), 4);
+        let t = after_observe(&o, "h1", Some(&h), t0());
+        assert_eq!(
+            cond(&t.status, ConditionType::Ready).0,
+            "False",
+            "Full wants it stopped"
+        );
+        o.spec.management_policy = crate::api::ManagementPolicy::ObserveOnly;
+        let t = after_observe(&o, "h1", Some(&h), t0());
+        assert_eq!(cond(&t.status, ConditionType::Ready).0, "True");
+        assert_eq!(power_action(&o, &h), None, "never operated");
+    }
+
+    #[test]
+    fn first_ready_is_the_end_of_renting_only() {
+        let mut running = with_host("h1", Some(Phase::Running));
+        let h = host("h1", t0(), 4);
+        let ready = after_observe(&running, "h1", Some(&h), t0()).status;
+        assert_eq!(cond(&ready, ConditionType::Ready).0, "True");
+        for (phase, first) in [
+            (None, true),
+            (Some(Phase::Creating), true),
+            (Some(Phase::Provisioning), true),
+            (Some(Phase::Running), false),
+            (Some(Phase::Stopped), false),
+            (Some(Phase::Expired), false),
+        ] {
+            running.status.as_mut().unwrap().phase = phase;
+            assert_eq!(
+                first_ready(running.status.as_ref(), &ready),
+                first,
+                "{phase:?}"
+            );
+        }
+        assert!(!first_ready(None, &pending(&obj(None))), "not Ready");
+    }
 
     #[test]
     fn observation_maps_host_status_and_power_state_to_phase_and_ready() {

@@ -3,8 +3,12 @@
 use super::status::*;
 use super::*;
 
-/// The power operation the spec asks of this host: `Some(true)` start, `Some(false)` stop.
+/// The power operation the spec asks of this host: `Some(true)` start, `Some(false)` stop;
+/// never for an observe-only object.
 pub fn power_action(obj: &RentedHost, host: &Host) -> Option<bool> {
+    if obj.spec.observe_only() {
+        return None;
+    }
     match (obj.spec.power_state, host.host_status()?) {
         (PowerState::Running, HostStatus::Stopped) => Some(true),
         (PowerState::Stopped, HostStatus::Running | HostStatus::Billing) => Some(false),
@@ -92,8 +96,11 @@ pub(super) fn operation_failed(
     (reason, msg)
 }
 
-/// A reboot request (annotation value) not yet acted on.
+/// A reboot request (annotation value) not yet acted on; never for an observe-only object.
 pub fn reboot_due(obj: &RentedHost) -> Option<String> {
+    if obj.spec.observe_only() {
+        return None;
+    }
     let requested = obj
         .metadata
         .annotations

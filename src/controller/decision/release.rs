@@ -14,9 +14,10 @@ pub enum Release {
     Failed(Option<ProviderError>),
 }
 
-/// What deletion does with the host of an object, given its policy.
-pub fn release_needed(obj: &RentedHost) -> Option<String> {
-    let keep = obj.spec.deletion_policy == crate::api::DeletionPolicy::Orphan;
+/// What deletion does with the host of an object, given its policy (`default` when the
+/// object names none). An observe-only object never releases.
+pub fn release_needed(obj: &RentedHost, default: DeletionPolicy) -> Option<String> {
+    let keep = obj.spec.deletion_policy_or(default) == DeletionPolicy::Orphan;
     let id = obj.status.as_ref().and_then(|s| nonempty(&s.host_id));
     id.filter(|_| !keep)
 }
@@ -34,10 +35,14 @@ pub fn after_release(
         .unwrap_or_default();
     match release {
         Release::NotNeeded => {
+            let why = match obj.spec.observe_only() {
+                true => "managementPolicy ObserveOnly",
+                false => "deletionPolicy Orphan",
+            };
             let note = (!id.is_empty()).then(|| Note {
                 warning: false,
                 reason: "Orphaned",
-                message: format!("host {id} kept on the provider (deletionPolicy Orphan)"),
+                message: format!("host {id} kept on the provider ({why})"),
             });
             (None, note)
         }
@@ -88,8 +93,11 @@ mod tests {
 
     #[test]
     fn release_follows_the_deletion_policy() {
+        use crate::api::ManagementPolicy;
+        let (delete, orphan) = (DeletionPolicy::Delete, DeletionPolicy::Orphan);
         let mut o = with_host("h1", None);
-        assert_eq!(release_needed(&o), Some("h1".into()));
+        assert_eq!(release_needed(&o, delete), Some("h1".into()));
+        assert_eq!(release_needed(&o, orphan), None, "the operator's default");
         let (t, note) = after_release(&o, &Release::Released, t0());
         assert!(t.is_none());
         assert_eq!(note.unwrap().reason, "Released");
@@ -102,11 +110,26 @@ mod tests {
         assert_eq!(cond(&t.status, ConditionType::Synced).1, "ReleaseFailed");
         assert_eq!(t.requeue, Requeue::Retry(Reason::ReleaseFailed));
         assert!(note.unwrap().warning);
-        o.spec.deletion_policy = crate::api::DeletionPolicy::Orphan;
-        assert_eq!(release_needed(&o), None);
+        o.spec.deletion_policy = Some(delete);
+        assert_eq!(
+            release_needed(&o, orphan),
+            Some("h1".into()),
+            "the object's own"
+        );
+        o.spec.management_policy = ManagementPolicy::ObserveOnly;
+        assert_eq!(
+            release_needed(&o, delete),
+            None,
+            "observe-only never releases"
+        );
+        let (_, note) = after_release(&o, &Release::NotNeeded, t0());
+        assert!(note.unwrap().message.contains("ObserveOnly"));
+        o.spec.management_policy = ManagementPolicy::Full;
+        o.spec.deletion_policy = Some(orphan);
+        assert_eq!(release_needed(&o, delete), None);
         let (t, note) = after_release(&o, &Release::NotNeeded, t0());
         assert!(t.is_none());
         assert_eq!(note.unwrap().reason, "Orphaned");
-        assert_eq!(release_needed(&obj(None)), None);
+        assert_eq!(release_needed(&obj(None), delete), None);
     }
 }

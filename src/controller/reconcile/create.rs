@@ -8,7 +8,14 @@ pub(super) async fn create(
     provider: &ProviderClient,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
-    if let Some(left) = ctx.create_held_for(&obj) {
+    // A new `retry-requested-at` value goes through whatever the backoff says (once: the
+    // create records it).
+    let held = ctx
+        .create_held_for(&obj)
+        .or_else(|| ctx.pool_held_for(&obj));
+    if let Some(left) = held
+        && decision::retry_requested(&obj).is_none()
+    {
         return Ok(Outcome::Done(Action::requeue(left)));
     }
     // No resolution of this account runs while the call is in flight: its host would look
@@ -45,7 +52,13 @@ pub(super) async fn create(
     if let Ok(id) = &answer {
         let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
         ctx.answered(&obj, since.unwrap_or_default(), id);
+        ctx.release_pool(&obj);
         tracing::Span::current().record("hostId", id.as_str());
+        let total = ctx.prices.lookup(provider.account(), spec);
+        if let Some(total) = total.and_then(|p| p.prepaid_total.parse::<f64>().ok()) {
+            ctx.metrics
+                .prepaid(&obj.namespace().unwrap_or_default(), total);
+        }
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
     let written = write_after_create(ctx, obj, &t.status, provider.account()).await?;

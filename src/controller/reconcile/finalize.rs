@@ -1,13 +1,14 @@
 //! Deletion: resolve a pending create first, release the host (proven), drop the finalizer.
 
 use super::*;
+use crate::api::DeletionPolicy;
 
-pub(super) fn needs_provider_to_finalize(obj: &RentedHost) -> bool {
+pub(super) fn needs_provider_to_finalize(obj: &RentedHost, default: DeletionPolicy) -> bool {
     let pending = obj
         .status
         .as_ref()
         .is_some_and(|s| s.create_pending.is_some());
-    pending || decision::release_needed(obj).is_some()
+    pending || decision::release_needed(obj, default).is_some()
 }
 
 pub(super) async fn finalize(
@@ -36,6 +37,10 @@ pub(super) async fn finalize(
                 if t.status.create_pending.is_some() {
                     return Ok(action(ctx, &written, t.requeue));
                 }
+                // The create is settled; a pause now holds the release too.
+                if decision::is_paused(&written) {
+                    return pause(ctx, &written).await;
+                }
                 obj = written;
             }
             Err(e) => {
@@ -47,7 +52,8 @@ pub(super) async fn finalize(
     if provider.is_some() && !ctx.config.leadership.is_leading() {
         return Err(Error::NotLeading);
     }
-    let release = match (decision::release_needed(&obj), provider) {
+    let default = ctx.config.default_deletion_policy;
+    let release = match (decision::release_needed(&obj, default), provider) {
         (Some(id), Some(provider)) => release(provider, ctx, &id).await,
         _ => Release::NotNeeded,
     };
@@ -58,7 +64,8 @@ pub(super) async fn finalize(
     match transition {
         Some(t) => finish(ctx, &obj, t, "Release").await,
         None => {
-            writes::remove_finalizer(&ctx.client, &obj).await?;
+            let default = ctx.config.default_deletion_policy;
+            remove_finalizer(ctx, obj.clone(), default).await?;
             ctx.poller.forget(&obj);
             ctx.forget_object(&obj);
             ctx.reset_attempts(&obj);
@@ -84,4 +91,36 @@ pub(super) async fn release(provider: &ProviderClient, ctx: &Context, id: &str) 
         Ok(Some(_)) => Release::Failed(error),
         Err(e) => Release::Failed(Some(error.unwrap_or(e))),
     }
+}
+
+/// Removes the finalizer once deletion is done with the host. A conflict (the garbage
+/// collector adding its own finalizer to a pool's child, say) is retried on a quorum read
+/// that still calls for the same release: the host is not released (or looked for) again.
+async fn remove_finalizer(
+    ctx: &Context,
+    mut obj: RentedHost,
+    default: DeletionPolicy,
+) -> Result<(), Error> {
+    let released = decision::release_needed(&obj, default);
+    for _ in 0..5 {
+        match writes::remove_finalizer(&ctx.client, &obj).await {
+            Err(Error::Conflict) => match fresh_opt(ctx, &obj).await? {
+                Some(current)
+                    if current.uid() == obj.uid()
+                        && current.metadata.deletion_timestamp.is_some()
+                        && current
+                            .status
+                            .as_ref()
+                            .is_none_or(|s| s.create_pending.is_none())
+                        && decision::release_needed(&current, default) == released =>
+                {
+                    obj = current
+                }
+                Some(_) => return Err(Error::Conflict),
+                None => return Ok(()),
+            },
+            other => return other,
+        }
+    }
+    Err(Error::Conflict)
 }

@@ -58,7 +58,8 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
                     let written = writes::add_finalizer(&ctx.client, obj.object()).await?;
                     obj = Read::Current(written);
                 }
-                Step::WaitForSpecChange => return Ok(Action::await_change()),
+                Step::WaitForSpecChange | Step::Finalized => return Ok(Action::await_change()),
+                Step::Paused => return pause(&ctx, obj.object()).await,
                 step => match perform(step, obj, &ctx).await? {
                     Outcome::Done(action) => return Ok(action),
                     Outcome::Replan(current) => obj = Read::Current(*current),
@@ -123,6 +124,9 @@ fn retry_after(ctx: &Context, obj: &RentedHost, reason: Reason, attempt: u32) ->
             if reason.holds_retries() {
                 ctx.hold_creates(obj, Instant::now() + delay);
             }
+            if reason.holds_siblings() {
+                ctx.hold_pool(obj, Instant::now() + delay);
+            }
             Action::requeue(delay)
         }
         None => Action::await_change(),
@@ -161,6 +165,33 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
     }
 }
 
+/// A paused object: `Synced=False` (reason `Paused`) and nothing else, no provider call,
+/// and no observation until the annotation goes (its change triggers a reconcile).
+async fn pause(ctx: &Context, obj: &RentedHost) -> Result<Action, Error> {
+    ctx.poller.unregister(obj);
+    writes::apply_status(&ctx.client, obj, &decision::paused(obj, now())).await?;
+    Ok(Action::await_change())
+}
+
+/// What every observation write shows beside the decision's status: the deletion policy in
+/// effect and, once the account's package list has been read, the price.
+fn with_policy_and_price(
+    ctx: &Context,
+    obj: &RentedHost,
+    mut status: RentedHostStatus,
+) -> RentedHostStatus {
+    status.deletion_policy = Some(
+        obj.spec
+            .deletion_policy_or(ctx.config.default_deletion_policy),
+    );
+    if let Some(account) = status.account.as_deref()
+        && let Some(price) = ctx.prices.lookup(account, &obj.spec)
+    {
+        status.price = Some(price);
+    }
+    status
+}
+
 /// Writes a transition's status (when changed), publishes its note, and says when to come back.
 async fn finish(
     ctx: &Context,
@@ -168,7 +199,16 @@ async fn finish(
     t: Transition,
     verb: &str,
 ) -> Result<Action, Error> {
-    let written = writes::apply_status(&ctx.client, obj, &t.status).await?;
+    let status = with_policy_and_price(ctx, obj, t.status);
+    let written = writes::apply_status(&ctx.client, obj, &status).await?;
+    if decision::first_ready(obj.status.as_ref(), &status)
+        && let Some(created) = obj.metadata.creation_timestamp.as_ref()
+    {
+        let took = now().duration_since(created.0);
+        ctx.metrics
+            .time_to_ready
+            .observe(took.as_secs_f64().max(0.0));
+    }
     if let Some(note) = &t.note {
         journal::tell(ctx, &written, note, verb).await;
     }
@@ -227,7 +267,9 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
         Read::Cached(obj) => (obj, false),
         Read::Current(obj) => (obj, true),
     };
-    if step == Step::Finalize && !needs_provider_to_finalize(&obj) {
+    if step == Step::Finalize
+        && !needs_provider_to_finalize(&obj, ctx.config.default_deletion_policy)
+    {
         return finalize(obj, None, ctx).await.map(Outcome::Done);
     }
     let provider = match provider_for(&obj, ctx).await {
@@ -255,13 +297,19 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
             .await
             .map(Outcome::Done);
     }
+    let unpriced = obj.status.as_ref().is_none_or(|s| s.price.is_none());
+    if matches!(step, Step::Create) || (unpriced && matches!(step, Step::Observe(_))) {
+        ctx.prices.refresh(&provider).await;
+    }
     let action = match step {
         Step::Create => return create(obj, &provider, ctx).await,
         Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
         Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await?,
         Step::Adopt(id) => adopt(obj, &id, &provider, ctx).await?,
         Step::Finalize => finalize(obj, Some(&provider), ctx).await?,
-        Step::AddFinalizer | Step::WaitForSpecChange => unreachable!("handled by reconcile"),
+        Step::AddFinalizer | Step::WaitForSpecChange | Step::Paused | Step::Finalized => {
+            unreachable!("handled by reconcile")
+        }
     };
     Ok(Outcome::Done(action))
 }

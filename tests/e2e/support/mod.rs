@@ -57,20 +57,21 @@ pub fn kubectl_apply(
     run_with_input(&mut apply, manifest)
 }
 
-/// Applies the checked-in CRD with kubectl and waits until it is established.
+/// Applies the checked-in CRDs with kubectl and waits until they are established.
 pub fn apply_crd(plane: &ControlPlane) {
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/rentedhost.yaml");
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     run_ok(
         plane
             .kubectl()
             .args(["apply", "--server-side", "-f"])
-            .arg(&crd),
+            .arg(&crds),
     );
     run_ok(plane.kubectl().args([
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
         "crd/rentedhosts.xuandashi.dev",
+        "crd/rentedhostpools.xuandashi.dev",
     ]));
 }
 

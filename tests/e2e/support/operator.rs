@@ -7,7 +7,7 @@ use super::install_crd;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rentedhost_operator::api::{LastError, RentedHost};
-use rentedhost_operator::controller::{self, Config, credentials::SecretRef};
+use rentedhost_operator::controller::{Config, credentials::SecretRef};
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider::{ClientSettings, Endpoint};
 use rentedhost_operator::simulator::{self, Freedom, Simulator, catalogue::DEMO_ACCOUNT};
@@ -48,6 +48,7 @@ pub fn test_config(sim_url: &str, ns: &str) -> Config {
         clock_skew: Duration::from_secs(2),
         retry_scale: 0.02,
         concurrency: 16,
+        default_deletion_policy: rentedhost_operator::api::DeletionPolicy::Delete,
         instance: None,
         leadership: rentedhost_operator::leader::Leadership::always(),
     }
@@ -122,7 +123,7 @@ impl World {
         assert!(self.controller.is_none(), "controller already running");
         let config = self.config.clone();
         let metrics = self.metrics.clone();
-        self.controller = Some(tokio::spawn(controller::run(
+        self.controller = Some(tokio::spawn(rentedhost_operator::operator::run(
             client,
             config,
             metrics,
@@ -149,7 +150,7 @@ impl World {
         self.replicas.push(tokio::spawn(async move {
             let work_client = client.clone();
             leader::run_elected(client, lease, std::future::pending(), move |stop| {
-                controller::run(work_client, config, metrics, stop.wait())
+                rentedhost_operator::operator::run(work_client, config, metrics, stop.wait())
             })
             .await;
         }));

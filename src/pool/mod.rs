@@ -1,0 +1,327 @@
+//! The RentedHostPool controller: keeps `spec.replicas` RentedHost children, each owned by
+//! the pool (so that deleting the pool deletes them). Decisions are made on a quorum read of
+//! the pool and a quorum list of its children, never on a cache: a stale view that counted
+//! too few would rent too many, one that counted too many (or a stale `replicas`) would
+//! release hosts that are wanted. Child names are `<pool>-<index>`, so that a create
+//! repeated for any reason meets the child it made; a delete names the child's uid and the
+//! resourceVersion the decision saw. Children that carry the pool's label but no controller
+//! (the pool was deleted with `--cascade=orphan`, then applied again) are adopted, as a
+//! ReplicaSet adopts its pods, rather than rented anew.
+
+pub mod decision;
+
+use crate::api::{
+    DeletionPolicy, POOL_LABEL, RentedHost, RentedHostPool, RentedHostPoolStatus, conditions_equal,
+};
+use crate::controller::Config;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Field manager of pool status and of the children the pool creates.
+pub const MANAGER: &str = "rentedhost-operator-pool";
+
+/// A pool looked at again now and then, whatever the watches say.
+const RESYNC: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] Box<kube::Error>),
+    #[error("this replica no longer leads; the leader carries on")]
+    NotLeading,
+}
+
+impl Error {
+    /// Bounded label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApiError",
+            Error::NotLeading => "NotLeading",
+        }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(Box::new(e))
+    }
+}
+
+struct Context {
+    client: Client,
+    config: Config,
+    recorder: Recorder,
+    /// Child names found taken by an object the pool does not control, per pool uid.
+    foreign: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+/// Runs the pool controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (pools, children): (Api<RentedHostPool>, Api<PartialObjectMeta<RentedHost>>) =
+        match &config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+    // Any change of a child (its status too) brings its pool back; metadata is enough to
+    // know which pool, and the decision lists the children itself.
+    let child_changes = watcher(children, watcher::Config::default().labels(POOL_LABEL))
+        .default_backoff()
+        .touched_objects();
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: config.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        config,
+        foreign: Mutex::default(),
+    });
+    Controller::new(pools, watcher::Config::default().any_semantic())
+        .owns_stream(child_changes)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "pool reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(pool: Arc<RentedHostPool>, error: &Error, _: Arc<Context>) -> Action {
+    let reason = error.reason();
+    match error {
+        Error::NotLeading => Action::requeue(Duration::from_secs(5)),
+        Error::Kube(_) => {
+            tracing::warn!(namespace = pool.namespace(), name = pool.name_any(), reason, %error, "pool reconcile failed; retrying");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}
+
+fn controlled_by(child: &RentedHost, pool: &RentedHostPool) -> bool {
+    let uid = pool.uid();
+    child
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+fn uncontrolled(obj: &RentedHost) -> bool {
+    !obj.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true))
+}
+
+fn child(pool: &RentedHostPool, name: &str) -> RentedHost {
+    let template = &pool.spec.template;
+    let metadata = template.metadata.clone().unwrap_or_default();
+    let mut labels = metadata.labels;
+    labels.insert(POOL_LABEL.into(), pool.name_any());
+    let mut spec = template.spec.clone();
+    // Scaling down must release: the pool bills as many hosts as its replicas, whatever
+    // the operator's default deletion policy.
+    spec.deletion_policy = Some(DeletionPolicy::Delete);
+    let mut obj = RentedHost::new(name, spec);
+    obj.metadata = ObjectMeta {
+        name: Some(name.into()),
+        namespace: pool.namespace(),
+        labels: Some(labels),
+        annotations: (!metadata.annotations.is_empty()).then_some(metadata.annotations),
+        owner_references: pool.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
+    obj
+}
+
+async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.config.leadership.is_leading() {
+        return Err(Error::NotLeading);
+    }
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    // The pool as stored (a GET is a quorum read): its replicas decide what is billed.
+    let pools: Api<RentedHostPool> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(pool) = pools.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    if pool.uid() != cached.uid() || pool.metadata.deletion_timestamp.is_some() {
+        // Deleting: the garbage collector deletes the children; each releases its host.
+        return Ok(Action::await_change());
+    }
+    let pool_uid = pool.uid().unwrap_or_default();
+    let api: Api<RentedHost> = Api::namespaced(ctx.client.clone(), &ns);
+    // A list without a resourceVersion is served from etcd: a quorum read.
+    let listed = api
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
+        .await?;
+    let mut children = Vec::new();
+    let mut others = Vec::new();
+    for item in listed.items {
+        if controlled_by(&item, &pool) {
+            children.push(item);
+        } else if uncontrolled(&item) && item.metadata.deletion_timestamp.is_none() {
+            match adopt(&api, &pool, &item).await? {
+                Some(adopted) => children.push(adopted),
+                None => others.push(item),
+            }
+        } else {
+            others.push(item);
+        }
+    }
+    let mut taken: HashSet<String> = others.iter().map(|o| o.name_any()).collect();
+    taken.extend(
+        ctx.foreign
+            .lock()
+            .get(&pool_uid)
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let plan = decision::scale(&pool, &children, &taken, jiff::Timestamp::now());
+
+    let mut created = Vec::new();
+    for child_name in &plan.create {
+        match api
+            .create(&PostParams::default(), &child(&pool, child_name))
+            .await
+        {
+            Ok(_) => created.push(child_name.clone()),
+            // Taken by an object the list did not show as a child (another owner, or a
+            // child whose label was removed): never that name again.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                ctx.foreign
+                    .lock()
+                    .entry(pool_uid.clone())
+                    .or_default()
+                    .insert(child_name.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut deleted = Vec::new();
+    for (child_name, uid, version) in &plan.delete {
+        // Only the very child decided on, as it was seen: not a new one of the same name,
+        // nor one that changed since (rented, paused).
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: Some(version.clone()),
+            }),
+            ..Default::default()
+        };
+        match api.delete(child_name, &params).await {
+            Ok(_) => deleted.push(child_name.clone()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    write_status(&ctx, &pool, &plan.status).await?;
+    let wanted = pool.spec.replicas;
+    for (names, reason, verb) in [
+        (&created, "ScaledUp", "created"),
+        (&deleted, "ScaledDown", "deleted"),
+    ] {
+        if names.is_empty() {
+            continue;
+        }
+        let note = format!("{verb} {} (wanted: {wanted})", names.join(", "));
+        tracing::info!(namespace = ns, name, reason, "{note}");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Scale".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
+            tracing::debug!(%error, "publishing a pool event failed");
+        }
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Makes the pool the controller of a child it labelled that lost its owner (the pool was
+/// deleted with `--cascade=orphan` and applied again): a guarded patch, so that a child that
+/// changed meanwhile is looked at again. `None` if it could not be adopted now.
+async fn adopt(
+    api: &Api<RentedHost>,
+    pool: &RentedHostPool,
+    orphan: &RentedHost,
+) -> Result<Option<RentedHost>, Error> {
+    let mut owners = orphan.owner_references().to_vec();
+    owners.extend(pool.controller_owner_ref(&()));
+    let patch = serde_json::json!({"metadata": {
+        "ownerReferences": owners,
+        "resourceVersion": orphan.resource_version(),
+    }});
+    match api
+        .patch(
+            &orphan.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(adopted) => {
+            tracing::info!(
+                namespace = pool.namespace(),
+                name = pool.name_any(),
+                child = orphan.name_any(),
+                "adopted a child that had lost its pool"
+            );
+            Ok(Some(adopted))
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    pool: &RentedHostPool,
+    status: &RentedHostPoolStatus,
+) -> Result<(), Error> {
+    let before = pool.status.clone().unwrap_or_default();
+    let strip = |s: &RentedHostPoolStatus| RentedHostPoolStatus {
+        conditions: Vec::new(),
+        ..s.clone()
+    };
+    if pool.status.is_some()
+        && strip(&before) == strip(status)
+        && conditions_equal(&before.conditions, &status.conditions)
+    {
+        return Ok(());
+    }
+    let api: Api<RentedHostPool> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHostPool",
+        "status": status,
+    });
+    api.patch_status(
+        &pool.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
