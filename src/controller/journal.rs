@@ -9,8 +9,7 @@ use super::decision::Note;
 use super::reason::Reason;
 use super::{Context, credentials};
 use crate::api::RentedHost;
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Resource, ResourceExt};
+use kube::runtime::events::{Event, EventType};
 use tracing::Level;
 
 /// Notes that are not reasons of a condition but decide money: logged as warnings.
@@ -72,12 +71,11 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
         Level::WARN => tell_at!(Level::WARN),
         _ => tell_at!(Level::INFO),
     }
-    publish(ctx.recorder(obj), obj, note, action).await;
+    publish(ctx, obj, note, action).await;
 }
 
-/// Publishes a note as an Event on the object; kube's recorder folds repeats into a series.
-/// A failure is logged, not fatal.
-async fn publish(recorder: &Recorder, obj: &RentedHost, note: &Note, action: &str) {
+/// Queues a note as an Event on the object; kube's recorder folds repeats into a series.
+async fn publish(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
     let event = Event {
         type_: if note.warning {
             EventType::Warning
@@ -89,9 +87,7 @@ async fn publish(recorder: &Recorder, obj: &RentedHost, note: &Note, action: &st
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(%error, reason = note.reason, object = %obj.name_any(), "could not publish the event");
-    }
+    ctx.events.publish(obj, event).await;
 }
 
 #[cfg(test)]

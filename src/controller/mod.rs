@@ -4,6 +4,7 @@
 pub mod connections;
 pub mod credentials;
 pub mod decision;
+pub mod events;
 pub mod hosts;
 pub mod journal;
 pub mod poller;
@@ -22,7 +23,7 @@ use hosts::HostDirectory;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
@@ -128,10 +129,8 @@ pub struct Context {
     /// Each account's package list, for `status.price`.
     pub prices: prices::PriceList,
     pub store: Store<RentedHost>,
-    /// Event recorders, one per shard of objects: kube's recorder scans its whole cache
-    /// of the last six minutes' events on every publish, under one write lock, which made
-    /// each event cost O(events) at a thousand objects created at once.
-    pub recorders: Vec<Recorder>,
+    /// Events, published off the reconcile's path.
+    pub events: events::EventQueue,
     pub metrics: Arc<Metrics>,
     /// Reports provider calls to the metrics.
     pub observer: crate::provider::CallObserver,
@@ -150,16 +149,6 @@ pub struct Context {
     answers: Mutex<HashMap<String, (String, String)>>,
     /// Credentials read from Secrets, dropped when the Secret changes.
     credentials: Mutex<HashMap<(String, String), crate::provider::Credentials>>,
-}
-
-impl Context {
-    /// The recorder of `obj`'s shard.
-    pub fn recorder(&self, obj: &RentedHost) -> &Recorder {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        obj.uid().hash(&mut h);
-        &self.recorders[h.finish() as usize % self.recorders.len()]
-    }
 }
 
 /// The pool (uid) that controls `obj`, if one does.
@@ -319,10 +308,6 @@ fn users_of_secret(
         .collect()
 }
 
-/// Shards of the event recorders (an object's events always go through the same one, so
-/// that its repeats still fold into a series).
-const RECORDER_SHARDS: usize = 64;
-
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
     client: Client,
@@ -366,9 +351,7 @@ pub async fn run(
         instance: config.instance.clone(),
     };
     let ctx = Arc::new(Context {
-        recorders: (0..RECORDER_SHARDS)
-            .map(|_| Recorder::new(client.clone(), reporter.clone()))
-            .collect(),
+        events: events::EventQueue::start(&client, &reporter),
         client,
         providers: ClientPool::default(),
         hosts: Arc::new(HostDirectory::default()),
@@ -443,11 +426,16 @@ pub async fn run(
         })
         .reconcile_on(wakes)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile failed");
             }
         })
         .await;
+    // What the last reconciles said reaches the objects before the process ends.
+    let flushed = tokio::time::timeout(Duration::from_secs(5), ctx.events.flush()).await;
+    if flushed.is_err() {
+        tracing::warn!("some events were not published before shutdown");
+    }
 }

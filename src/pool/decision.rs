@@ -2,7 +2,8 @@
 //! list): which children to create, which to delete, and the status.
 
 use crate::api::{
-    ConditionType, Conditions, POOL_LABEL, RentedHost, RentedHostPool, RentedHostPoolStatus,
+    ConditionType, Conditions, DeletionPolicy, POOL_LABEL, RentedHost, RentedHostPool,
+    RentedHostPoolStatus,
 };
 use crate::controller::decision::is_paused;
 use crate::controller::reason::Reason;
@@ -26,12 +27,25 @@ pub struct Scale {
     pub status: RentedHostPoolStatus,
 }
 
-/// Whether a child's state stops the pool from adding children: the provider refused a
-/// create for a reason every sibling would meet too.
+/// The reason a child without a host waits, if it is renting (not paused).
+fn renting_reason(child: &RentedHost) -> Option<Option<Reason>> {
+    if host_id(child).is_some() || is_paused(child) {
+        return None;
+    }
+    let reason = condition(child, ConditionType::Ready).and_then(|(_, r)| r.parse().ok());
+    Some(reason)
+}
+
+/// Whether a child stops the pool from adding children: the provider refused its create
+/// for a reason every sibling would meet too.
 fn holding_reason(child: &RentedHost) -> Option<Reason> {
-    let ready = condition(child, ConditionType::Ready)?;
-    let reason: Reason = ready.1.parse().ok()?;
-    reason.holds_siblings().then_some(reason)
+    renting_reason(child)?.filter(|r| r.holds_siblings())
+}
+
+/// Whether a child takes one of the slots of children renting at once: it is renting and
+/// not stopped until a person acts (7005, CreateOutcomeUnknown, …).
+fn takes_a_slot(child: &RentedHost) -> bool {
+    renting_reason(child).is_some_and(|r| !r.is_some_and(Reason::is_terminal))
 }
 
 fn condition(child: &RentedHost, t: ConditionType) -> Option<(String, String)> {
@@ -76,6 +90,7 @@ pub fn scale(
     pool: &RentedHostPool,
     children: &[RentedHost],
     taken: &HashSet<String>,
+    default: DeletionPolicy,
     now: Timestamp,
 ) -> Scale {
     let name = pool.name_any();
@@ -88,9 +103,13 @@ pub fn scale(
     let mut create = Vec::new();
     let holding = live.iter().find_map(|c| holding_reason(c));
     if live.len() > wanted {
-        // Not started first, then pending creates, then the newest rented. A paused child
-        // would not release its host: it is not picked (it would bill beyond replicas).
-        let mut order: Vec<&RentedHost> = live.iter().copied().filter(|c| !is_paused(c)).collect();
+        // Not started first, then pending creates, then the newest rented. A child that
+        // would not release its host (paused, Orphan, observe-only) is not picked: it would
+        // bill beyond the replicas, without an object.
+        let releases = |c: &&RentedHost| {
+            !is_paused(c) && c.spec.deletion_policy_or(default) == DeletionPolicy::Delete
+        };
+        let mut order: Vec<&RentedHost> = live.iter().copied().filter(releases).collect();
         order.sort_by_key(|c| {
             let stage = match (host_id(c).is_some(), pending(c)) {
                 (false, false) => 0,
@@ -113,7 +132,7 @@ pub fn scale(
             })
             .collect();
     } else if live.len() < wanted && holding.is_none() {
-        let renting = live.iter().filter(|c| host_id(c).is_none()).count();
+        let renting = live.iter().filter(|c| takes_a_slot(c)).count();
         let room = CREATING_AT_ONCE.saturating_sub(renting);
         let used: HashSet<String> = children
             .iter()
@@ -229,7 +248,13 @@ mod tests {
 
     #[test]
     fn growing_creates_a_few_at_a_time_with_free_names() {
-        let s = scale(&pool(20), &[], &HashSet::new(), now());
+        let s = scale(
+            &pool(20),
+            &[],
+            &HashSet::new(),
+            DeletionPolicy::Delete,
+            now(),
+        );
         assert_eq!(
             s.create,
             ["render-0", "render-1", "render-2", "render-3", "render-4"]
@@ -239,7 +264,7 @@ mod tests {
             child(1, None, None),
         ];
         let taken = HashSet::from(["render-2".to_string()]);
-        let s = scale(&pool(20), &children, &taken, now());
+        let s = scale(&pool(20), &children, &taken, DeletionPolicy::Delete, now());
         assert_eq!(
             s.create,
             ["render-3", "render-4", "render-5", "render-6"],
@@ -257,7 +282,13 @@ mod tests {
     #[test]
     fn a_refusal_every_sibling_would_meet_holds_new_children() {
         let children = [child(0, None, Some(("False", "InsufficientResources")))];
-        let s = scale(&pool(20), &children, &HashSet::new(), now());
+        let s = scale(
+            &pool(20),
+            &children,
+            &HashSet::new(),
+            DeletionPolicy::Delete,
+            now(),
+        );
         assert!(s.create.is_empty());
         let ready = &s.status.conditions[0];
         assert_eq!(
@@ -266,9 +297,15 @@ mod tests {
         );
         let transient = [child(0, None, Some(("False", "ProviderCreating")))];
         assert_eq!(
-            scale(&pool(3), &transient, &HashSet::new(), now())
-                .create
-                .len(),
+            scale(
+                &pool(3),
+                &transient,
+                &HashSet::new(),
+                DeletionPolicy::Delete,
+                now()
+            )
+            .create
+            .len(),
             2
         );
     }
@@ -290,7 +327,13 @@ mod tests {
             pending_child,
             child(4, None, None),
         ];
-        let s = scale(&pool(1), &children, &HashSet::new(), now());
+        let s = scale(
+            &pool(1),
+            &children,
+            &HashSet::new(),
+            DeletionPolicy::Delete,
+            now(),
+        );
         let names: Vec<&str> = s.delete.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(names, ["render-4", "render-3", "render-2", "render-1"]);
         let mut paused = children.clone();
@@ -301,7 +344,13 @@ mod tests {
             )]
             .into(),
         );
-        let with_paused = scale(&pool(1), &paused, &HashSet::new(), now());
+        let with_paused = scale(
+            &pool(1),
+            &paused,
+            &HashSet::new(),
+            DeletionPolicy::Delete,
+            now(),
+        );
         let names: Vec<&str> = with_paused
             .delete
             .iter()
@@ -318,7 +367,13 @@ mod tests {
         for c in &mut deleting[1..] {
             c.metadata.deletion_timestamp = Some(Time(now()));
         }
-        let s = scale(&pool(1), &deleting, &HashSet::new(), now());
+        let s = scale(
+            &pool(1),
+            &deleting,
+            &HashSet::new(),
+            DeletionPolicy::Delete,
+            now(),
+        );
         assert!(
             s.delete.is_empty(),
             "children being deleted are not counted twice"
@@ -329,7 +384,13 @@ mod tests {
             (ready.status.as_str(), ready.reason.as_str()),
             ("True", "AllReady")
         );
-        let s = scale(&pool(5), &deleting, &HashSet::new(), now());
+        let s = scale(
+            &pool(5),
+            &deleting,
+            &HashSet::new(),
+            DeletionPolicy::Delete,
+            now(),
+        );
         assert_eq!(
             s.create,
             ["render-5", "render-6", "render-7", "render-8"],
@@ -338,8 +399,58 @@ mod tests {
     }
 
     #[test]
+    fn only_children_renting_hold_or_take_slots() {
+        let none = HashSet::new();
+        let d = DeletionPolicy::Delete;
+        // A rented child whose start was refused for balance (6003) holds nothing.
+        let rented = [child(0, Some("h0"), Some(("False", "InsufficientBalance")))];
+        assert_eq!(scale(&pool(3), &rented, &none, d, now()).create.len(), 2);
+        // A paused child refused before its pause holds nothing.
+        let mut paused = child(0, None, Some(("False", "InsufficientBalance")));
+        paused.metadata.annotations = Some(
+            [(
+                crate::api::PAUSED_ANNOTATION.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(scale(&pool(3), &[paused], &none, d, now()).create.len(), 2);
+        // Children stopped until a person acts take no slot of the five.
+        let stuck: Vec<RentedHost> = (0..5)
+            .map(|i| child(i, None, Some(("False", "CreateOutcomeUnknown"))))
+            .collect();
+        assert_eq!(scale(&pool(7), &stuck, &none, d, now()).create.len(), 2);
+    }
+
+    #[test]
+    fn children_that_would_not_release_are_never_scaled_down() {
+        let none = HashSet::new();
+        let mut kept = child(2, Some("h2"), Some(("True", "Running")));
+        kept.spec.deletion_policy = Some(DeletionPolicy::Orphan);
+        let mut observed = child(1, Some("h1"), Some(("True", "Running")));
+        observed.spec.management_policy = crate::api::ManagementPolicy::ObserveOnly;
+        let mut unset = child(3, Some("h3"), Some(("True", "Running")));
+        unset.spec.deletion_policy = None;
+        let mut zero = child(0, Some("h0"), Some(("True", "Running")));
+        zero.spec.deletion_policy = Some(DeletionPolicy::Delete);
+        let children = [zero, observed, kept, unset];
+        let s = scale(&pool(0), &children, &none, DeletionPolicy::Delete, now());
+        let names: Vec<&str> = s.delete.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["render-3", "render-0"]);
+        let s = scale(&pool(0), &children, &none, DeletionPolicy::Orphan, now());
+        let names: Vec<&str> = s.delete.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["render-0"], "unset follows the operator's default");
+    }
+
+    #[test]
     fn zero_is_all_ready_with_no_children() {
-        let s = scale(&pool(0), &[], &HashSet::new(), now());
+        let s = scale(
+            &pool(0),
+            &[],
+            &HashSet::new(),
+            DeletionPolicy::Delete,
+            now(),
+        );
         assert!(s.create.is_empty() && s.delete.is_empty());
         assert_eq!(s.status.conditions[0].status, "True");
     }

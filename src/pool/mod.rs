@@ -20,6 +20,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use parking_lot::Mutex;
@@ -63,6 +64,8 @@ struct Context {
     recorder: Recorder,
     /// Child names found taken by an object the pool does not control, per pool uid.
     foreign: Mutex<HashMap<String, HashSet<String>>>,
+    /// Every RentedHost's name and owners.
+    children: Store<PartialObjectMeta<RentedHost>>,
 }
 
 /// Runs the pool controller until `shutdown` completes.
@@ -80,9 +83,18 @@ pub async fn run(
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
     // Any change of a child (its status too) brings its pool back; metadata is enough to
-    // know which pool, and the decision lists the children itself.
-    let child_changes = watcher(children, watcher::Config::default().labels(POOL_LABEL))
+    // know which pool, and the decision lists the children itself. Every RentedHost is
+    // watched, not only labelled ones: a child whose label was removed is still found by
+    // its owner. Only names and owners are kept.
+    let (children_store, writer) = reflector::store();
+    let child_changes = watcher(children, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(|m| {
+            m.managed_fields_mut().clear();
+            m.annotations_mut().clear();
+            m.labels_mut().clear();
+        })
+        .reflect(writer)
         .touched_objects();
     let reporter = Reporter {
         controller: MANAGER.into(),
@@ -93,6 +105,7 @@ pub async fn run(
         client,
         config,
         foreign: Mutex::default(),
+        children: children_store,
     });
     Controller::new(pools, watcher::Config::default().any_semantic())
         .owns_stream(child_changes)
@@ -158,6 +171,13 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
     }
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
+    let api: Api<RentedHost> = Api::namespaced(ctx.client.clone(), &ns);
+    // The children first, then the pool: children the garbage collector took from a pool
+    // deleted with `--cascade=orphan` are seen only after that pool's deletion is.
+    // A list without a resourceVersion is served from etcd: a quorum read.
+    let listed = api
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
+        .await?;
     // The pool as stored (a GET is a quorum read): its replicas decide what is billed.
     let pools: Api<RentedHostPool> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(pool) = pools.get_opt(&name).await? else {
@@ -168,23 +188,40 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     let pool_uid = pool.uid().unwrap_or_default();
-    let api: Api<RentedHost> = Api::namespaced(ctx.client.clone(), &ns);
-    // A list without a resourceVersion is served from etcd: a quorum read.
-    let listed = api
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
-        .await?;
+    let default = ctx.config.default_deletion_policy;
     let mut children = Vec::new();
     let mut others = Vec::new();
     for item in listed.items {
         if controlled_by(&item, &pool) {
             children.push(item);
-        } else if uncontrolled(&item) && item.metadata.deletion_timestamp.is_none() {
+        } else if adoptable(&item, &pool, default) {
             match adopt(&api, &pool, &item).await? {
                 Some(adopted) => children.push(adopted),
                 None => others.push(item),
             }
         } else {
             others.push(item);
+        }
+    }
+    // Children whose label was removed are still the pool's (and still billed): found by
+    // their owner in the metadata cache, confirmed by a quorum read, labelled again.
+    let listed: HashSet<String> = children.iter().map(|c| c.name_any()).collect();
+    let strays: Vec<String> = ctx
+        .children
+        .state()
+        .iter()
+        .filter(|m| m.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|m| {
+            m.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == pool_uid)
+        })
+        .map(|m| m.name_any())
+        .filter(|n| !listed.contains(n))
+        .collect();
+    for stray in strays {
+        if let Some(found) = reclaim(&api, &pool, &stray).await? {
+            children.push(found);
         }
     }
     let mut taken: HashSet<String> = others.iter().map(|o| o.name_any()).collect();
@@ -195,29 +232,44 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
             .cloned()
             .unwrap_or_default(),
     );
-    let plan = decision::scale(&pool, &children, &taken, jiff::Timestamp::now());
+    let plan = decision::scale(&pool, &children, &taken, default, jiff::Timestamp::now());
 
     let mut created = Vec::new();
+    if !plan.create.is_empty() {
+        // `kubectl scale` may have lowered replicas since the read: do not create on it.
+        let current = pools.get_opt(&name).await?;
+        if current.as_ref().map(|p| p.metadata.generation) != Some(pool.metadata.generation) {
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
+    }
     for child_name in &plan.create {
+        if !ctx.config.leadership.is_leading() {
+            return Err(Error::NotLeading);
+        }
         match api
             .create(&PostParams::default(), &child(&pool, child_name))
             .await
         {
             Ok(_) => created.push(child_name.clone()),
-            // Taken by an object the list did not show as a child (another owner, or a
-            // child whose label was removed): never that name again.
+            // Ours already (another replica made it, or its label was removed): counted
+            // next time. Anyone else's: never that name again.
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                ctx.foreign
-                    .lock()
-                    .entry(pool_uid.clone())
-                    .or_default()
-                    .insert(child_name.clone());
+                if reclaim(&api, &pool, child_name).await?.is_none() {
+                    ctx.foreign
+                        .lock()
+                        .entry(pool_uid.clone())
+                        .or_default()
+                        .insert(child_name.clone());
+                }
             }
             Err(e) => return Err(e.into()),
         }
     }
     let mut deleted = Vec::new();
     for (child_name, uid, version) in &plan.delete {
+        if !ctx.config.leadership.is_leading() {
+            return Err(Error::NotLeading);
+        }
         // Only the very child decided on, as it was seen: not a new one of the same name,
         // nor one that changed since (rented, paused).
         let params = DeleteParams {
@@ -256,6 +308,52 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
         }
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Whether a labelled object without a controller may become the pool's child: one of its
+/// names, renting its own host and releasing it when removed (adopting anything else would
+/// let a scale-down drop a host, or count a host the pool cannot release).
+fn adoptable(obj: &RentedHost, pool: &RentedHostPool, default: DeletionPolicy) -> bool {
+    let named = obj
+        .name_any()
+        .strip_prefix(&format!("{}-", pool.name_any()))
+        .is_some_and(|i| i.parse::<u32>().is_ok());
+    uncontrolled(obj)
+        && named
+        && obj.metadata.deletion_timestamp.is_none()
+        && obj.spec.deletion_policy_or(default) == DeletionPolicy::Delete
+}
+
+/// A child of the pool that its label list missed, by a quorum read: labelled again (a
+/// guarded patch) unless it is being deleted. `None` if it is not the pool's.
+async fn reclaim(
+    api: &Api<RentedHost>,
+    pool: &RentedHostPool,
+    name: &str,
+) -> Result<Option<RentedHost>, Error> {
+    let Some(found) = api.get_opt(name).await? else {
+        return Ok(None);
+    };
+    if !controlled_by(&found, pool) {
+        return Ok(None);
+    }
+    if found.metadata.deletion_timestamp.is_some() {
+        return Ok(Some(found));
+    }
+    let patch = serde_json::json!({"metadata": {
+        "labels": {POOL_LABEL: pool.name_any()},
+        "resourceVersion": found.resource_version(),
+    }});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(labelled) => Ok(Some(labelled)),
+        // Changed meanwhile: it is still the pool's, and counted as read.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some(found)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Makes the pool the controller of a child it labelled that lost its owner (the pool was

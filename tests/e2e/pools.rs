@@ -306,3 +306,51 @@ async fn a_pool_deleted_with_orphan_cascade_and_applied_again_adopts_its_childre
         "nothing rented anew"
     );
 }
+
+#[tokio::test]
+async fn a_child_whose_pool_label_is_removed_is_labelled_again_not_replaced() {
+    let world = World::start("pool-relabel", |_| {}).await;
+    let plane = install_crd();
+    let out = kubectl_apply(plane, &world.ns, &manifest("farm", 2));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    settled(&world, "farm", 2).await;
+    run_ok(plane.kubectl().args([
+        "label",
+        "rh",
+        "farm-0",
+        &format!("{POOL_LABEL}-"),
+        "-n",
+        &world.ns,
+    ]));
+    let start = Instant::now();
+    loop {
+        let obj = world.get("farm-0").await;
+        if obj.labels().get(POOL_LABEL).map(String::as_str) == Some("farm") {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "farm-0 not labelled again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    settled(&world, "farm", 2).await;
+    assert_eq!(
+        world
+            .api()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2,
+        "no replacement child"
+    );
+    assert_eq!(
+        world.sim.calls(Endpoint::CreateRent),
+        2,
+        "no host rented for it"
+    );
+}

@@ -124,7 +124,9 @@ fn retry_after(ctx: &Context, obj: &RentedHost, reason: Reason, attempt: u32) ->
             if reason.holds_retries() {
                 ctx.hold_creates(obj, Instant::now() + delay);
             }
-            if reason.holds_siblings() {
+            // A refused create (the object has no host), not a refused power operation.
+            let renting = obj.status.as_ref().is_none_or(|s| s.host_id.is_none());
+            if reason.holds_siblings() && renting {
                 ctx.hold_pool(obj, Instant::now() + delay);
             }
             Action::requeue(delay)
