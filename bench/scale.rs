@@ -95,7 +95,8 @@ struct Row {
 struct Steady {
     n: usize,
     seconds: f64,
-    provider_per_minute: f64,
+    /// Provider calls a minute by endpoint.
+    by_endpoint: BTreeMap<String, f64>,
     cpu_percent: f64,
     rss_kib: u64,
 }
@@ -408,7 +409,6 @@ async fn row(
 
 async fn steady(running: &Running, n: usize, period: Duration) -> Steady {
     let pid = running.controller.0.id();
-    let total = |counts: &BTreeMap<String, f64>| counts.values().sum::<f64>();
     let (before, _) = counters(&running.metrics_url).await;
     let (cpu_before, _, _) = usage(pid);
     let start = Instant::now();
@@ -419,7 +419,15 @@ async fn steady(running: &Running, n: usize, period: Duration) -> Steady {
     Steady {
         n,
         seconds,
-        provider_per_minute: (total(&after) - total(&before)) * 60.0 / seconds,
+        by_endpoint: after
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    (v - before.get(k).unwrap_or(&0.0)) * 60.0 / seconds,
+                )
+            })
+            .collect(),
         cpu_percent: (cpu_after - cpu_before) * 100.0 / seconds,
         rss_kib,
     }
@@ -520,11 +528,11 @@ fn report(settings: &Settings, rows: &[Row], steady: Option<&Steady>) -> String 
     if let Some(s) = steady {
         let _ = writeln!(
             out,
-            "\nSteady state, {} idle objects for {:.0} s (default 60 s poll): {:.1} provider calls/minute, \
-             controller CPU {:.2} % of a core, RSS {:.1} MiB.",
+            "\nSteady state, {} idle objects for {:.0} s (default 60 s poll, ±10 % jitter: a window \
+             holds 3 or 4 polls): {} provider calls/minute, controller CPU {:.2} % of a core, RSS {:.1} MiB.",
             s.n,
             s.seconds,
-            s.provider_per_minute,
+            brief(&s.by_endpoint),
             s.cpu_percent,
             s.rss_kib as f64 / 1024.0
         );
