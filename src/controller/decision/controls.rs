@@ -31,18 +31,18 @@ pub fn paused(obj: &RentedHost, now: Timestamp) -> RentedHostStatus {
 
 /// A retry request (annotation value) not yet acted on.
 pub fn retry_requested(obj: &RentedHost) -> Option<String> {
-    let requested = obj
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(RETRY_ANNOTATION)?
-        .trim()
-        .to_string();
     let handled = obj
         .status
         .as_ref()
         .and_then(|s| s.last_retry_request.as_deref());
-    (!requested.is_empty() && handled != Some(requested.as_str())).then_some(requested)
+    new_request(obj, RETRY_ANNOTATION, handled)
+}
+
+/// The value of a request annotation (each new value asks once) when it is not `handled`,
+/// the last value acted on.
+pub(super) fn new_request(obj: &RentedHost, key: &str, handled: Option<&str>) -> Option<String> {
+    let requested = obj.metadata.annotations.as_ref()?.get(key)?.trim();
+    (!requested.is_empty() && handled != Some(requested)).then(|| requested.to_string())
 }
 
 #[cfg(test)]

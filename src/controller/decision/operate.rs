@@ -101,18 +101,11 @@ pub fn reboot_due(obj: &RentedHost) -> Option<String> {
     if obj.spec.observe_only() {
         return None;
     }
-    let requested = obj
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(REBOOT_ANNOTATION)?
-        .trim()
-        .to_string();
     let handled = obj
         .status
         .as_ref()
         .and_then(|s| s.last_reboot_request.as_deref());
-    (!requested.is_empty() && handled != Some(requested.as_str())).then_some(requested)
+    super::controls::new_request(obj, REBOOT_ANNOTATION, handled)
 }
 
 /// The answer of `reboot` for request `value`, folded into the observation.
