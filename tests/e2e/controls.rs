@@ -2,7 +2,6 @@
 //! operator-wide deletion default, the price in status, and "retry now".
 
 use crate::support::operator::{World, condition, demo_spec, host_id, is};
-use kube::api::DeleteParams;
 use rentedhost_operator::api::{DeletionPolicy, PAUSED_ANNOTATION, RETRY_ANNOTATION};
 use rentedhost_operator::provider::Endpoint;
 use rentedhost_operator::simulator::Fault;
@@ -22,6 +21,14 @@ fn all_calls(world: &World) -> u64 {
 async fn ready(world: &World, name: &str) -> String {
     let obj = world.wait_condition(name, "Ready", "True", "Running").await;
     host_id(&obj).unwrap()
+}
+
+/// A running host on the account that no object rented.
+fn someone_elses_host(world: &World) -> String {
+    let mut state = world.sim.state();
+    let id = state.preload_hosts(ACCOUNT, 1).remove(0);
+    state.settle_hosts();
+    id
 }
 
 async fn remove_annotation(world: &World, name: &str, key: &str) {
@@ -101,11 +108,7 @@ async fn a_paused_object_keeps_its_host_when_deleted_until_the_pause_is_removed(
     world
         .wait_condition("rh", "Synced", "False", "Paused")
         .await;
-    world
-        .api()
-        .delete("rh", &DeleteParams::default())
-        .await
-        .unwrap();
+    world.delete("rh").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         world.sim.calls(Endpoint::Delete),
@@ -143,11 +146,7 @@ async fn a_pending_create_of_a_paused_deleted_object_settles_but_its_host_waits_
         })
         .await;
     world.annotate("rh", PAUSED_ANNOTATION, "true").await;
-    world
-        .api()
-        .delete("rh", &DeleteParams::default())
-        .await
-        .unwrap();
+    world.delete("rh").await;
     world.sim.state().faults.clear();
     // The create settles (its host is adopted), and the pause then holds the release.
     let obj = world
@@ -173,8 +172,7 @@ async fn a_pending_create_of_a_paused_deleted_object_settles_but_its_host_waits_
 #[tokio::test]
 async fn observe_only_shows_a_host_and_never_operates_reboots_or_releases_it() {
     let world = World::start("observe-only", |_| {}).await;
-    let id = world.sim.state().preload_hosts(ACCOUNT, 1).remove(0);
-    world.sim.state().settle_hosts();
+    let id = someone_elses_host(&world);
 
     // Refused without a host to observe, naming the field.
     let mut no_host = demo_spec();
@@ -239,11 +237,7 @@ async fn observe_only_shows_a_host_and_never_operates_reboots_or_releases_it() {
         assert_eq!(world.sim.calls(endpoint), 0, "{endpoint:?}");
     }
 
-    world
-        .api()
-        .delete("rh", &DeleteParams::default())
-        .await
-        .unwrap();
+    world.delete("rh").await;
     world.wait_gone("rh", LIMIT).await;
     assert_eq!(
         world.sim.calls(Endpoint::Delete),
@@ -260,8 +254,7 @@ async fn observe_only_shows_a_host_and_never_operates_reboots_or_releases_it() {
 #[tokio::test]
 async fn switching_observe_only_to_full_takes_the_host_over() {
     let world = World::start("take-over", |_| {}).await;
-    let id = world.sim.state().preload_hosts(ACCOUNT, 1).remove(0);
-    world.sim.state().settle_hosts();
+    let id = someone_elses_host(&world);
     let mut spec = demo_spec();
     spec["managementPolicy"] = "ObserveOnly".into();
     spec["hostId"] = id.clone().into();
@@ -279,11 +272,7 @@ async fn switching_observe_only_to_full_takes_the_host_over() {
         .await;
     world.wait_condition("rh", "Ready", "True", "Stopped").await;
     assert_eq!(world.sim.calls(Endpoint::Operate), 1);
-    world
-        .api()
-        .delete("rh", &DeleteParams::default())
-        .await
-        .unwrap();
+    world.delete("rh").await;
     world.wait_gone("rh", LIMIT).await;
     assert_eq!(world.sim.calls(Endpoint::Delete), 1, "Full releases");
     assert!(!world.sim.host_ids().contains(&id));
@@ -313,11 +302,7 @@ async fn the_operator_wide_deletion_default_applies_when_the_object_names_none()
     assert_eq!(effective("kept").await, Some(DeletionPolicy::Orphan));
     assert_eq!(effective("released").await, Some(DeletionPolicy::Delete));
     for name in ["kept", "released"] {
-        world
-            .api()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
+        world.delete(name).await;
         world.wait_gone(name, LIMIT).await;
     }
     assert_eq!(world.sim.calls(Endpoint::Delete), 1);

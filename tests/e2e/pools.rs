@@ -25,6 +25,16 @@ fn manifest(name: &str, replicas: u32) -> String {
     serde_json::to_string(&spec).unwrap()
 }
 
+/// `kubectl apply` of a pool of `replicas` demo hosts, which must be accepted.
+fn apply_pool(world: &World, name: &str, replicas: u32) {
+    let out = kubectl_apply(install_crd(), &world.ns, &manifest(name, replicas));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn pools(world: &World) -> Api<RentedHostPool> {
     Api::namespaced(world.client.clone(), &world.ns)
 }
@@ -96,12 +106,7 @@ async fn wait_for_pool(world: &World, name: &str, done: impl Fn(&RentedHostPool)
 async fn kubectl_scale_grows_a_pool_to_20_and_shrinks_it_to_5_then_0() {
     let world = World::start("pool", |_| {}).await;
     let plane = install_crd();
-    let out = kubectl_apply(plane, &world.ns, &manifest("render", 0));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_pool(&world, "render", 0);
     settled(&world, "render", 0).await;
 
     let grow = Instant::now();
@@ -182,12 +187,7 @@ async fn kubectl_scale_grows_a_pool_to_20_and_shrinks_it_to_5_then_0() {
 async fn a_pool_refused_for_capacity_backs_off_as_one_then_fills_and_its_deletion_releases_all() {
     let world = World::start("pool-6002", |_| {}).await;
     world.sim.set_capacity("teTapaSUFq", 0);
-    let out = kubectl_apply(install_crd(), &world.ns, &manifest("gpu", 20));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_pool(&world, "gpu", 20);
     wait_for_pool(&world, "gpu", |p| {
         p.status.as_ref().is_some_and(|s| {
             s.conditions
@@ -259,12 +259,7 @@ async fn a_pool_template_with_a_host_id_is_refused() {
 async fn a_pool_deleted_with_orphan_cascade_and_applied_again_adopts_its_children() {
     let world = World::start("pool-adopt", |_| {}).await;
     let plane = install_crd();
-    let out = kubectl_apply(plane, &world.ns, &manifest("farm", 2));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_pool(&world, "farm", 2);
     let before: HashSet<String> = settled(&world, "farm", 2)
         .await
         .iter()
@@ -285,12 +280,7 @@ async fn a_pool_deleted_with_orphan_cascade_and_applied_again_adopts_its_childre
         assert!(start.elapsed() < LIMIT, "children keep their owner");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let out = kubectl_apply(plane, &world.ns, &manifest("farm", 2));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_pool(&world, "farm", 2);
     let kids = settled(&world, "farm", 2).await;
     let pool = pools(&world).get("farm").await.unwrap();
     assert!(kids.iter().all(|c| {
@@ -311,12 +301,7 @@ async fn a_pool_deleted_with_orphan_cascade_and_applied_again_adopts_its_childre
 async fn a_child_whose_pool_label_is_removed_is_labelled_again_not_replaced() {
     let world = World::start("pool-relabel", |_| {}).await;
     let plane = install_crd();
-    let out = kubectl_apply(plane, &world.ns, &manifest("farm", 2));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_pool(&world, "farm", 2);
     settled(&world, "farm", 2).await;
     run_ok(plane.kubectl().args([
         "label",

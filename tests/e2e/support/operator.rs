@@ -221,6 +221,14 @@ impl World {
         world
     }
 
+    /// Deletes the object, as `kubectl delete` would (its finalizer may keep it a while).
+    pub async fn delete(&self, name: &str) {
+        self.api()
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
     /// Merge-patches the object, as a user would.
     pub async fn merge(&self, name: &str, patch: serde_json::Value) -> kube::Result<RentedHost> {
         let patch = Patch::Merge(&patch);
