@@ -91,12 +91,8 @@ impl Poller {
     }
 
     pub fn forget(&self, obj: &RentedHost) {
-        let reference = ObjectRef::from_obj(obj);
-        let mut accounts = self.accounts.lock();
-        for watched in accounts.values_mut() {
-            watched.objects.remove(&reference);
-        }
-        self.connections.forget(&reference);
+        self.unregister(obj);
+        self.connections.forget(&ObjectRef::from_obj(obj));
         if let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_ref()) {
             self.asked_alone.lock().remove(id);
         }

@@ -16,6 +16,7 @@ pub(super) async fn finalize(
     provider: Option<&Arc<ProviderClient>>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    let default = ctx.config.default_deletion_policy;
     let pending = obj
         .status
         .as_ref()
@@ -52,7 +53,6 @@ pub(super) async fn finalize(
     if provider.is_some() && !ctx.config.leadership.is_leading() {
         return Err(Error::NotLeading);
     }
-    let default = ctx.config.default_deletion_policy;
     let release = match (decision::release_needed(&obj, default), provider) {
         (Some(id), Some(provider)) => release(provider, ctx, &id).await,
         _ => Release::NotNeeded,
@@ -64,7 +64,6 @@ pub(super) async fn finalize(
     match transition {
         Some(t) => finish(ctx, &obj, t, "Release").await,
         None => {
-            let default = ctx.config.default_deletion_policy;
             remove_finalizer(ctx, obj.clone(), default).await?;
             ctx.poller.forget(&obj);
             ctx.forget_object(&obj);
