@@ -29,13 +29,15 @@ async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (
+    if let Some(why) = metrics.not_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    match metrics.ready.load(Ordering::Relaxed) {
+        true => (StatusCode::OK, "ok".to_string()),
+        false => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "object cache not synced yet",
-        )
+            "object cache not synced yet".to_string(),
+        ),
     }
 }
 

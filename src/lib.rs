@@ -3,6 +3,7 @@
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod crd_check;
 pub mod http;
 pub mod kube_client;
 pub mod leader;

@@ -53,10 +53,13 @@ pub struct Metrics {
     pub objects: Family<ConditionLabels, Gauge>,
     pub time_to_ready: Histogram,
     pub prepaid_spend: Family<NamespaceLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub foreign_hosts: Gauge,
     /// The controller's object cache, once it runs (for the object gauges).
     pub store: std::sync::OnceLock<Store<RentedHost>>,
     /// Set once the object cache holds its first full list.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Why the operator cannot do its job at all (the served CRDs, say), for `/readyz`.
+    not_ready: parking_lot::Mutex<Option<String>>,
 }
 
 /// Registers a clone of each metric: the struct keeps the handles the code updates.
@@ -86,8 +89,10 @@ impl Default for Metrics {
             // 1 s to about 4.5 hours.
             time_to_ready: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             prepaid_spend: Family::default(),
+            foreign_hosts: Gauge::default(),
             store: std::sync::OnceLock::new(),
             ready: std::sync::atomic::AtomicBool::new(false),
+            not_ready: parking_lot::Mutex::new(None),
             registry: Registry::default(),
         };
         register! { registry:
@@ -102,12 +107,23 @@ impl Default for Metrics {
             "objects", "RentedHost objects by the reason of their Ready and Synced conditions" => m.objects;
             "time_to_ready_seconds", "Time from an object's creation until it first became Ready" => m.time_to_ready;
             "prepaid_spend", "Prepaid rental (CNY) committed by successful createRent calls, by namespace" => m.prepaid_spend;
+            "foreign_hosts", "Hosts that appeared on the accounts since the operator started with no create of its own to explain them (someone else rents there)" => m.foreign_hosts;
         }
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// Says (or stops saying) why the operator cannot do its job at all.
+    pub fn set_not_ready(&self, why: Option<String>) {
+        *self.not_ready.lock() = why;
+    }
+
+    /// Why the operator cannot do its job at all, if it cannot.
+    pub fn not_ready(&self) -> Option<String> {
+        self.not_ready.lock().clone()
+    }
+
     /// The observer the provider clients report every call to.
     pub fn provider_observer(self: &Arc<Self>) -> CallObserver {
         let metrics = self.clone();

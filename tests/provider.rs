@@ -353,3 +353,72 @@ async fn garbage_answers_are_errors_never_panics() {
     let refused = client.create_rent(&rent("p", "i")).await.unwrap_err();
     assert!(refused.is_proven_refusal(), "{refused:?}");
 }
+
+/// Issue 22, finding 2: an id with a stray character is refused before anything is sent,
+/// never rewritten into another host's id; an answer about another host is not taken.
+#[tokio::test]
+async fn stray_host_ids_are_refused_and_answers_must_name_the_host_asked_about() {
+    let (sim, client) = simulator().await;
+    let id = client
+        .create_rent(&rent("teTapaSUFq", "507"))
+        .await
+        .unwrap();
+    let before = sim.state().calls.values().sum::<u64>();
+    for stray in [
+        format!("{id}."),
+        format!("{id}\u{200b}"),
+        format!("/{id}"),
+        format!("{id} "),
+    ] {
+        let refused = ProviderError::UnsendableId(stray.clone());
+        assert_eq!(client.host(&stray).await.unwrap_err(), refused);
+        assert_eq!(client.delete(&stray).await.unwrap_err(), refused);
+        assert_eq!(client.operate(&stray, false).await.unwrap_err(), refused);
+        assert_eq!(client.reboot(&stray).await.unwrap_err(), refused);
+        assert!(refused.is_proven_refusal(), "nothing was sent");
+    }
+    assert_eq!(
+        sim.state().calls.values().sum::<u64>(),
+        before,
+        "no call reached the provider"
+    );
+    assert!(sim.host_ids().contains(&id), "the host is untouched");
+    sim.inject(Endpoint::One, [Fault::OtherHost]);
+    let other = client.host(&id).await.unwrap_err();
+    assert!(
+        matches!(&other, ProviderError::Malformed(m) if m.contains("another host")),
+        "{other:?}"
+    );
+    assert!(
+        !other.denies_host(),
+        "garbage proves nothing about the host"
+    );
+    let host = client.host(&id).await.unwrap().unwrap();
+    assert_eq!(host.id.as_deref(), Some(id.as_str()));
+}
+
+/// Issue 22, finding 8: an answer past its endpoint's limit is provider garbage, read no
+/// further; for createRent it is an unknown outcome.
+#[tokio::test]
+async fn oversized_answers_are_garbage_read_no_further() {
+    let (sim, client) = simulator().await;
+    const HUGE: usize = 64 * 1024 * 1024;
+    sim.inject(Endpoint::MyPage, [Fault::HugeBody(HUGE)]);
+    let listing = client.all_hosts().await.unwrap_err();
+    assert!(
+        matches!(&listing, ProviderError::Malformed(m) if m.contains("2097152 bytes")),
+        "{listing:?}"
+    );
+    sim.inject(Endpoint::CreateRent, [Fault::HugeBody(HUGE)]);
+    let create = client
+        .create_rent(&rent("teTapaSUFq", "507"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(create, ProviderError::Malformed(_)) && !create.is_proven_refusal(),
+        "an unknown outcome: {create:?}"
+    );
+    assert_eq!(sim.host_ids().len(), 1, "the create happened all the same");
+    let listed = client.all_hosts().await.unwrap();
+    assert_eq!(listed.len(), 1, "the next answers are read as usual");
+}

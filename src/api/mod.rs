@@ -25,6 +25,17 @@ pub const PAUSED_ANNOTATION: &str = "xuandashi.dev/paused";
 /// Annotation whose every new value retries the object once, at once, whatever its backoff.
 pub const RETRY_ANNOTATION: &str = "xuandashi.dev/retry-requested-at";
 
+/// The rule that keeps an id within the provider's alphabet (letters, digits, `-`, `_`): an
+/// id with any other character would reach the provider as another id, or not at all.
+macro_rules! provider_id {
+    ($field:literal) => {
+        Rule::new("self.matches('^[A-Za-z0-9_-]*$')").message(concat!(
+            $field,
+            " may hold only letters, digits, '-' and '_' (the provider's ids): a stray character (a dot, a slash, a space, an invisible one) would name another host or none"
+        ))
+    };
+}
+
 /// The rule that keeps a request field as it was once a host is rented (status.hostId set).
 macro_rules! immutable_once_rented {
     ($field:literal) => {
@@ -105,11 +116,13 @@ pub struct RentedHostSpec {
     /// Host configuration to rent: a `packageId` from the provider's rental package list
     /// (`packAge/1`). Its `type` must equal the image's `type`. Immutable once a host is rented.
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = provider_id!("spec.packageId"))]
     pub package_id: String,
 
     /// System image to install: an `imageId` from the provider's image list (numeric-looking,
     /// but a string). Its `type` must equal the package's `type`. Immutable once a host is rented.
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = provider_id!("spec.imageId"))]
     pub image_id: String,
 
     /// Prepaid rental period, paid for when the host is created. Immutable once a host is rented.
@@ -135,8 +148,10 @@ pub struct RentedHostSpec {
 
     /// Adopt this existing host instead of renting a new one. Immutable once the host is
     /// adopted (`status.hostId` is set); while a createRent is pending, accepted only as the
-    /// answer the operator asks for (reason `CreateOutcomeUnknown`).
+    /// answer the operator asks for (reason `CreateOutcomeUnknown`). Letters, digits, `-`
+    /// and `_` only, as the provider writes host ids.
     #[schemars(length(max = 64))]
+    #[x_kube(validation = provider_id!("spec.hostId"))]
     pub host_id: Option<String>,
 
     /// Name of the Secret that receives the host's login details (`hostAccount`, `hostPw`,
@@ -163,12 +178,18 @@ impl RentedHostSpec {
     }
 }
 
+/// The API server knows the integer formats `int32` and `int64` only (it warns about
+/// schemars' `uint32`); every `u32` fits `int64`.
+fn int64_format(schema: &mut schemars::Schema) {
+    schema.insert("format".into(), "int64".into());
+}
+
 /// A rental period: `count` units of `unit`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RentalPeriod {
     /// Number of units to rent for (at least 1).
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = 1000), transform = int64_format)]
     pub count: u32,
     /// Unit of the period: Hour, Day, Week, Month, Quarter or Year.
     pub unit: PeriodUnit,
@@ -287,6 +308,7 @@ pub struct RentedHostStatus {
     /// Lifecycle phase: Pending, Creating, Provisioning, Running, Stopped, Expired, Failed or Deleting.
     pub phase: Option<Phase>,
     /// Number of createRent calls made for this object.
+    #[schemars(transform = int64_format)]
     pub create_attempts: Option<u32>,
     /// Present only while a createRent call's outcome is not yet known.
     pub create_pending: Option<CreatePending>,
@@ -443,13 +465,20 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind's CRD as YAML, as checked in under `crds/`.
-    pub fn crd_yaml(self) -> String {
-        let crd = match self {
+    /// The kind's CRD, as this binary generates it.
+    pub fn crd(
+        self,
+    ) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+    {
+        match self {
             Kind::RentedHost => RentedHost::crd(),
             Kind::RentedHostPool => RentedHostPool::crd(),
-        };
-        serde_yaml::to_string(&crd).expect("a CRD always serializes")
+        }
+    }
+
+    /// The kind's CRD as YAML, as checked in under `crds/`.
+    pub fn crd_yaml(self) -> String {
+        serde_yaml::to_string(&self.crd()).expect("a CRD always serializes")
     }
 
     /// Its file under `crds/` (and the chart's `crds/`).

@@ -108,6 +108,11 @@ impl HostDirectory {
         Ok(listing)
     }
 
+    /// The account's newest listing, if one was fetched.
+    pub fn latest(&self, client: &ProviderClient) -> Option<Arc<Listing>> {
+        self.account(client).latest.lock().clone()
+    }
+
     /// Drops the account's listing: after an operation changed a host, the next look must
     /// be fresh.
     pub fn invalidate(&self, client: &ProviderClient) {

@@ -35,9 +35,6 @@ pub fn level(note: &Note) -> Level {
 /// Secret when that is what a person must fix.
 pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
     let status = obj.status.as_ref();
-    if let Some(id) = status.and_then(|s| s.host_id.as_deref()) {
-        tracing::Span::current().record("hostId", id);
-    }
     let reported = status
         .and_then(|s| s.last_error.as_ref())
         .filter(|e| e.reason == note.reason);

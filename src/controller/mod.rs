@@ -3,8 +3,10 @@
 
 pub mod connections;
 pub mod credentials;
+pub mod credentials_in_use;
 pub mod decision;
 pub mod events;
+pub mod foreign;
 pub mod hosts;
 pub mod journal;
 pub mod poller;
@@ -28,7 +30,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +45,12 @@ pub struct Config {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Whether another install, or a person, rents on the same provider account. Then (and
+    /// in namespaced mode, unless set to false) the answer of a lost createRent is never
+    /// guessed from the listing: the claims of the other renters are out of sight, so
+    /// every unclaimed host in the window is left to a person (`CreateOutcomeUnknown`).
+    #[arg(long, env = "SHARED_ACCOUNT", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub shared_account: Option<bool>,
     /// Host poll interval.
     #[arg(long, default_value = "60s", value_parser = crate::config::positive_duration)]
     pub poll_interval: Duration,
@@ -75,6 +83,14 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         crate::config::defaults()
+    }
+}
+
+impl Config {
+    /// Whether every claim on the accounts is in sight, so that a lost create may be paired
+    /// with a host nobody claims: cluster-wide, and with the account not shared.
+    pub fn sees_every_claim(&self) -> bool {
+        !self.shared_account.unwrap_or(self.namespace.is_some())
     }
 }
 
@@ -134,6 +150,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Reports provider calls to the metrics.
     pub observer: crate::provider::CallObserver,
+    /// The finalizer of the credentials Secrets objects still need.
+    pub guard: credentials_in_use::Guard,
+    /// When this process started (hosts older than that were there before it looked).
+    pub started: jiff::Timestamp,
+    /// Brings objects back whose wait another object's change ends (a host's claim).
+    pub wake: tokio::sync::mpsc::Sender<ObjectRef<RentedHost>>,
     attempts: reason::Attempts,
     /// No createRent before this instant for this (uid, generation): a backoff holds even
     /// when another trigger reconciles the object first.
@@ -147,6 +169,9 @@ pub struct Context {
     /// Host ids createRent answered this process, per object (uid) and pending create
     /// (`since`), until they are written: the object's host, whatever pairing would say.
     answers: Mutex<HashMap<String, (String, String)>>,
+    /// Objects (uid) whose `lastRebootRequest` the protocol's manager owns (see
+    /// `writes::share_reboot_record`).
+    reboot_records: Mutex<HashSet<String>>,
     /// Credentials read from Secrets, dropped when the Secret changes.
     credentials: Mutex<HashMap<(String, String), crate::provider::Credentials>>,
 }
@@ -205,6 +230,9 @@ impl Context {
         let me = object_key(obj);
         self.claims.lock().retain(|_, (k, _)| *k != me);
         self.answers.lock().remove(&obj.uid().unwrap_or_default());
+        self.reboot_records
+            .lock()
+            .remove(&obj.uid().unwrap_or_default());
     }
 
     /// When this process learned host id `id` (it rented or adopted it), if it did.
@@ -230,6 +258,61 @@ impl Context {
     fn forget_credentials(&self, namespace: &str, name: &str) {
         let mut cache = self.credentials.lock();
         cache.remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Whether `obj` records a reboot its older operator's status manager may own alone.
+    pub fn needs_reboot_record_shared(&self, obj: &RentedHost) -> bool {
+        let recorded = obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.last_reboot_request.is_some());
+        recorded
+            && !self
+                .reboot_records
+                .lock()
+                .contains(&obj.uid().unwrap_or_default())
+    }
+
+    /// The protocol's manager owns `obj`'s `lastRebootRequest` (it wrote or shared it).
+    pub fn reboot_record_shared(&self, obj: &RentedHost) {
+        self.reboot_records
+            .lock()
+            .insert(obj.uid().unwrap_or_default());
+    }
+
+    /// Every host id an object holds or names (the cache), or this process learned.
+    pub fn every_claim(&self) -> HashSet<String> {
+        let mut ids: HashSet<String> = self.claims.lock().keys().cloned().collect();
+        for obj in self.store.state() {
+            let status = obj.status.as_ref().and_then(|s| s.host_id.clone());
+            ids.extend(status.into_iter().chain(obj.spec.host_id.clone()));
+        }
+        ids
+    }
+
+    /// Brings back the objects whose `spec.hostId` names a host `obj` claimed, now that
+    /// its claim is over (one of them may have it now).
+    pub fn wake_claimants_of(&self, obj: &RentedHost) {
+        let me = ObjectRef::from_obj(obj);
+        let ids: Vec<&str> = [
+            obj.status.as_ref().and_then(|s| s.host_id.as_deref()),
+            obj.spec.host_id.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for other in self.store.state() {
+            let asks = other
+                .spec
+                .host_id
+                .as_deref()
+                .is_some_and(|id| ids.contains(&id));
+            let reference = ObjectRef::from_obj(&*other);
+            if asks && reference != me {
+                // A full channel only delays it: the refusal is retried on its own too.
+                let _ = self.wake.try_send(reference);
+            }
+        }
     }
 
     pub fn release_claim(&self, id: &str) {
@@ -350,7 +433,14 @@ pub async fn run(
         controller: writes::MANAGER.into(),
         instance: config.instance.clone(),
     };
+    // The poller wakes objects whose host changed at the provider, and objects wake the
+    // claimants they refused once their claim ends.
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1024);
+    let (guard, guard_checks) = credentials_in_use::Guard::new();
     let ctx = Arc::new(Context {
+        guard,
+        wake: wake_tx.clone(),
+        started: jiff::Timestamp::now(),
         events: events::EventQueue::start(&client, &reporter),
         client,
         providers: ClientPool::default(),
@@ -365,14 +455,16 @@ pub async fn run(
         pool_holds: Mutex::default(),
         claims: Mutex::default(),
         answers: Mutex::default(),
+        reboot_records: Mutex::default(),
         credentials: Mutex::default(),
         config: config.clone(),
     });
     let _ = metrics.store.set(store.clone());
-    // The poller wakes objects whose host changed at the provider; it ends with the controller.
-    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1024);
+    // The poller ends with the controller.
     let poll = tokio::spawn(poller::run(ctx.clone(), wake_tx));
     let _stop_poll = tokio_util::task::AbortOnDropHandle::new(poll);
+    let guarding = tokio::spawn(credentials_in_use::run(ctx.clone(), guard_checks));
+    let _stop_guarding = tokio_util::task::AbortOnDropHandle::new(guarding);
     let wakes = tokio_stream::wrappers::ReceiverStream::new(wake_rx);
     let default_secret = config.default_credentials.clone();
     let secret_store = store.clone();
@@ -406,6 +498,7 @@ pub async fn run(
         .watches_stream(secret_changes, move |secret| {
             let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
             secret_ctx.forget_credentials(&namespace, &name);
+            secret_ctx.guard.saw(&secret);
             let owner = secret
                 .owner_references()
                 .iter()

@@ -4,7 +4,7 @@
 
 use super::connections::{Connections, digest};
 use super::hosts::HostDirectory;
-use super::{Context, decision};
+use super::{Context, decision, foreign};
 use crate::api::RentedHost;
 use crate::provider::ProviderClient;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -32,6 +32,8 @@ pub struct Poller {
     /// Hosts rented after a listing that were asked for alone (`one/{id}`), once each, and
     /// whether the answer showed the host.
     asked_alone: Mutex<HashMap<String, bool>>,
+    /// Accounts someone else was found renting on (told once each).
+    shared: Mutex<HashSet<String>>,
 }
 
 impl Poller {
@@ -157,6 +159,59 @@ impl Poller {
     }
 }
 
+/// Counts the hosts on each watched account that no create of ours explains
+/// (`rentedhost_foreign_hosts`), and says once per account that someone else rents there.
+fn count_foreign(ctx: &Context) {
+    let claimed = ctx.every_claim();
+    let pending: Vec<_> = ctx
+        .store
+        .state()
+        .iter()
+        .filter_map(|o| super::resolution::PendingCreate::of(o))
+        .collect();
+    let window = super::resolution::Window {
+        skew: ctx.config.clock_skew,
+        call_limit: ctx.config.provider.timeout * 2,
+    };
+    let mut total = 0;
+    for (client, _) in ctx.poller.snapshot() {
+        let Some(listing) = ctx.hosts.latest(&client) else {
+            continue;
+        };
+        let began = jiff::Timestamp::now()
+            - jiff::SignedDuration::try_from(listing.started.elapsed()).unwrap_or_default();
+        let sight = foreign::Sight {
+            claimed: &claimed,
+            pending: &pending,
+            window,
+            since: ctx.started,
+            settled_before: foreign::settled_before(began, window.call_limit, window.skew),
+        };
+        let theirs = foreign::foreign(&listing.hosts, &sight);
+        total += theirs.len() as i64;
+        if !theirs.is_empty()
+            && ctx
+                .poller
+                .shared
+                .lock()
+                .insert(client.account().to_string())
+        {
+            let advice = match ctx.config.sees_every_claim() {
+                true => {
+                    "if another install or a person rents here, run with --shared-account so that a lost createRent answer is never paired with a host automatically"
+                }
+                false => "lost createRent answers are left to a person (the account is shared)",
+            };
+            tracing::warn!(
+                account = client.account(),
+                hosts = ?theirs,
+                "someone else rents on this provider account: hosts appeared that no create of this operator made; {advice}"
+            );
+        }
+    }
+    ctx.metrics.foreign_hosts.set(total);
+}
+
 /// Polls every poll interval (jittered ±10 %), every fast poll interval while a host is in
 /// motion, and within a second of a host rented after the last listing being wanted (once
 /// the rate limit has room), until the receiver of the wakes is gone.
@@ -176,7 +231,9 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
         }
         last = Instant::now();
         next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
-        for reference in ctx.poller.poll_once(&ctx.hosts, &ctx.store).await {
+        let changed = ctx.poller.poll_once(&ctx.hosts, &ctx.store).await;
+        count_foreign(&ctx);
+        for reference in changed {
             if wake.send(reference).await.is_err() {
                 return;
             }

@@ -47,6 +47,8 @@ pub enum Reason {
     CredentialsAccountChanged,
     /// The user paused the object (annotation `xuandashi.dev/paused`).
     Paused,
+    /// A host id the provider's alphabet cannot hold: never sent, never rewritten.
+    InvalidHostId,
 }
 
 /// Retry attempts per object (uid) and reason, until a success resets them: a reason met
@@ -91,6 +93,9 @@ impl Reason {
 
     /// The reason for a provider error (the reasons table of docs/design.md).
     pub fn of(error: &ProviderError) -> Reason {
+        if let ProviderError::UnsendableId(_) = error {
+            return Reason::InvalidHostId;
+        }
         match error.code() {
             Some(6005) => Reason::ProviderCreating,
             Some(6002) => Reason::InsufficientResources,
@@ -158,6 +163,9 @@ impl Reason {
                 "start the host (spec.powerState: Running) before rebooting it"
             }
             Reason::Paused => "remove annotation xuandashi.dev/paused to resume",
+            Reason::InvalidHostId => {
+                "name the host by its id exactly as the provider shows it (letters, digits, '-' and '_' only): delete this object and apply it again with the right spec.hostId"
+            }
             Reason::ProviderError | Reason::ProviderUnavailable | Reason::HostUnavailable => {
                 "nothing, the operator retries; if it persists, give the provider's support the traceId"
             }
@@ -176,6 +184,7 @@ impl Reason {
                 | Reason::CreateOutcomeUnknown
                 | Reason::HostNotFound
                 | Reason::HostClaimed
+                | Reason::InvalidHostId
         )
     }
 
@@ -213,7 +222,9 @@ impl Reason {
             | Reason::WalletError
             | Reason::InsufficientBalance => backoff(60, 600),
             Reason::CredentialsInvalid => backoff(600, 600),
-            Reason::TypeMismatch | Reason::HostClaimed => Retry::OnChange,
+            Reason::TypeMismatch => Retry::OnChange,
+            // The end of the claim that refused it wakes the object; this is a safety net.
+            Reason::HostClaimed => backoff(60, 600),
             // Looked at again now and then: another object's resolution may settle it.
             Reason::CreateOutcomeUnknown | Reason::ConnectionSecretConflict => backoff(60, 600),
             // The Secret watch brings the object back at once; this is a safety net.
@@ -232,7 +243,7 @@ impl Reason {
             | Reason::Starting
             | Reason::Rented
             | Reason::Observed => backoff(5, 300),
-            Reason::Paused => Retry::OnChange,
+            Reason::Paused | Reason::InvalidHostId => Retry::OnChange,
         }
     }
 }
@@ -311,6 +322,8 @@ mod tests {
         ] {
             assert_eq!(Reason::of(&unknown), Reason::ProviderUnavailable);
         }
+        let stray = ProviderError::UnsendableId("ID.".into());
+        assert_eq!(Reason::of(&stray), Reason::InvalidHostId);
     }
 
     #[test]

@@ -62,6 +62,32 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl PendingCreate {
+    /// The pending create an object records, if any.
+    pub fn of(obj: &crate::api::RentedHost) -> Option<PendingCreate> {
+        use kube::Resource;
+        let pending = obj.status.as_ref()?.create_pending.as_ref()?;
+        let parse = |s: &str| s.parse::<Timestamp>().ok();
+        // Without a readable time, every host since the object's creation is a candidate.
+        let since = parse(&pending.since)
+            .or_else(|| obj.meta().creation_timestamp.as_ref().map(|t| t.0))
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        Some(PendingCreate {
+            key: crate::controller::object_key(obj),
+            since,
+            call_ended: pending.call_ended.as_deref().and_then(parse),
+            deadline: pending.deadline.as_deref().and_then(parse),
+            request: pending
+                .request
+                .clone()
+                .unwrap_or_else(|| CreateRequest::of(&obj.spec)),
+        })
+    }
+
+    /// Whether a host created at `created` (epoch ms) can be this create's.
+    pub fn may_have_made(&self, w: Window, created: i64) -> bool {
+        self.admits(w, created)
+    }
+
     /// When the call ended, or the latest it can have ended.
     pub fn call_end(&self, w: Window) -> Timestamp {
         self.call_ended
@@ -150,10 +176,17 @@ pub struct Account<'a> {
     pub others: &'a [Other<'a>],
     /// The complete listing.
     pub hosts: &'a [Host],
-    /// Every host id an object claims.
+    /// Every host id an object that manages its host claims.
     pub claimed: &'a HashSet<String>,
+    /// Host ids claimed only by observe-only objects: observing never hides a host from the
+    /// create that may have made it, so such a host is a person's to place.
+    pub observed: &'a HashSet<String>,
     pub window: Window,
     pub now: Timestamp,
+    /// Whether every claim on the account is in sight, so that a host nobody claims is
+    /// nobody's: an install that cannot see them all (namespaced, or sharing the account)
+    /// never pairs, and leaves any unclaimed host in the window to a person.
+    pub pairing: bool,
 }
 
 /// The resolution of the pending create of object `me`, whose host looks as `expected`.
@@ -162,8 +195,10 @@ pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>)
         others,
         hosts,
         claimed,
+        observed,
         window,
         now,
+        pairing,
     } = account;
     let mut group: Vec<&PendingCreate> = others
         .iter()
@@ -213,6 +248,33 @@ pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>)
             .chain(unplaceable.iter().copied())
             .collect::<Vec<_>>()
     };
+    let from = me.window(window).0;
+    // Any rental host that appeared since the call began, whatever it looks like (a field
+    // the catalogue words differently, a commit later than the call).
+    let appeared = |h: &Host| {
+        h.use_type.as_deref().is_none_or(|u| u.trim() != "0")
+            && h.create_time
+                .is_none_or(|t| t >= from && t <= now.as_millisecond() + millis(window.skew))
+    };
+    let watched: Vec<&str> = unclaimed
+        .iter()
+        .filter(|(id, h)| observed.contains(*id) && appeared(h))
+        .map(|(id, _)| *id)
+        .collect();
+    if !watched.is_empty() || !pairing {
+        // Only the absence of any host at all allows a new create; anything else, a person
+        // judges (a host someone observes may be this create's, and in an install that does
+        // not see every claim, any host may be someone else's).
+        let seen: Vec<&str> = unclaimed
+            .iter()
+            .filter(|(_, h)| appeared(h))
+            .map(|(id, _)| *id)
+            .collect();
+        return match seen.is_empty() {
+            true => Resolution::NoHost,
+            false => Resolution::Ambiguous(named(seen)),
+        };
+    }
     // Without the package's configuration nothing tells this request's hosts from others.
     let unverifiable = expected.package.is_none();
     if !unplaceable.is_empty() || timed.len() > group.len() || (unverifiable && !timed.is_empty()) {
@@ -248,14 +310,9 @@ pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>)
                     && h.create_time.is_some_and(|t| p.admits(window, t))
             })
     };
-    let from = me.window(window).0;
     let strays: Vec<&str> = unclaimed
         .iter()
-        .filter(|(_, h)| h.use_type.as_deref().is_none_or(|u| u.trim() != "0"))
-        .filter(|(_, h)| {
-            h.create_time
-                .is_none_or(|t| t >= from && t <= now.as_millisecond() + millis(window.skew))
-        })
+        .filter(|(_, h)| appeared(h))
         .filter(|(id, h)| !paired_elsewhere(id, h))
         .map(|(id, _)| *id)
         .collect();
@@ -356,12 +413,15 @@ mod tests {
         hosts: &'a [Host],
         claimed: &'a HashSet<String>,
     ) -> Account<'a> {
+        static NONE: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
         Account {
             others,
             hosts,
             claimed,
+            observed: &NONE,
             window: W,
             now: t(60),
+            pairing: true,
         }
     }
 
@@ -587,6 +647,66 @@ mod tests {
         assert_eq!(
             run(&me, &[other], &[host("h", 1)], &[]),
             Resolution::Adopt("h".into())
+        );
+    }
+
+    #[test]
+    fn a_host_only_observed_is_left_to_a_person_never_hidden() {
+        let me = pending("ns/a", 0, Some(3));
+        let (p, i) = (package(), image());
+        let expected = Expected {
+            package: Some(&p),
+            image: Some(&i),
+        };
+        let observed: HashSet<String> = ["h1".to_string()].into();
+        let claimed = HashSet::new();
+        let hosts = [host("h1", 1)];
+        let account = Account {
+            observed: &observed,
+            ..at(&[], &hosts, &claimed)
+        };
+        assert_eq!(
+            resolve(&me, expected, account),
+            Resolution::Ambiguous(vec!["h1".into()]),
+            "neither adopted nor hidden (a new create would rent twice)"
+        );
+        // A host observed since before the call is someone else's, as any older host.
+        let old = [host("h1", -600)];
+        let account = Account {
+            observed: &observed,
+            ..at(&[], &old, &claimed)
+        };
+        assert_eq!(resolve(&me, expected, account), Resolution::NoHost);
+    }
+
+    #[test]
+    fn an_install_that_cannot_see_every_claim_never_pairs() {
+        let me = pending("ns/a", 0, Some(3));
+        let (p, i) = (package(), image());
+        let expected = Expected {
+            package: Some(&p),
+            image: Some(&i),
+        };
+        let claimed = HashSet::new();
+        let shared = |hosts: &[Host]| {
+            let account = Account {
+                pairing: false,
+                ..at(&[], hosts, &claimed)
+            };
+            resolve(&me, expected, account)
+        };
+        assert_eq!(
+            shared(&[host("h1", 1)]),
+            Resolution::Ambiguous(vec!["h1".into()]),
+            "a matching host may be another install's"
+        );
+        let mut office = host("o", 20);
+        office.cpu = Some(4);
+        assert_eq!(shared(&[office]), Resolution::Ambiguous(vec!["o".into()]));
+        assert_eq!(
+            shared(&[host("old", -600)]),
+            Resolution::NoHost,
+            "no host at all in the window: a new create is safe"
         );
     }
 }

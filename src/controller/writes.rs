@@ -15,7 +15,9 @@ pub const MANAGER: &str = "rentedhost-operator";
 /// fields the applying manager owns).
 pub const STATUS_MANAGER: &str = "rentedhost-operator-status";
 /// Field manager of the protocol fields (`hostId`, `createPending`, `createAttempts`,
-/// `account`, and `lastRetryRequest`, which goes with the create it allowed), written only by resourceVersion-guarded patches based on a quorum read.
+/// `account`, `lastRetryRequest`, which goes with the create it allowed, and
+/// `lastRebootRequest`, recorded before the reboot it allows), written only by
+/// resourceVersion-guarded patches based on a quorum read or a write's answer.
 pub const PROTOCOL_MANAGER: &str = "rentedhost-operator-protocol";
 
 /// The status without the protocol's fields: what an observation write may touch.
@@ -25,8 +27,10 @@ fn observation_part(status: &RentedHostStatus) -> RentedHostStatus {
         create_pending: None,
         create_attempts: None,
         account: None,
-        // Recorded with the create it allowed: a stale write must not make it new again.
+        // Recorded with the create (or before the reboot) it allowed: a stale write must not
+        // make it new again.
         last_retry_request: None,
+        last_reboot_request: None,
         ..status.clone()
     }
 }
@@ -69,6 +73,35 @@ pub async fn apply_status(
         .map_err(Error::from_kube)
 }
 
+/// Makes the protocol's manager an owner of `status.lastRebootRequest` as it stands, which
+/// an older operator's status manager owned alone: that manager's applies no longer carry
+/// it, and without a second owner the next one would remove it (and the reboot it records
+/// would be made again). An apply of the same value shares the field; a different value
+/// (a view that lags) conflicts and is read again.
+pub async fn share_reboot_record(client: &kube::Client, obj: &RentedHost) -> Result<(), Error> {
+    let Some(value) = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_reboot_request.clone())
+    else {
+        return Ok(());
+    };
+    let patch = json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHost",
+        "status": {"lastRebootRequest": value},
+    });
+    api(obj, client)
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(PROTOCOL_MANAGER),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::from_kube)?;
+    Ok(())
+}
+
 /// Writes the protocol fields of `status` exactly (set, changed or removed) in a patch that
 /// carries `obj`'s resourceVersion, so it fails with a conflict if the object changed since
 /// `obj` was read from the API server; then the observation part, when what the patch did
@@ -106,6 +139,7 @@ pub async fn write_protocol(
             "createAttempts": status.create_attempts,
             "account": status.account,
             "lastRetryRequest": status.last_retry_request,
+            "lastRebootRequest": status.last_reboot_request,
         },
     });
     let beyond_always_set = |s: &RentedHostStatus| RentedHostStatus {

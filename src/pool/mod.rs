@@ -234,13 +234,17 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
     );
     let plan = decision::scale(&pool, &children, &taken, default, jiff::Timestamp::now());
 
-    let mut created = Vec::new();
-    if !plan.create.is_empty() {
-        // `kubectl scale` may have lowered replicas since the read: do not create on it.
+    // `kubectl scale` may have changed replicas since the read: neither create nor delete
+    // on a stale one (20 → 5 → 20 would release hosts only to rent them again).
+    let generation = pool.metadata.generation;
+    let stale = || async {
         let current = pools.get_opt(&name).await?;
-        if current.as_ref().map(|p| p.metadata.generation) != Some(pool.metadata.generation) {
-            return Ok(Action::requeue(Duration::from_millis(100)));
-        }
+        Ok::<_, Error>(current.map(|p| p.metadata.generation) != Some(generation))
+    };
+    let replan = Action::requeue(Duration::from_millis(100));
+    let mut created = Vec::new();
+    if !plan.create.is_empty() && stale().await? {
+        return Ok(replan);
     }
     for child_name in &plan.create {
         if !ctx.config.leadership.is_leading() {
@@ -269,6 +273,10 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
     for (child_name, uid, version) in &plan.delete {
         if !ctx.config.leadership.is_leading() {
             return Err(Error::NotLeading);
+        }
+        // Each delete releases a host: each is checked against the pool as it is now.
+        if stale().await? {
+            return Ok(replan);
         }
         // Only the very child decided on, as it was seen: not a new one of the same name,
         // nor one that changed since (rented, paused).

@@ -20,6 +20,12 @@ pub enum ProviderError {
     /// An answer that is not the documented JSON. The call may have taken effect.
     #[error("unreadable answer from the provider: {0}")]
     Malformed(String),
+    /// An id the provider's alphabet (letters, digits, `-`, `_`) cannot hold: the call was
+    /// not sent, since any rewriting would name another host.
+    #[error(
+        "host id {0:?} has characters no provider id has (only letters, digits, '-' and '_'), so nothing was sent"
+    )]
+    UnsendableId(String),
     /// No token could be had, so the call was never sent: nothing happened.
     #[error("no token, so nothing was sent: {0}")]
     NotSent(Box<ProviderError>),
@@ -30,7 +36,9 @@ impl ProviderError {
     pub fn is_proven_refusal(&self) -> bool {
         matches!(
             self,
-            ProviderError::Business { .. } | ProviderError::NotSent(_)
+            ProviderError::Business { .. }
+                | ProviderError::NotSent(_)
+                | ProviderError::UnsendableId(_)
         )
     }
 
@@ -80,6 +88,7 @@ impl ProviderError {
             ProviderError::Transport(_) => "transport",
             ProviderError::HttpStatus(_) => "http_status",
             ProviderError::Malformed(_) => "malformed",
+            ProviderError::UnsendableId(_) => "unsendable_id",
             ProviderError::NotSent(e) => e.kind(),
         }
     }

@@ -49,6 +49,17 @@ impl Endpoint {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+
+    /// The largest answer read from this endpoint. A listing page of 25 hosts, or a
+    /// catalogue, is tens of kilobytes; anything past the limit is provider garbage, read
+    /// no further, so that no answer can take the operator past its memory limit.
+    pub fn answer_limit(self) -> usize {
+        const MIB: usize = 1024 * 1024;
+        match self {
+            Endpoint::MyPage | Endpoint::Package | Endpoint::Image => 2 * MIB,
+            _ => MIB,
+        }
+    }
 }
 
 /// Account id and app secret. `Debug` shows the account id only.
@@ -250,9 +261,25 @@ impl ProviderClient {
         if let Some(body) = call.body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let limit = call.endpoint.answer_limit();
+        let too_large = |size: u64| {
+            ProviderError::Malformed(format!(
+                "an answer of {size} bytes or more, past the {limit} bytes a {} answer may have",
+                call.endpoint.as_str()
+            ))
+        };
+        if let Some(size) = response.content_length().filter(|n| *n > limit as u64) {
+            return Err(too_large(size));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large((bytes.len() + chunk.len()) as u64));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         // Only a JSON object is an envelope (serde would read an array as a tuple struct).
         let envelope: Option<Envelope> = serde_json::from_slice::<Value>(&bytes)
             .ok()
@@ -373,12 +400,22 @@ impl ProviderClient {
 
     /// One host; `Ok(None)` when the provider answers without one.
     pub async fn host(&self, id: &str) -> Result<Option<Host>, ProviderError> {
-        let path = format!("/v1/pve/open/one/{}", path_segment(id));
+        let path = format!("/v1/pve/open/one/{}", path_segment(id)?);
         let data = self.call(Call::get(Endpoint::One, &path)).await?;
         if data.is_null() {
             return Ok(None);
         }
-        decode(data, "host").map(Some)
+        let host: Host = decode(data, "host")?;
+        // An answer about a host is used only for the host asked about.
+        match host.id.as_deref() {
+            Some(shown) if shown == id => Ok(Some(host)),
+            Some(_) => Err(ProviderError::Malformed(format!(
+                "one/{id} answered about another host"
+            ))),
+            None => Err(ProviderError::Malformed(format!(
+                "one/{id} answered a host without its id"
+            ))),
+        }
     }
 
     /// One page (from 1) of the account's hosts.
@@ -436,7 +473,7 @@ impl ProviderClient {
     pub async fn operate(&self, id: &str, start: bool) -> Result<bool, ProviderError> {
         let path = format!(
             "/v1/pve/open/operate/{}?type={}",
-            path_segment(id),
+            path_segment(id)?,
             u8::from(start)
         );
         let data = self.call(Call::get(Endpoint::Operate, &path)).await?;
@@ -444,14 +481,14 @@ impl ProviderClient {
     }
 
     pub async fn reboot(&self, id: &str) -> Result<bool, ProviderError> {
-        let path = format!("/v1/pve/open/reboot/{}", path_segment(id));
+        let path = format!("/v1/pve/open/reboot/{}", path_segment(id)?);
         let data = self.call(Call::get(Endpoint::Reboot, &path)).await?;
         Ok(data == Value::Bool(true))
     }
 
     /// Releases a host; only `true` means it was deleted.
     pub async fn delete(&self, id: &str) -> Result<bool, ProviderError> {
-        let path = format!("/v1/pve/open/delete/{}", path_segment(id));
+        let path = format!("/v1/pve/open/delete/{}", path_segment(id)?);
         let data = self
             .call(Call {
                 endpoint: Endpoint::Delete,
@@ -484,11 +521,23 @@ fn decode<T: serde::de::DeserializeOwned>(data: Value, what: &str) -> Result<T, 
     })
 }
 
-/// Host ids are opaque: keep them from changing the path.
-fn path_segment(id: &str) -> String {
-    id.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
+/// Whether `id` is in the provider's alphabet (letters, digits, `-`, `_`; the CRD's rule
+/// too): only such an id reaches the provider as it is written.
+pub fn is_provider_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A host id as a path segment: refused, never rewritten, when it is not one the provider
+/// writes (dropping a stray character would name another host).
+fn path_segment(id: &str) -> Result<&str, ProviderError> {
+    match is_provider_id(id) {
+        true => Ok(id),
+        false => Err(ProviderError::UnsendableId(id.to_string())),
+    }
 }
 
 /// Metric label for a call outcome: documented codes and error kinds only.
@@ -565,8 +614,25 @@ mod tests {
     }
 
     #[test]
-    fn host_ids_cannot_change_the_path() {
-        assert_eq!(path_segment("../delete/x?y"), "deletexy");
+    fn host_ids_are_sent_as_written_or_not_at_all() {
+        assert_eq!(path_segment("dyMFQQgHIW"), Ok("dyMFQQgHIW"));
+        assert_eq!(path_segment("a-b_9"), Ok("a-b_9"));
+        for stray in [
+            "../delete/x?y",
+            "ID.",
+            "ID\u{200b}",
+            "/ID",
+            "ID ",
+            "",
+            "Ｉd",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                path_segment(stray),
+                Err(ProviderError::UnsendableId(stray.to_string())),
+                "{stray:?}"
+            );
+        }
     }
 
     #[test]

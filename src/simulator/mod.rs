@@ -216,6 +216,28 @@ async fn respond(
             let v = json!({"code": 0, "msg": "success", "data": false, "traceId": "sim-notdone"});
             json(v)
         }
+        (Some(Fault::OtherHost), Some(mut v)) => {
+            if let Some(id) = v["data"].get_mut("id") {
+                *id = json!(format!("{}x", id.as_str().unwrap_or_default()));
+            }
+            json(v)
+        }
+        (Some(Fault::HugeBody(size)), _) => {
+            const CHUNK: usize = 64 * 1024;
+            let head = bytes::Bytes::from_static(b"{\"code\":0,\"data\":\"");
+            let filler = bytes::Bytes::from(vec![b'x'; CHUNK]);
+            let chunks = size.saturating_sub(head.len()).div_ceil(CHUNK);
+            let body = futures::stream::iter(
+                std::iter::once(head)
+                    .chain(std::iter::repeat_n(filler, chunks))
+                    .map(Ok::<_, std::io::Error>),
+            );
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(body))
+                .expect("static response parts")
+        }
         (Some(Fault::DropAfterCommit), _) => {
             let cut = futures::stream::iter([
                 Ok(bytes::Bytes::from_static(b"{\"code\":0,")),

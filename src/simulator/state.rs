@@ -23,6 +23,12 @@ pub enum Fault {
     /// A well-formed success envelope with `data: false`; the work is not done (as
     /// `delete` may answer for a host it did not delete).
     NotDone,
+    /// The work is done, and the answer's `data` speaks of another host (its `id` changed):
+    /// an answer no client may take for the host it asked about.
+    OtherHost,
+    /// The work is done, then an answer of this many bytes (a JSON envelope that never
+    /// ends), streamed without being held in memory.
+    HugeBody(usize),
 }
 
 impl Fault {
@@ -30,7 +36,11 @@ impl Fault {
     pub fn commits(&self) -> bool {
         matches!(
             self,
-            Fault::Latency(_) | Fault::ServerErrorAfterCommit | Fault::DropAfterCommit
+            Fault::Latency(_)
+                | Fault::ServerErrorAfterCommit
+                | Fault::DropAfterCommit
+                | Fault::OtherHost
+                | Fault::HugeBody(_)
         )
     }
 }

@@ -68,6 +68,8 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
         kinds(&defaults),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
             "Role",
@@ -82,6 +84,8 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
     assert_eq!(
         kinds(&every),
         [
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ConfigMap",
             "Deployment",
             "NetworkPolicy",
@@ -94,7 +98,7 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
             "ServiceAccount",
             "ServiceMonitor"
         ],
-        "namespaced: Roles only"
+        "namespaced: Roles, and the one cluster-wide read of its own CRDs"
     );
     let pod = &find(&every, "Deployment")["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -116,6 +120,7 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
         "--provider-url=https://sandbox.example.com",
         "--log-format=text",
         "--default-deletion-policy=Orphan",
+        "--shared-account=false",
     ] {
         assert!(args.contains(&arg), "{arg} in {args:?}");
     }
@@ -295,7 +300,7 @@ fn watched(resource: &str, verb: &str) -> bool {
 fn own(resource: &str, verb: &str, default_secret_elsewhere: bool) -> bool {
     match resource {
         "leases.coordination.k8s.io" => matches!(verb, "get" | "create" | "update"),
-        "secrets" => default_secret_elsewhere && matches!(verb, "get" | "list" | "watch"),
+        "secrets" => default_secret_elsewhere && matches!(verb, "get" | "list" | "watch" | "patch"),
         _ => false,
     }
 }
@@ -327,6 +332,30 @@ fn assert_grants(plane: &ControlPlane, subject: &str, ns: &str, want: impl Fn(&s
     assert!(wrong.is_empty(), "{subject}:\n{}", wrong.join("\n"));
 }
 
+/// The one cluster-wide read of either mode: the operator's own two CRDs, by name, to check
+/// at start-up that they carry every field it writes.
+fn assert_reads_its_crds_only(plane: &ControlPlane, subject: &str) {
+    let mut wrong = Vec::new();
+    for name in [
+        "rentedhosts.xuandashi.dev",
+        "rentedhostpools.xuandashi.dev",
+        "certificates.cert-manager.io",
+    ] {
+        for verb in VERBS {
+            let crd = format!("customresourcedefinitions.apiextensions.k8s.io/{name}");
+            let mut can_i = plane.kubectl();
+            can_i.args(["auth", "can-i", verb, &crd, "--as", subject]);
+            let out = can_i.output().unwrap();
+            let has = String::from_utf8_lossy(&out.stdout).trim() == "yes";
+            let should = verb == "get" && name.ends_with("xuandashi.dev");
+            if has != should {
+                wrong.push(format!("{verb} {crd}: {has}, want {should}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{subject}:\n{}", wrong.join("\n"));
+}
+
 #[tokio::test]
 async fn the_service_account_may_do_what_the_controller_does_and_no_more() {
     let plane = install_crd();
@@ -350,6 +379,7 @@ async fn the_service_account_may_do_what_the_controller_does_and_no_more() {
         watched(r, v) || own(r, v, false)
     });
     assert_grants(plane, &subject, &elsewhere, watched);
+    assert_reads_its_crds_only(plane, &subject);
 
     // Namespaced: the watched namespace only; at home the Lease and the default Secret;
     // nothing anywhere else.
@@ -359,6 +389,7 @@ async fn the_service_account_may_do_what_the_controller_does_and_no_more() {
     assert_grants(plane, &subject, &hosts, watched);
     assert_grants(plane, &subject, &home, |r, v| own(r, v, true));
     assert_grants(plane, &subject, &elsewhere, |_, _| false);
+    assert_reads_its_crds_only(plane, &subject);
 }
 
 /// Helm installs `crds/` once and never upgrades it: the documented path (apply the new

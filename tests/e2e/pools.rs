@@ -339,3 +339,40 @@ async fn a_child_whose_pool_label_is_removed_is_labelled_again_not_replaced() {
         "no host rented for it"
     );
 }
+
+/// Issue 22, finding 4: a scale-down decided on replicas 5 went on deleting after the pool
+/// was scaled back to 20, releasing hosts only to rent them again. Each delete is now
+/// checked against the pool as it is: at most the one delete already sent goes through.
+#[tokio::test]
+async fn scaling_20_to_5_to_20_deletes_nothing_on_the_stale_generation() {
+    let mut world = World::start("pool-flap", |_| {}).await;
+    apply_pool(&world, "flap", 20);
+    settled(&world, "flap", 20).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 20);
+    let hold = world
+        .restart_holding(http::Method::DELETE, "/rentedhosts/")
+        .await;
+    hold.arm();
+    kubectl_scale(&world, "flap", 5);
+    let start = Instant::now();
+    while hold.held() == 0 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "no child deleted for the scale-down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The pool's decision (replicas 5) waits at its first delete; the user changes their mind.
+    kubectl_scale(&world, "flap", 20);
+    hold.open();
+    settled(&world, "flap", 20).await;
+    let deletes = world.sim.calls(Endpoint::Delete);
+    let creates = world.sim.calls(Endpoint::CreateRent);
+    println!("20 → 5 → 20: {deletes} hosts released, {creates} createRent calls");
+    assert!(
+        deletes <= 1,
+        "{deletes} hosts released for a scale-down that was taken back"
+    );
+    assert_eq!(creates, 20 + deletes, "each release rented again, no more");
+    assert_eq!(world.sim.host_ids().len(), 20);
+}

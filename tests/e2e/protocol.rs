@@ -4,9 +4,13 @@
 //! spec edits, `spec.hostId` and stale annotations during pending creates, deletions
 //! during pending creates, controller kills, (every other seed) two replicas under leader
 //! election whose leader is killed, and (every third seed) watches that run up to 1.5 s
-//! behind the API server, so that every decision starts from a stale cache. After each run: every object has exactly
-//! one host, no two share one, every host on the account belongs to an object or was there
-//! before, and once everything is deleted no host made by the run remains.
+//! behind the API server, so that every decision starts from a stale cache; observe-only
+//! objects of hosts that were there before, ids with a stray character (refused), a pool
+//! scaled up and down, and (every fourth seed with one controller) the run's end by
+//! deleting the namespace, the controller down for a while meanwhile. After each run: every
+//! object has exactly one host, no two share one, every host on the account belongs to an
+//! object or was there before, and once everything is deleted no host made by the run
+//! remains and no observed host was released.
 //!
 //! `PROTOCOL_SEEDS=a..b` runs those seeds (default: 20 from a random base, printed).
 
@@ -39,6 +43,9 @@ struct Summary {
     kills: usize,
     refused_edits: usize,
     creates: u64,
+    observers: usize,
+    pool_scales: usize,
+    namespace_deleted: bool,
 }
 
 fn ms(n: u64) -> Duration {
@@ -66,6 +73,59 @@ async fn all_gone(world: &World, names: &[String], seed: u64) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+const POOL: &str = "pool";
+
+fn pools(world: &World) -> kube::Api<rentedhost_operator::api::RentedHostPool> {
+    kube::Api::namespaced(world.client.clone(), &world.ns)
+}
+
+/// Creates the run's pool with `replicas`, or scales it to them.
+async fn scale_pool(world: &World, replicas: u32, exists: bool) {
+    if exists {
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        pools(world)
+            .patch(POOL, &Default::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .unwrap();
+        return;
+    }
+    let pool = serde_json::from_value(serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHostPool",
+        "metadata": {"name": POOL},
+        "spec": {"replicas": replicas, "template": {"spec": demo_spec()}},
+    }))
+    .unwrap();
+    pools(world)
+        .create(&Default::default(), &pool)
+        .await
+        .unwrap();
+}
+
+/// The pool's children once there are `replicas` of them, each with a host (a minute at
+/// most).
+async fn pool_settled(world: &World, replicas: u32, seed: u64) -> Result<Vec<String>, String> {
+    let selector = format!("{}={POOL}", rentedhost_operator::api::POOL_LABEL);
+    let start = Instant::now();
+    loop {
+        let params = kube::api::ListParams::default().labels(&selector);
+        let kids = world.api().list(&params).await.unwrap().items;
+        let live: Vec<_> = kids
+            .iter()
+            .filter(|k| k.metadata.deletion_timestamp.is_none())
+            .collect();
+        if kids.len() == replicas as usize && live.iter().all(|k| host_id(k).is_some()) {
+            return Ok(kids.iter().map(kube::ResourceExt::name_any).collect());
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "seed {seed}: the pool has not settled at {replicas} after 60 s: {} children",
+            kids.len()
+        );
+        tokio::time::sleep(ms(200)).await;
+    }
 }
 
 async fn run_seed(seed: u64) -> Result<Summary, String> {
@@ -122,6 +182,9 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     let mut live: Vec<String> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
     let mut named: HashSet<String> = HashSet::new();
+    // Observe-only objects, and the preloaded host each shows (never to be released).
+    let mut observers: Vec<(String, String)> = Vec::new();
+    let mut pool: Option<u32> = None;
     for _ in 0..rng.random_range(8..16) {
         let pick = |rng: &mut StdRng, live: &[String]| {
             (!live.is_empty()).then(|| live[rng.random_range(0..live.len())].clone())
@@ -182,7 +245,41 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
                 world.start_controller();
                 summary.kills += 1;
             }
-            _ => {}
+            85..91 => {
+                let replicas = rng.random_range(0..4);
+                scale_pool(&world, replicas, pool.is_some()).await;
+                pool = Some(replicas);
+                summary.pool_scales += 1;
+            }
+            91..96 => {
+                let free: Vec<&String> =
+                    preloaded.iter().filter(|id| !named.contains(*id)).collect();
+                if !free.is_empty() {
+                    let id = free[rng.random_range(0..free.len())].clone();
+                    named.insert(id.clone());
+                    let name = format!("observer-{}", observers.len());
+                    let mut spec = demo_spec();
+                    spec["hostId"] = serde_json::json!(id);
+                    spec["managementPolicy"] = serde_json::json!("ObserveOnly");
+                    world.create(&name, spec).await;
+                    observers.push((name, id));
+                }
+            }
+            _ => {
+                // An id with a stray character, on a live object or a new one: refused.
+                let stray = ["ID.", "ID\u{200b}", "/ID", " ID"][rng.random_range(0..4)];
+                let id = preloaded
+                    .first()
+                    .map_or(stray.to_string(), |p| stray.replace("ID", p));
+                let patch = serde_json::json!({"spec": {"hostId": id}});
+                if let Some(name) = pick(&mut rng, &live) {
+                    ensure!(
+                        world.merge(&name, patch).await.is_err(),
+                        "seed {seed}: spec.hostId {id:?} accepted on {name}"
+                    );
+                    summary.refused_edits += 1;
+                }
+            }
         }
         tokio::time::sleep(ms(rng.random_range(0..300))).await;
     }
@@ -193,9 +290,24 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         created += 1;
     }
     summary.deleted = deleted.len();
+    summary.observers = observers.len();
     // Settle: deleted objects gone (their hosts released), live ones rented.
     all_gone(&world, &deleted, seed).await?;
     let mut owners: HashMap<String, String> = HashMap::new();
+    if let Some(replicas) = pool {
+        live.extend(pool_settled(&world, replicas, seed).await?);
+    }
+    for (name, id) in &observers {
+        let obj = world.get(name).await;
+        ensure!(
+            host_id(&obj).as_deref() == Some(id.as_str()),
+            "seed {seed}: observer {name} does not show {id}: {:?}",
+            obj.status
+        );
+        if let Some(other) = owners.insert(id.clone(), name.clone()) {
+            return Err(format!("seed {seed}: {name} and {other} share host {id}"));
+        }
+    }
     for name in &live {
         let start = Instant::now();
         let obj = loop {
@@ -237,16 +349,64 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     }
     summary.creates = world.sim.calls(Endpoint::CreateRent);
     // Delete everything: no host made by the run may remain.
-    for name in &live {
-        world.api().delete(name, &Default::default()).await.ok();
+    summary.namespace_deleted = !replicated && seed % 4 == 1;
+    if summary.namespace_deleted {
+        delete_namespace(&mut world, &mut rng, seed).await?;
+    } else {
+        if pool.is_some() {
+            pools(&world).delete(POOL, &Default::default()).await.ok();
+        }
+        let observed: Vec<String> = observers.iter().map(|(n, _)| n.clone()).collect();
+        for name in live.iter().chain(&observed) {
+            world.api().delete(name, &Default::default()).await.ok();
+        }
+        all_gone(&world, &live, seed).await?;
+        all_gone(&world, &observed, seed).await?;
     }
-    all_gone(&world, &live, seed).await?;
     let left = world.hosts_not_in(&before);
     ensure!(
         left.is_empty(),
         "seed {seed}: hosts of the run left after deleting everything: {left:?}"
     );
+    let hosts: HashSet<String> = world.sim.host_ids().into_iter().collect();
+    for (name, id) in &observers {
+        ensure!(
+            hosts.contains(id),
+            "seed {seed}: {id}, only observed by {name}, was released"
+        );
+    }
     Ok(summary)
+}
+
+/// The end of a run by `kubectl delete namespace`, with the controller down for a while as
+/// it begins: the namespace goes (every host released first, the credentials kept until
+/// then), within two minutes.
+async fn delete_namespace(world: &mut World, rng: &mut StdRng, seed: u64) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(world.client.clone());
+    let down = rng.random_bool(0.5);
+    if down {
+        world.kill_controller().await;
+    }
+    namespaces
+        .delete(&world.ns, &Default::default())
+        .await
+        .unwrap();
+    if down {
+        tokio::time::sleep(ms(rng.random_range(0..4000))).await;
+        world.start_controller();
+    }
+    let start = Instant::now();
+    while namespaces.get_opt(&world.ns).await.unwrap().is_some() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "seed {seed}: namespace {} still there after 120 s; hosts {:?}",
+            world.ns,
+            world.sim.host_ids()
+        );
+        tokio::time::sleep(ms(250)).await;
+    }
+    Ok(())
 }
 
 #[tokio::test]
@@ -267,18 +427,25 @@ async fn random_interleavings_never_rent_twice() {
         for run in futures::future::join_all(runs).await {
             match run {
                 Ok((seed, Ok(s))) => println!(
-                    "seed {seed}: ok: {} objects, {} deleted early, {} kills, {} edits refused, {} createRent calls, {}, watch lag {:?}",
+                    "seed {seed}: ok: {} objects, {} deleted early, {} kills, {} edits refused, {} observers, {} pool scales, {} createRent calls, {}, watch lag {:?}{}",
                     s.objects,
                     s.deleted,
                     s.kills,
                     s.refused_edits,
+                    s.observers,
+                    s.pool_scales,
                     s.creates,
                     if s.replicated {
                         "2 replicas"
                     } else {
                         "1 controller"
                     },
-                    s.watch_lag.unwrap_or_default()
+                    s.watch_lag.unwrap_or_default(),
+                    if s.namespace_deleted {
+                        ", ended by deleting the namespace"
+                    } else {
+                        ""
+                    }
                 ),
                 Ok((seed, Err(e))) => {
                     println!("seed {seed}: FAILED {e}");

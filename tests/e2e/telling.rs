@@ -91,6 +91,13 @@ async fn logs_and_events_tell_the_story_with_fields_and_no_debug_output_or_secre
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let lines = lines_of(&ns);
+    // Each field once a line (the host id used to be repeated once recorded).
+    let text = logs::text();
+    let repeated: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&ns) && l.matches("hostId=").count() > 1)
+        .collect();
+    assert!(repeated.is_empty(), "{repeated:#?}");
     let loud = |name: &str| {
         lines
             .iter()

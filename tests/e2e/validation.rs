@@ -196,3 +196,60 @@ async fn kubectl_get_shows_host_phase_and_ready_and_explain_documents_the_spec()
         "{period}"
     );
 }
+
+/// Issue 22, finding 2: `ID.`, `ID` + a zero-width space and `/ID` used to be accepted and
+/// sent as `ID` (the client dropped what a path cannot carry), taking over the object that
+/// owns host `ID`. The API server now refuses every id outside the provider's alphabet.
+#[tokio::test]
+async fn ids_with_a_stray_character_are_refused_naming_the_field() {
+    let plane = install_crd();
+    let client = plane.client().await;
+    let ns = crate::support::test_namespace(&client, "stray-id").await;
+    let message = "may hold only letters, digits, '-' and '_'";
+    for (name, id) in [
+        ("dot", "ID."),
+        ("zero-width", "ID\u{200b}"),
+        ("slash", "/ID"),
+        ("space", " ID"),
+        ("fullwidth", "\u{ff29}D"),
+    ] {
+        refused(
+            &ns,
+            name,
+            &format!("{VALID}  hostId: \"{id}\"\n"),
+            &["spec.hostId", message],
+        );
+    }
+    refused(
+        &ns,
+        "package-dot",
+        &VALID.replace("teTapaSUFq", "teTapaSUFq."),
+        &["spec.packageId", message],
+    );
+    refused(
+        &ns,
+        "image-slash",
+        &VALID.replace("\"507\"", "\"507/\""),
+        &["spec.imageId", message],
+    );
+    let listed = run_ok(plane.kubectl().args(["get", "rh", "-n", &ns, "-o", "name"]));
+    assert!(listed.trim().is_empty(), "nothing was stored: {listed}");
+    accepted(&ns, "plain", &format!("{VALID}  hostId: dyMF-QQg_HIW9\n"));
+}
+
+/// Applying the CRDs prints no warning (a schema format the API server does not know, such
+/// as schemars' `uint32`, used to make it warn).
+#[tokio::test]
+async fn the_crds_apply_without_warnings() {
+    let plane = install_crd();
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let out = plane
+        .kubectl()
+        .args(["apply", "--server-side", "--dry-run=server", "-f"])
+        .arg(&crds)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("Warning"), "{stderr}");
+}

@@ -23,7 +23,7 @@ mod properties;
 mod release;
 mod status;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use controls::*;
 pub use create::*;

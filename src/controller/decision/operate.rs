@@ -108,6 +108,20 @@ pub fn reboot_due(obj: &RentedHost) -> Option<String> {
     super::controls::new_request(obj, REBOOT_ANNOTATION, handled)
 }
 
+/// A reboot asked of a host the spec wants stopped (asked while paused, say): dropped, not
+/// sent (the provider would refuse it with 7004), with a note.
+pub fn reboot_dropped(mut t: Transition, value: &str) -> Transition {
+    t.status.last_reboot_request = Some(value.to_string());
+    t.note = Some(Note {
+        warning: true,
+        reason: "RebootDropped",
+        message: format!(
+            "the reboot requested at {value} was dropped: spec.powerState is Stopped (set it to Running, then ask again)"
+        ),
+    });
+    t
+}
+
 /// The answer of `reboot` for request `value`, folded into the observation.
 pub fn after_reboot(obj: &RentedHost, op: Operated<'_>, value: &str, now: Timestamp) -> Transition {
     let (mut t, answer, id) = op.into_parts();

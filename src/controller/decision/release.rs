@@ -12,6 +12,10 @@ pub enum Release {
     Released,
     /// The host is still there.
     Failed(Option<ProviderError>),
+    /// The host is not in `account`, but the object never recorded an account (an older
+    /// operator rented it): the host may bill on another account, so its absence here
+    /// proves nothing.
+    Unproven { account: String },
 }
 
 /// What deletion does with the host of an object, given its policy (`default` when the
@@ -54,6 +58,30 @@ pub fn after_release(
                 message: format!("host {id} released"),
             }),
         ),
+        Release::Unproven { account } => {
+            let mut status = base(obj);
+            let e = local_error(
+                Reason::HostNotFound,
+                format!(
+                    "host {id} is not in provider account {account}, and this object never recorded the account that rented it (an older operator did): the host may still bill there, so it is not taken as released. Point the credentials at the account that rented it to release it, or set spec.deletionPolicy: Orphan to let the object go"
+                ),
+            );
+            let msg = error_message(&e);
+            let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+            status.last_error = Some(e);
+            status.phase = Some(Phase::Deleting);
+            let r = Reason::HostNotFound.as_str();
+            conditions_of(&mut status, obj, now).synced(false, r, &msg);
+            conditions_of(&mut status, obj, now).ready(false, r, &msg);
+            (
+                Some(Transition {
+                    status,
+                    note: None,
+                    requeue: Requeue::Retry(Reason::HostNotFound),
+                }),
+                note,
+            )
+        }
         Release::Failed(error) => {
             let mut status = base(obj);
             let e = match error {
@@ -131,5 +159,12 @@ mod tests {
         assert!(t.is_none());
         assert_eq!(note.unwrap().reason, "Orphaned");
         assert_eq!(release_needed(&obj(None), delete), None);
+        let unproven = Release::Unproven {
+            account: "acct-2".into(),
+        };
+        let (t, note) = after_release(&with_host("h1", None), &unproven, t0());
+        let t = t.expect("an absence in an account never seen proves nothing");
+        assert_eq!(cond(&t.status, ConditionType::Synced).1, "HostNotFound");
+        assert!(note.unwrap().message.contains("acct-2"));
     }
 }

@@ -6,6 +6,8 @@ use super::*;
 pub(super) async fn create(
     obj: RentedHost,
     provider: &ProviderClient,
+    secret: Option<credentials::SecretRef>,
+    finalized_before: Instant,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
     // A new `retry-requested-at` value goes through whatever the backoff says (once: the
@@ -17,6 +19,23 @@ pub(super) async fn create(
         && decision::retry_requested(&obj).is_none()
     {
         return Ok(Outcome::Done(Action::requeue(left)));
+    }
+    // The credentials stay while this create may need them: protected, and not being
+    // deleted, by a read that began after the object's finalizer was written.
+    if let Some(secret) = &secret {
+        use credentials_in_use::Standing;
+        let standing = ctx
+            .guard
+            .read(&ctx.client, secret, finalized_before)
+            .await?;
+        if standing != Standing::Protected {
+            let problem = format!(
+                "credentials Secret {}/{} is being deleted: no new host is rented with it",
+                secret.namespace, secret.name
+            );
+            let t = decision::credentials_missing(&obj, &problem, now());
+            return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done);
+        }
     }
     // No resolution of this account runs while the call is in flight: its host would look
     // unclaimed until the answer is written.

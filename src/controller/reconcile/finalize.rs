@@ -54,7 +54,7 @@ pub(super) async fn finalize(
         return Err(Error::NotLeading);
     }
     let release = match (decision::release_needed(&obj, default), provider) {
-        (Some(id), Some(provider)) => release(provider, ctx, &id).await,
+        (Some(id), Some(provider)) => release(provider, ctx, &obj, &id).await,
         _ => Release::NotNeeded,
     };
     let (transition, note) = decision::after_release(&obj, &release, now());
@@ -67,13 +67,24 @@ pub(super) async fn finalize(
             remove_finalizer(ctx, obj.clone(), default).await?;
             ctx.poller.forget(&obj);
             ctx.forget_object(&obj);
+            ctx.wake_claimants_of(&obj);
+            if let Some(secret) =
+                credentials::secret_ref(&obj, ctx.config.default_credentials.as_ref())
+            {
+                ctx.guard.released(&secret);
+            }
             ctx.reset_attempts(&obj);
             Ok(Action::await_change())
         }
     }
 }
 
-pub(super) async fn release(provider: &ProviderClient, ctx: &Context, id: &str) -> Release {
+pub(super) async fn release(
+    provider: &ProviderClient,
+    ctx: &Context,
+    obj: &RentedHost,
+    id: &str,
+) -> Release {
     // Releases shift the listing's pages: neither a resolution nor another release's proof
     // of absence reads it meanwhile.
     let gate = ctx.hosts.create_gate(provider);
@@ -85,8 +96,12 @@ pub(super) async fn release(provider: &ProviderClient, ctx: &Context, id: &str) 
     };
     // "Not deleted" may mean "not there": only `one/{id}` denying the host and a complete
     // listing lacking it, together, prove it gone (a listing alone never does).
+    let seen_in_account = obj.status.as_ref().is_some_and(|s| s.account.is_some());
     match lookup(provider, ctx, id, Duration::ZERO).await {
-        Ok(None) => Release::Released,
+        Ok(None) if seen_in_account => Release::Released,
+        Ok(None) => Release::Unproven {
+            account: provider.account().to_string(),
+        },
         Ok(Some(_)) => Release::Failed(error),
         Err(e) => Release::Failed(Some(error.unwrap_or(e))),
     }

@@ -4,13 +4,13 @@
 use super::decision::{self, Release, Requeue, Step, Transition};
 use super::reason::Reason;
 use super::resolution::{self, PendingCreate, Resolution, Window};
-use super::{Context, Error, credentials, journal, object_key, writes};
+use super::{Context, Error, credentials, credentials_in_use, journal, object_key, writes};
 use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost, RentedHostStatus};
 use crate::provider::{CreateRent, ProviderClient, ProviderError};
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +49,8 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
     async move {
         // From the cache at first; then each write's answer, or a quorum read.
         let mut obj = Read::Cached((*obj).clone());
+        // An instant after the object's finalizer was written (see `credentials_in_use`).
+        let mut finalized_before = Instant::now();
         // Adding the finalizer changes the object, a quorum read may show a newer one than
         // the cache, and a rented host is observed at once: plan again on the result (a few
         // times at most).
@@ -56,11 +58,12 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
             match decision::plan(obj.object()) {
                 Step::AddFinalizer => {
                     let written = writes::add_finalizer(&ctx.client, obj.object()).await?;
+                    finalized_before = Instant::now();
                     obj = Read::Current(written);
                 }
                 Step::WaitForSpecChange | Step::Finalized => return Ok(Action::await_change()),
                 Step::Paused => return pause(&ctx, obj.object()).await,
-                step => match perform(step, obj, &ctx).await? {
+                step => match perform(step, obj, finalized_before, &ctx).await? {
                     Outcome::Done(action) => return Ok(action),
                     Outcome::Replan(current) => obj = Read::Current(*current),
                 },
@@ -264,7 +267,12 @@ async fn still(
     }
 }
 
-async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error> {
+async fn perform(
+    step: Step,
+    read: Read,
+    finalized_before: Instant,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
     let (obj, current) = match read {
         Read::Cached(obj) => (obj, false),
         Read::Current(obj) => (obj, true),
@@ -299,12 +307,21 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
             .await
             .map(Outcome::Done);
     }
+    // Whatever may spend or must release through the credentials keeps them (a create
+    // checks its own Secret, by a fresher read, in `create`).
+    let secret = credentials::secret_ref(&obj, ctx.config.default_credentials.as_ref());
+    if let Some(secret) = &secret
+        && step != Step::Create
+        && credentials_in_use::needs_credentials(&obj, ctx.config.default_deletion_policy)
+    {
+        ctx.guard.protect(&ctx.client, secret).await?;
+    }
     let unpriced = obj.status.as_ref().is_none_or(|s| s.price.is_none());
     if matches!(step, Step::Create) || (unpriced && matches!(step, Step::Observe(_))) {
         ctx.prices.refresh(&provider).await;
     }
     let action = match step {
-        Step::Create => return create(obj, &provider, ctx).await,
+        Step::Create => return create(obj, &provider, secret, finalized_before, ctx).await,
         Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
         Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await?,
         Step::Adopt(id) => adopt(obj, &id, &provider, ctx).await?,
@@ -359,8 +376,17 @@ async fn write_protocol(
     }
     let mut status = status.clone();
     let owned = status.host_id.is_some() || status.create_pending.is_some();
-    // An account once recorded stays (`wrong_account` refuses credentials of another).
-    let recorded = obj.status.as_ref().and_then(|s| s.account.clone());
-    status.account = owned.then(|| recorded.unwrap_or_else(|| account.to_string()));
+    // An account once recorded stays (`wrong_account` refuses credentials of another). A
+    // host an older operator rented without recording one gets it only once it is seen
+    // there (`observe_and_operate`): today's credentials may name another account.
+    let before = obj.status.as_ref();
+    let recorded = before.and_then(|s| s.account.clone());
+    let unseen = before.is_some_and(|s| s.host_id.is_some()) && recorded.is_none();
+    status.account = match (owned, recorded) {
+        (false, _) => None,
+        (true, Some(recorded)) => Some(recorded),
+        (true, None) if unseen => status.account.clone(),
+        (true, None) => Some(account.to_string()),
+    };
     writes::write_protocol(&ctx.client, obj, &status).await
 }

@@ -54,17 +54,6 @@ pub(super) async fn observe_and_operate(
     ctx: &Context,
 ) -> Result<Action, Error> {
     ctx.poller.register(provider, &obj);
-    let obj = match obj.status.as_ref().is_some_and(|s| s.account.is_none()) {
-        // Rented before the account was recorded: record it, on a quorum read.
-        true => match fresh_opt(ctx, &obj).await? {
-            Some(current) if decision::plan(&current) == Step::Observe(id.to_string()) => {
-                let status = current.status.clone().unwrap_or_default();
-                write_protocol(ctx, &current, &status, provider.account()).await?
-            }
-            _ => return Ok(Action::requeue(Duration::from_secs(1))),
-        },
-        false => obj,
-    };
     // The poller keeps the account's listing fresh: a reconcile reads it, and fetches only
     // when there is none recent (concurrent reconciles share that one fetch).
     let not_before = Instant::now().checked_sub(ctx.config.poll_interval * 2);
@@ -115,6 +104,20 @@ pub(super) async fn observe_and_operate(
             }
         };
     }
+    let unrecorded = obj.status.as_ref().is_some_and(|s| s.account.is_none());
+    let obj = match (&host, unrecorded) {
+        // Rented before the account was recorded, and now seen in this one: record it,
+        // on a quorum read. Until then a missing host is HostNotFound, never released.
+        (Some(_), true) => match fresh_opt(ctx, &obj).await? {
+            Some(current) if decision::plan(&current) == Step::Observe(id.to_string()) => {
+                let mut status = current.status.clone().unwrap_or_default();
+                status.account = Some(provider.account().to_string());
+                write_protocol(ctx, &current, &status, provider.account()).await?
+            }
+            _ => return Ok(Action::requeue(Duration::from_secs(1))),
+        },
+        _ => obj,
+    };
     let mut t = decision::after_observe(&obj, id, host.as_ref(), now());
     if let Some(host) = &host {
         let data = decision::connection_data(host);
@@ -143,14 +146,34 @@ pub(super) async fn observe_and_operate(
             };
             t = decision::after_power(&obj, op, start, now());
         } else if let Some(value) = decision::reboot_due(&obj) {
+            // Recorded before it is sent, guarded by the version this decision saw: a
+            // reconcile on a cache that lags the record conflicts instead of rebooting again.
+            let mut record = obj.status.clone().unwrap_or_default();
+            record.last_reboot_request = Some(value.clone());
+            let recorded = write_protocol(ctx, &obj, &record, provider.account()).await?;
+            ctx.reboot_record_shared(&recorded);
+            if obj.spec.power_state == crate::api::PowerState::Stopped {
+                let t = decision::reboot_dropped(t, &value);
+                return finish(ctx, &recorded, t, "Observe").await;
+            }
             let answer = provider.reboot(id).await;
             ctx.hosts.invalidate(provider);
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
             };
-            t = decision::after_reboot(&obj, op, &value, now());
+            t = decision::after_reboot(&recorded, op, &value, now());
+            if t.status.last_reboot_request.as_deref() != Some(value.as_str()) {
+                // To be tried again: the record goes, guarded as it came.
+                let undone = write_protocol(ctx, &recorded, &t.status, provider.account()).await?;
+                return finish(ctx, &undone, t, "Observe").await;
+            }
+            return finish(ctx, &recorded, t, "Observe").await;
         }
+    }
+    if ctx.needs_reboot_record_shared(&obj) {
+        writes::share_reboot_record(&ctx.client, &obj).await?;
+        ctx.reboot_record_shared(&obj);
     }
     finish(ctx, &obj, t, "Observe").await
 }

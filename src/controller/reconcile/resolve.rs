@@ -13,34 +13,75 @@ pub(super) fn claimants(
     let key = object_key(me);
     let mut owners: HashMap<String, String> = ctx.claims_of_others(me).into_iter().collect();
     for o in all.iter().filter(|o| object_key(o) != key) {
-        let ids = [
-            o.status.as_ref().and_then(|s| s.host_id.clone()),
-            o.spec.host_id.clone(),
-        ];
-        for id in ids.into_iter().flatten().filter(|id| !id.trim().is_empty()) {
+        for id in claimed_ids(o) {
             owners.insert(id, object_key(o));
         }
     }
     owners
 }
 
-pub(super) fn pending_create(obj: &RentedHost) -> Option<PendingCreate> {
-    let pending = obj.status.as_ref()?.create_pending.as_ref()?;
-    let parse = |s: &str| s.parse::<Timestamp>().ok();
-    // Without a readable time, every host since the object's creation is a candidate.
-    let since = parse(&pending.since)
-        .or_else(|| obj.meta().creation_timestamp.as_ref().map(|t| t.0))
-        .unwrap_or(Timestamp::UNIX_EPOCH);
-    Some(PendingCreate {
-        key: object_key(obj),
-        since,
-        call_ended: pending.call_ended.as_deref().and_then(parse),
-        deadline: pending.deadline.as_deref().and_then(parse),
-        request: pending
-            .request
-            .clone()
-            .unwrap_or_else(|| crate::api::CreateRequest::of(&obj.spec)),
-    })
+/// The object that holds host `id` against `me`'s `spec.hostId`: one that has it (its
+/// status, or this process learned it for it), or one that asks for it too and came
+/// first (older, then by name), so that of two objects naming one host exactly one wins.
+fn holder(ctx: &Context, all: &[RentedHost], me: &RentedHost, id: &str) -> Option<String> {
+    let learned = ctx.claims_of_others(me).into_iter();
+    if let Some((_, owner)) = learned.into_iter().find(|(claimed, _)| claimed == id) {
+        return Some(owner);
+    }
+    let key = object_key(me);
+    let first = |o: &RentedHost| {
+        let at = |o: &RentedHost| o.metadata.creation_timestamp.clone().map(|t| t.0);
+        (at(o), object_key(o)) < (at(me), key.clone())
+    };
+    all.iter()
+        .filter(|o| object_key(o) != key)
+        .find(|o| {
+            let has = o.status.as_ref().and_then(|s| s.host_id.as_deref()) == Some(id);
+            let asks = o.spec.host_id.as_deref() == Some(id);
+            has || (asks && first(o))
+        })
+        .map(object_key)
+}
+
+/// The host ids an object claims: its status's and its spec's.
+fn claimed_ids(obj: &RentedHost) -> impl Iterator<Item = String> {
+    let ids = [
+        obj.status.as_ref().and_then(|s| s.host_id.clone()),
+        obj.spec.host_id.clone(),
+    ];
+    ids.into_iter().flatten().filter(|id| !id.trim().is_empty())
+}
+
+/// The claims a pending create must leave out: hosts some object manages (`claimed`), and
+/// hosts only observe-only objects claim (`observed`, which a person places).
+fn claims_for_resolution(
+    ctx: &Context,
+    all: &[RentedHost],
+    me: &RentedHost,
+) -> (HashSet<String>, HashSet<String>) {
+    let observers: HashSet<String> = all
+        .iter()
+        .filter(|o| o.spec.observe_only())
+        .map(object_key)
+        .collect();
+    let mut claimed = HashSet::new();
+    let mut observed = HashSet::new();
+    for (id, owner) in claimants(ctx, all, me) {
+        match observers.contains(&owner) {
+            true => observed.insert(id),
+            false => claimed.insert(id),
+        };
+    }
+    // A host one object manages and another observes is managed.
+    let key = object_key(me);
+    for o in all
+        .iter()
+        .filter(|o| !o.spec.observe_only() && object_key(o) != key)
+    {
+        claimed.extend(claimed_ids(o));
+    }
+    observed.retain(|id| !claimed.contains(id));
+    (claimed, observed)
 }
 
 /// Resolves the pending create of `obj` (a quorum read) and writes the result, guarded,
@@ -50,7 +91,7 @@ pub(super) async fn resolve_and_write(
     provider: &ProviderClient,
     ctx: &Context,
 ) -> Result<Result<(RentedHost, Transition), ProviderError>, Error> {
-    let Some(me) = pending_create(obj) else {
+    let Some(me) = PendingCreate::of(obj) else {
         // Callers come here only for a pending create: plan again on what changed.
         return Err(Error::Conflict);
     };
@@ -83,11 +124,13 @@ pub(super) async fn resolve_and_write(
         // Planned again, the object reports the credentials' account.
         return Err(Error::Conflict);
     }
-    let me = pending_create(&obj).unwrap_or(me);
-    let claimed: HashSet<String> = claimants(ctx, &all, &obj).into_keys().collect();
+    let me = PendingCreate::of(&obj).unwrap_or(me);
+    let (claimed, observed) = claims_for_resolution(ctx, &all, &obj);
     let mut others = Vec::new();
     for o in all.iter().filter(|o| object_key(o) != me.key) {
-        let Some(p) = pending_create(o) else { continue };
+        let Some(p) = PendingCreate::of(o) else {
+            continue;
+        };
         if same_account(ctx, o, provider).await {
             let catalogued = match ctx.hosts.expected(provider, &p.request).await {
                 Ok(x) => x,
@@ -116,8 +159,10 @@ pub(super) async fn resolve_and_write(
                     others: &others,
                     hosts,
                     claimed: &claimed,
+                    observed: &observed,
                     window,
                     now: now(),
+                    pairing: ctx.config.sees_every_claim(),
                 };
                 resolution::resolve(&me, expected.as_ref(), account)
             }
@@ -141,6 +186,11 @@ pub(super) async fn resolve_and_write(
     let paired = t.status.host_id.clone().filter(|_| answered.is_none());
     if let Some(id) = &paired {
         ctx.claim(&obj, id);
+    }
+    // The span began without a host id (a pending create has none): it has one now. Once,
+    // since a field recorded twice is logged twice.
+    if let Some(id) = &t.status.host_id {
+        tracing::Span::current().record("hostId", id.as_str());
     }
     match write_protocol(ctx, &obj, &t.status, provider.account()).await {
         Ok(written) => Ok(Ok((written, t))),
@@ -212,7 +262,7 @@ pub(super) async fn adopt(
     let gate = ctx.hosts.create_gate(provider);
     let _exclusive = gate.write().await;
     let all = quorum_list(ctx).await?;
-    let other = claimants(ctx, &all, &obj).remove(id);
+    let other = holder(ctx, &all, &obj, id);
     let host = match other {
         Some(_) => None,
         None => match lookup(provider, ctx, id, Duration::ZERO).await {

@@ -116,3 +116,75 @@ where
         })
     }
 }
+
+/// Requests of one method to paths containing a text, held back while armed until opened:
+/// a decision caught between its read and its writes.
+#[derive(Default)]
+pub struct Hold {
+    armed: std::sync::atomic::AtomicBool,
+    held: std::sync::atomic::AtomicUsize,
+    opened: tokio::sync::Notify,
+}
+
+impl Hold {
+    /// From now on, matching requests wait for [`Hold::open`].
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Requests held so far.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every held request go on, and holds no more.
+    pub fn open(&self) {
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+}
+
+/// The service of a [`Hold`]: the inner service is shared (kube's is not `Clone`), so that a
+/// held request is sent, ready, only once the hold opens.
+pub struct Holding<S> {
+    pub inner: std::sync::Arc<tokio::sync::Mutex<S>>,
+    pub method: http::Method,
+    pub path: &'static str,
+    pub hold: std::sync::Arc<Hold>,
+}
+
+impl<S> tower::Service<Request<kube::client::Body>> for Holding<S>
+where
+    S: tower::Service<Request<kube::client::Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tower::ServiceExt;
+        let matches = *request.method() == self.method && request.uri().path().contains(self.path);
+        let (hold, inner) = (self.hold.clone(), self.inner.clone());
+        Box::pin(async move {
+            if matches && hold.armed.load(SeqCst) {
+                let opened = hold.opened.notified();
+                hold.held.fetch_add(1, SeqCst);
+                if hold.armed.load(SeqCst) {
+                    opened.await;
+                }
+            }
+            let answer = {
+                let mut service = inner.lock().await;
+                service.ready().await?.call(request)
+            };
+            answer.await
+        })
+    }
+}

@@ -262,13 +262,14 @@ impl ControlPlane {
         plane
     }
 
-    /// Starts kube-controller-manager with only its garbage collector (owner references).
+    /// Starts kube-controller-manager with its garbage collector (owner references) and
+    /// namespace controller (deleting a namespace deletes what is in it).
     /// Start it once the CRDs are in: it discovers resource types only every 30 s.
     pub fn start_garbage_collector(&self) {
         let mut controller_manager = Command::new(self.assets.join("kube-controller-manager"));
         controller_manager.args([
             &format!("--kubeconfig={}", self.kubeconfig.display()),
-            "--controllers=garbagecollector",
+            "--controllers=garbagecollector,namespace",
             "--leader-elect=false",
             "--secure-port=0",
             "--v=1",
@@ -432,6 +433,28 @@ impl ControlPlane {
                     inner,
                     path,
                     stalled: stalled.clone(),
+                }
+            }))
+            .build()
+    }
+
+    /// An admin client whose `method` requests to paths containing `path` wait, while
+    /// `hold` is armed, until it opens (see `client_faults::Holding`).
+    pub async fn client_holding(
+        &self,
+        method: http::Method,
+        path: &'static str,
+        hold: std::sync::Arc<super::client_faults::Hold>,
+    ) -> kube::Client {
+        let config = self.admin_config().await;
+        kube::client::ClientBuilder::try_from(config)
+            .unwrap()
+            .with_layer(&tower::layer::layer_fn(|inner| {
+                super::client_faults::Holding {
+                    inner: std::sync::Arc::new(tokio::sync::Mutex::new(inner)),
+                    method: method.clone(),
+                    path,
+                    hold: hold.clone(),
                 }
             }))
             .build()

@@ -42,6 +42,8 @@ pub fn test_config(sim_url: &str, ns: &str) -> Config {
         },
         default_credentials: Some(SecretRef::new(ns, CREDENTIALS)),
         namespace: Some(ns.to_string()),
+        // Each world's simulator account is its own: every claim on it is in sight.
+        shared_account: Some(false),
         poll_interval: Duration::from_secs(2),
         fast_poll_interval: Duration::from_millis(300),
         create_grace: Duration::from_secs(3),
@@ -116,6 +118,23 @@ impl World {
     pub async fn lag_watches(&mut self, lag: Duration) {
         let plane = install_crd();
         self.controller_client = Some(plane.client_with_watch_lag(lag).await);
+    }
+
+    /// Restarts the controller with a client whose `method` requests to paths containing
+    /// `path` wait while the returned hold is armed.
+    pub async fn restart_holding(
+        &mut self,
+        method: http::Method,
+        path: &'static str,
+    ) -> Arc<super::client_faults::Hold> {
+        let hold = Arc::new(super::client_faults::Hold::default());
+        self.kill_controller().await;
+        let client = install_crd()
+            .client_holding(method, path, hold.clone())
+            .await;
+        self.controller_client = Some(client);
+        self.start_controller();
+        hold
     }
 
     /// Starts the controller with its own client (another identity, say).

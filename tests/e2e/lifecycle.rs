@@ -1,0 +1,318 @@
+//! Money safety through what a cluster lives through (issue 22): observe-only objects next
+//! to lost creates, installs that share an account, answers of any size, objects an older
+//! operator left, and two objects naming one host.
+
+use crate::create::kill_during_create;
+use crate::support::operator::{CREDENTIALS, World, demo_spec, host_id, is};
+use kube::api::{Patch, PatchParams};
+use rentedhost_operator::api::FINALIZER;
+use rentedhost_operator::provider::Endpoint;
+use rentedhost_operator::simulator::{Account, Fault, catalogue::DEMO_ACCOUNT};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const MIB: usize = 1024 * 1024;
+
+/// A host rented on the demo account now, by someone other than the operator.
+fn rented_by_hand(world: &World) -> String {
+    let body = serde_json::json!({"packageId": "teTapaSUFq", "imageId": "507", "periodNumber": 5, "periodType": 3});
+    let answer = world.sim.state().create_rent(DEMO_ACCOUNT.0, &body);
+    assert_eq!(answer.code, 0);
+    answer.data.as_str().unwrap().to_string()
+}
+
+fn with(spec: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = spec;
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+fn message(obj: &rentedhost_operator::api::RentedHost, condition: &str) -> String {
+    let status = obj.status.as_ref().unwrap();
+    let c = status.conditions.iter().find(|c| c.type_ == condition);
+    c.unwrap().message.clone()
+}
+
+/// Finding 3: an observe-only object naming the host a lost create made used to hide it
+/// (claimed), so its creator rented again after the grace period and the first host
+/// belonged to an object that never releases it. Now a person decides.
+#[tokio::test]
+async fn an_observe_only_object_never_hides_the_host_of_a_lost_create() {
+    let mut world = World::start("observed-lost", |_| {}).await;
+    kill_during_create(&mut world, "rh").await;
+    // The provider commits the host; its answer has nobody to go to.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let hosts = world.sim.host_ids();
+    assert_eq!(hosts.len(), 1);
+    let id = hosts[0].clone();
+    let observe = serde_json::json!({"hostId": id, "managementPolicy": "ObserveOnly"});
+    world.create("watcher", with(demo_spec(), observe)).await;
+    world.start_controller();
+    let obj = world
+        .wait_condition("rh", "Ready", "False", "CreateOutcomeUnknown")
+        .await;
+    assert!(message(&obj, "Ready").contains(&id), "names the host");
+    // Past the grace period: still one create, one host.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+    assert_eq!(world.sim.host_ids(), vec![id.clone()]);
+    assert!(host_id(&world.get("rh").await).is_none());
+    world
+        .wait_condition("watcher", "Ready", "True", "Running")
+        .await;
+}
+
+/// Finding 7: an install that cannot see every claim on its account (here: namespaced, the
+/// default) paired a lost answer with a host someone else rented in its window. Now only
+/// the answer, a listing with no host at all in the window, or a person resolves it.
+#[tokio::test]
+async fn an_install_sharing_its_account_never_pairs_someone_elses_host() {
+    // Namespaced, and nothing said about the account: another install may rent on it.
+    let world = World::start("shared-account", |c| c.shared_account = None).await;
+    // Our create makes nothing and its answer is garbage; the listings fail for a while,
+    // and meanwhile someone else rents the same package on the account.
+    world.sim.inject(Endpoint::CreateRent, [Fault::NonJson]);
+    world
+        .sim
+        .inject(Endpoint::MyPage, std::iter::repeat_n(Fault::ServerError, 4));
+    world.create("rh", demo_spec()).await;
+    world
+        .wait_condition("rh", "Ready", "False", "AwaitingCreateOutcome")
+        .await;
+    let theirs = rented_by_hand(&world);
+    let obj = world
+        .wait_condition("rh", "Ready", "False", "CreateOutcomeUnknown")
+        .await;
+    assert!(message(&obj, "Ready").contains(&theirs), "names the host");
+    assert!(host_id(&obj).is_none(), "someone else's host is not taken");
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+    // The person says nothing was rented: one new create, a host of our own.
+    let since = obj.status.unwrap().create_pending.unwrap().since;
+    world
+        .annotate("rh", "xuandashi.dev/create-not-rented", &since)
+        .await;
+    let obj = world.wait_rented("rh", LIMIT).await;
+    assert_ne!(host_id(&obj).as_deref(), Some(theirs.as_str()));
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
+    assert_eq!(world.sim.host_ids().len(), 2, "theirs is left alone");
+    // Once no create of ours can explain it, someone else's host is counted.
+    let start = std::time::Instant::now();
+    while !world
+        .metrics
+        .render()
+        .contains("rentedhost_foreign_hosts 1")
+    {
+        assert!(
+            start.elapsed() < LIMIT,
+            "someone else's host is not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Finding 8: a createRent answered by a huge body, and listings of 64 MiB: provider
+/// garbage (an unknown outcome), read no further, and the host is found without a second
+/// create.
+#[tokio::test]
+async fn a_huge_answer_is_garbage_and_a_create_answered_so_is_resolved_once() {
+    let world = World::start("huge-answer", |_| {}).await;
+    world
+        .sim
+        .inject(Endpoint::CreateRent, [Fault::HugeBody(64 * MIB)]);
+    world.sim.inject(
+        Endpoint::MyPage,
+        std::iter::repeat_n(Fault::HugeBody(64 * MIB), 2),
+    );
+    world.create("rh", demo_spec()).await;
+    let obj = world.wait_rented("rh", LIMIT).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+    world.wait_events("rh", "AdoptedHost", 1).await;
+}
+
+/// Finding 5: an object an older operator left (`status.hostId`, no `status.account`) took
+/// the account of whatever credentials it met first; after a switch of credentials, its
+/// deletion "proved" the host gone in the wrong account and dropped the finalizer while
+/// the host billed on. The account is now recorded only once the host is seen in it.
+#[tokio::test]
+async fn a_host_an_older_operator_rented_is_never_released_by_its_absence_elsewhere() {
+    let mut world = World::start("legacy-account", |_| {}).await;
+    world.kill_controller().await;
+    let id = rented_by_hand(&world);
+    world.sim.add_account(
+        "other-account",
+        Account {
+            secret: "other-secret".into(),
+            balance: 1_000_000.0,
+            real_name_verified: true,
+            wallet_error: false,
+        },
+    );
+    world
+        .put_secret(CREDENTIALS, "other-account", "other-secret")
+        .await;
+    // The object as an older operator left it.
+    world.create("legacy", demo_spec()).await;
+    let finalizer = serde_json::json!({"metadata": {"finalizers": [FINALIZER]}});
+    world.merge("legacy", finalizer).await.unwrap();
+    let status = serde_json::json!({"status": {"hostId": id, "phase": "Running"}});
+    world
+        .api()
+        .patch_status("legacy", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    world.start_controller();
+    let obj = world
+        .wait_condition("legacy", "Ready", "False", "HostNotFound")
+        .await;
+    assert_eq!(
+        obj.status.unwrap().account,
+        None,
+        "no account is recorded where the host was never seen"
+    );
+    world.delete("legacy").await;
+    let obj = world
+        .wait_condition("legacy", "Synced", "False", "HostNotFound")
+        .await;
+    assert!(message(&obj, "Synced").contains("other-account"), "{obj:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(world.api().get_opt("legacy").await.unwrap().is_some());
+    assert!(world.sim.host_ids().contains(&id), "the host still bills");
+    // Back on the account that rented it: released, and then the object goes.
+    world
+        .put_secret(CREDENTIALS, DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    world.wait_gone("legacy", LIMIT).await;
+    assert!(world.sim.host_ids().is_empty(), "released");
+}
+
+/// Finding 9: two objects applied together naming one host nobody held refused each other
+/// forever. The older (then by name) gets it; the other gets it once the first lets go.
+#[tokio::test]
+async fn of_two_objects_naming_one_host_the_first_gets_it_and_the_other_after_it() {
+    let world = World::start("one-host-two-names", |_| {}).await;
+    let id = rented_by_hand(&world);
+    let first = with(
+        demo_spec(),
+        serde_json::json!({"hostId": id, "deletionPolicy": "Orphan"}),
+    );
+    let (a, b) = tokio::join!(
+        world.create("first", first),
+        world.create(
+            "second",
+            with(demo_spec(), serde_json::json!({"hostId": id}))
+        )
+    );
+    let (a_at, b_at) = (a.metadata.creation_timestamp, b.metadata.creation_timestamp);
+    assert!(a_at <= b_at);
+    world
+        .wait_condition("first", "Ready", "True", "Running")
+        .await;
+    let refused = world
+        .wait_condition("second", "Ready", "False", "HostClaimed")
+        .await;
+    assert!(message(&refused, "Ready").contains("first"));
+    // The first lets the host go (Orphan): the second is woken and takes it.
+    world.delete("first").await;
+    world.wait_gone("first", LIMIT).await;
+    let obj = world
+        .wait_for("second", Duration::from_secs(10), "ready", |o| {
+            is(o, "Ready", "True", "Running")
+        })
+        .await;
+    assert_eq!(host_id(&obj), Some(id.clone()));
+    assert_eq!(world.sim.host_ids(), vec![id]);
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 0);
+}
+
+/// Finding 1: `kubectl delete namespace` with the operator down removed the credentials
+/// Secrets while objects still needed them to release their hosts (and to settle a pending
+/// create): the namespace stayed Terminating and the hosts billed on. The Secrets now carry
+/// `xuandashi.dev/credentials-in-use` until no object needs them.
+#[tokio::test]
+async fn deleting_a_namespace_releases_every_host_before_its_credentials_go() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let mut world = World::start("ns-delete", |_| {}).await;
+    world
+        .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    let own = serde_json::json!({"credentialsSecretRef": {"name": "own-creds"}});
+    for name in ["a", "b", "c"] {
+        world.create(name, with(demo_spec(), own.clone())).await;
+    }
+    world.create("d", demo_spec()).await;
+    for name in ["a", "b", "c", "d"] {
+        world.wait_condition(name, "Ready", "True", "Running").await;
+    }
+    // A create whose host the provider commits while the operator is down.
+    world.sim.inject(
+        Endpoint::CreateRent,
+        [Fault::Latency(Duration::from_millis(1500))],
+    );
+    world.create("p", with(demo_spec(), own)).await;
+    world
+        .wait_for("p", LIMIT, "createPending", |o| {
+            o.status
+                .as_ref()
+                .is_some_and(|s| s.create_pending.is_some())
+        })
+        .await;
+    while world.sim.calls(Endpoint::CreateRent) < 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    world.kill_controller().await;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
+    for name in ["own-creds", CREDENTIALS] {
+        let secret = secrets.get(name).await.unwrap();
+        let finalizers = secret.metadata.finalizers.unwrap_or_default();
+        assert!(
+            finalizers
+                .iter()
+                .any(|f| f == "xuandashi.dev/credentials-in-use"),
+            "{name}: {finalizers:?}"
+        );
+    }
+    let namespaces: kube::Api<Namespace> = kube::Api::all(world.client.clone());
+    namespaces
+        .delete(&world.ns, &Default::default())
+        .await
+        .unwrap();
+    // The operator is down for a while (an upgrade, a crash loop) as the namespace goes.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(world.sim.host_ids().len(), 5, "every host still bills");
+    for name in ["own-creds", CREDENTIALS] {
+        let secret = secrets.get(name).await.unwrap();
+        assert!(secret.metadata.deletion_timestamp.is_some(), "{name}");
+        assert!(secret.data.is_some(), "{name} keeps its credentials");
+    }
+    let deleting = world.get("a").await;
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    world.start_controller();
+    let start = std::time::Instant::now();
+    while namespaces.get_opt(&world.ns).await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "namespace {} still there; hosts {:?}",
+            world.ns,
+            world.sim.host_ids()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "namespace gone {:?} after the operator came back",
+        start.elapsed()
+    );
+    assert!(
+        world.sim.host_ids().is_empty(),
+        "nothing left on the account"
+    );
+    assert_eq!(world.sim.calls(Endpoint::Delete), 5, "every host released");
+    assert_eq!(
+        world.sim.calls(Endpoint::CreateRent),
+        5,
+        "nothing rented twice"
+    );
+}
