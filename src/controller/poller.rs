@@ -34,6 +34,9 @@ pub struct Poller {
     asked_alone: Mutex<HashMap<String, bool>>,
     /// Accounts someone else was found renting on (told once each).
     shared: Mutex<HashSet<String>>,
+    /// Every host id an object of this process's sight ever claimed: a host let go
+    /// (`Orphan`) is not someone else's.
+    ever_claimed: Mutex<HashSet<String>>,
 }
 
 impl Poller {
@@ -90,6 +93,12 @@ impl Poller {
     /// Whether asking for the host alone showed it.
     pub fn seen_alone(&self, id: &str) -> bool {
         self.asked_alone.lock().get(id).copied().unwrap_or(false)
+    }
+
+    /// Whether someone else was seen renting on `account` (hosts no create of ours made):
+    /// then no lost create of the account is paired automatically.
+    pub fn someone_else_rents(&self, account: &str) -> bool {
+        self.shared.lock().contains(account)
     }
 
     pub fn forget(&self, obj: &RentedHost) {
@@ -162,7 +171,11 @@ impl Poller {
 /// Counts the hosts on each watched account that no create of ours explains
 /// (`rentedhost_foreign_hosts`), and says once per account that someone else rents there.
 fn count_foreign(ctx: &Context) {
-    let claimed = ctx.every_claim();
+    let claimed = {
+        let mut ever = ctx.poller.ever_claimed.lock();
+        ever.extend(ctx.every_claim());
+        ever.clone()
+    };
     let pending: Vec<_> = ctx
         .store
         .state()
@@ -196,12 +209,7 @@ fn count_foreign(ctx: &Context) {
                 .lock()
                 .insert(client.account().to_string())
         {
-            let advice = match ctx.config.sees_every_claim() {
-                true => {
-                    "if another install or a person rents here, run with --shared-account so that a lost createRent answer is never paired with a host automatically"
-                }
-                false => "lost createRent answers are left to a person (the account is shared)",
-            };
+            let advice = "from now on a lost createRent answer on this account is left to a person, never paired with a host automatically (--shared-account says so from the start)";
             tracing::warn!(
                 account = client.account(),
                 hosts = ?theirs,

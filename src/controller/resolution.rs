@@ -249,16 +249,25 @@ pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>)
             .collect::<Vec<_>>()
     };
     let from = me.window(window).0;
-    // Any rental host that appeared since the call began, whatever it looks like (a field
-    // the catalogue words differently, a commit later than the call).
-    let appeared = |h: &Host| {
+    // Any rental host that appeared since `since`, whatever it looks like (a field the
+    // catalogue words differently, a commit later than the call).
+    let appeared_since = |h: &Host, since: i64| {
         h.use_type.as_deref().is_none_or(|u| u.trim() != "0")
             && h.create_time
-                .is_none_or(|t| t >= from && t <= now.as_millisecond() + millis(window.skew))
+                .is_none_or(|t| t >= since && t <= now.as_millisecond() + millis(window.skew))
     };
+    let appeared = |h: &Host| appeared_since(h, from);
+    // An observed host any create of the group may have made stops the whole group: were
+    // only the creates whose windows hold it to stop, the others would pair among
+    // themselves as if it were not there, and disagree with them about the rest.
+    let group_from = group
+        .iter()
+        .map(|p| p.window(window).0)
+        .min()
+        .unwrap_or(from);
     let watched: Vec<&str> = unclaimed
         .iter()
-        .filter(|(id, h)| observed.contains(*id) && appeared(h))
+        .filter(|(id, h)| observed.contains(*id) && appeared_since(h, group_from))
         .map(|(id, _)| *id)
         .collect();
     if !watched.is_empty() || !pairing {
@@ -270,6 +279,11 @@ pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>)
             .filter(|(_, h)| appeared(h))
             .map(|(id, _)| *id)
             .collect();
+        let seen = match seen.is_empty() {
+            // Nothing appeared since this create began: no host can be its.
+            true => seen,
+            false => seen.into_iter().chain(watched.iter().copied()).collect(),
+        };
         return match seen.is_empty() {
             true => Resolution::NoHost,
             false => Resolution::Ambiguous(named(seen)),
@@ -677,6 +691,42 @@ mod tests {
             ..at(&[], &old, &claimed)
         };
         assert_eq!(resolve(&me, expected, account), Resolution::NoHost);
+    }
+
+    #[test]
+    fn a_host_observed_in_any_window_of_the_group_stops_the_whole_group() {
+        // p0's window holds the observed host; mine does not, but holds hX: pairing among
+        // the rest would give hX to p0 while p0 itself stops, and leave mine creating again.
+        let p0 = pending("ns/p0", -30, Some(60));
+        let me = pending("ns/me", 30, Some(120));
+        let (p, i) = (package(), image());
+        let expected = Expected {
+            package: Some(&p),
+            image: Some(&i),
+        };
+        let others: Vec<Other<'_>> = vec![(p0.clone(), expected)];
+        let observed: HashSet<String> = ["h-obs".to_string()].into();
+        let claimed = HashSet::new();
+        let hosts = [host("h-obs", 10), host("hX", 65)];
+        let account = Account {
+            observed: &observed,
+            now: t(200),
+            ..at(&others, &hosts, &claimed)
+        };
+        assert_eq!(
+            resolve(&me, expected, account),
+            Resolution::Ambiguous(vec!["h-obs".into(), "hX".into()])
+        );
+        let mine: Vec<Other<'_>> = vec![(me.clone(), expected)];
+        let account = Account {
+            observed: &observed,
+            now: t(200),
+            ..at(&mine, &hosts, &claimed)
+        };
+        assert!(matches!(
+            resolve(&p0, expected, account),
+            Resolution::Ambiguous(_)
+        ));
     }
 
     #[test]

@@ -316,3 +316,123 @@ async fn deleting_a_namespace_releases_every_host_before_its_credentials_go() {
         "nothing rented twice"
     );
 }
+
+/// Review of the credentials finalizer: a paused object makes no provider call, but the
+/// credentials its release will need are kept all the same (here: a Secret an older
+/// operator left without the finalizer, and the namespace deleted while the object is
+/// paused).
+#[tokio::test]
+async fn a_paused_objects_credentials_are_kept_for_its_release() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let mut world = World::start("paused-creds", |_| {}).await;
+    world
+        .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    let own = serde_json::json!({"credentialsSecretRef": {"name": "own-creds"}});
+    world.create("rh", with(demo_spec(), own)).await;
+    world.wait_condition("rh", "Ready", "True", "Running").await;
+    world
+        .annotate("rh", rentedhost_operator::api::PAUSED_ANNOTATION, "true")
+        .await;
+    world
+        .wait_condition("rh", "Synced", "False", "Paused")
+        .await;
+    world.kill_controller().await;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
+    let bare = serde_json::json!({"metadata": {"finalizers": null}});
+    secrets
+        .patch("own-creds", &PatchParams::default(), &Patch::Merge(&bare))
+        .await
+        .unwrap();
+    world.start_controller();
+    let protected = || async {
+        let secret = secrets.get("own-creds").await.unwrap();
+        let finalizers = secret.metadata.finalizers.unwrap_or_default();
+        finalizers
+            .iter()
+            .any(|f| f == "xuandashi.dev/credentials-in-use")
+    };
+    let start = std::time::Instant::now();
+    while !protected().await {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the paused object's Secret is not protected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let namespaces: kube::Api<Namespace> = kube::Api::all(world.client.clone());
+    namespaces
+        .delete(&world.ns, &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(world.sim.host_ids().len(), 1, "the pause holds the release");
+    assert!(secrets.get("own-creds").await.unwrap().data.is_some());
+    let resume = serde_json::json!({"metadata": {"annotations": {rentedhost_operator::api::PAUSED_ANNOTATION: null}}});
+    world.merge("rh", resume).await.unwrap();
+    let start = std::time::Instant::now();
+    while namespaces.get_opt(&world.ns).await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "namespace still there; hosts {:?}",
+            world.sim.host_ids()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(world.sim.host_ids().is_empty(), "released once resumed");
+}
+
+/// Review of the reboot record: an older operator's status manager owned
+/// `status.lastRebootRequest` alone; the first status write of the new one (here: an
+/// error, a listing that fails) must not remove it, or the host is rebooted again.
+#[tokio::test]
+async fn an_older_operators_reboot_record_survives_the_upgrade() {
+    let mut world = World::start("reboot-upgrade", |_| {}).await;
+    world.create("rh", demo_spec()).await;
+    world.wait_condition("rh", "Ready", "True", "Running").await;
+    world.kill_controller().await;
+    let value = "2026-11-26T08:00:00Z";
+    world
+        .annotate("rh", rentedhost_operator::api::REBOOT_ANNOTATION, value)
+        .await;
+    // What the older operator wrote when it rebooted: its status manager's apply of the
+    // observation, the record with it.
+    let mut observed = serde_json::to_value(world.get("rh").await.status.unwrap()).unwrap();
+    let fields = observed.as_object_mut().unwrap();
+    for protocol in [
+        "hostId",
+        "createPending",
+        "createAttempts",
+        "account",
+        "lastRetryRequest",
+    ] {
+        fields.remove(protocol);
+    }
+    fields.insert("lastRebootRequest".into(), value.into());
+    let status = serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHost",
+        "status": observed,
+    });
+    world
+        .api()
+        .patch_status(
+            "rh",
+            &PatchParams::apply("rentedhost-operator-status").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    world
+        .sim
+        .inject(Endpoint::MyPage, std::iter::repeat_n(Fault::ServerError, 2));
+    world.start_controller();
+    world
+        .wait_condition("rh", "Synced", "False", "ProviderUnavailable")
+        .await;
+    world.wait_condition("rh", "Ready", "True", "Running").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(world.sim.calls(Endpoint::Reboot), 0, "not rebooted again");
+    let kept = world.get("rh").await.status.unwrap().last_reboot_request;
+    assert_eq!(kept.as_deref(), Some(value));
+}

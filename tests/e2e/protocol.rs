@@ -298,10 +298,22 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         live.extend(pool_settled(&world, replicas, seed).await?);
     }
     for (name, id) in &observers {
-        let obj = world.get(name).await;
+        let start = Instant::now();
+        let obj = loop {
+            let obj = world.get(name).await;
+            if host_id(&obj).is_some() {
+                break obj;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "seed {seed}: observer {name} does not show {id} after 60 s: {:?}",
+                obj.status
+            );
+            tokio::time::sleep(ms(100)).await;
+        };
         ensure!(
             host_id(&obj).as_deref() == Some(id.as_str()),
-            "seed {seed}: observer {name} does not show {id}: {:?}",
+            "seed {seed}: observer {name} shows another host than {id}: {:?}",
             obj.status
         );
         if let Some(other) = owners.insert(id.clone(), name.clone()) {

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -174,8 +174,31 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
 /// and no observation until the annotation goes (its change triggers a reconcile).
 async fn pause(ctx: &Context, obj: &RentedHost) -> Result<Action, Error> {
     ctx.poller.unregister(obj);
-    writes::apply_status(&ctx.client, obj, &decision::paused(obj, now())).await?;
+    // No provider call, but the credentials a release will need stay (a Kubernetes write):
+    // a namespace deleted while the object is paused must not take them.
+    let secret = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref());
+    if let Some(secret) = &secret
+        && credentials_in_use::needs_credentials(obj, ctx.config.default_deletion_policy)
+    {
+        ctx.guard.protect(&ctx.client, secret).await?;
+    }
+    apply_observation(ctx, obj, &decision::paused(obj, now())).await?;
     Ok(Action::await_change())
+}
+
+/// Applies the observation part of a status (see `writes::apply_status`), once the
+/// protocol's manager shares the object's reboot record: an older operator's status
+/// manager owned it alone, and an apply that leaves it out would remove it.
+async fn apply_observation(
+    ctx: &Context,
+    obj: &RentedHost,
+    status: &RentedHostStatus,
+) -> Result<RentedHost, Error> {
+    if ctx.needs_reboot_record_shared(obj) {
+        writes::share_reboot_record(&ctx.client, obj).await?;
+        ctx.reboot_record_shared(obj);
+    }
+    writes::apply_status(&ctx.client, obj, status).await
 }
 
 /// What every observation write shows beside the decision's status: the deletion policy in
@@ -205,7 +228,7 @@ async fn finish(
     verb: &str,
 ) -> Result<Action, Error> {
     let status = with_policy_and_price(ctx, obj, t.status);
-    let written = writes::apply_status(&ctx.client, obj, &status).await?;
+    let written = apply_observation(ctx, obj, &status).await?;
     if decision::first_ready(obj.status.as_ref(), &status)
         && let Some(created) = obj.metadata.creation_timestamp.as_ref()
     {
@@ -373,6 +396,11 @@ async fn write_protocol(
 ) -> Result<RentedHost, Error> {
     if !ctx.config.leadership.is_leading() {
         return Err(Error::NotLeading);
+    }
+    // The write may end with an apply of the observation part (see `apply_observation`).
+    if ctx.needs_reboot_record_shared(obj) {
+        writes::share_reboot_record(&ctx.client, obj).await?;
+        ctx.reboot_record_shared(obj);
     }
     let mut status = status.clone();
     let owned = status.host_id.is_some() || status.create_pending.is_some();

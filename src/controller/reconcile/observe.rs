@@ -171,9 +171,5 @@ pub(super) async fn observe_and_operate(
             return finish(ctx, &recorded, t, "Observe").await;
         }
     }
-    if ctx.needs_reboot_record_shared(&obj) {
-        writes::share_reboot_record(&ctx.client, &obj).await?;
-        ctx.reboot_record_shared(&obj);
-    }
     finish(ctx, &obj, t, "Observe").await
 }

@@ -3,23 +3,6 @@
 
 use super::*;
 
-/// Host ids claimed by objects other than `me`, and by which (`namespace/name`): by their
-/// status or spec (quorum list), or learned by this process and not yet written.
-pub(super) fn claimants(
-    ctx: &Context,
-    all: &[RentedHost],
-    me: &RentedHost,
-) -> HashMap<String, String> {
-    let key = object_key(me);
-    let mut owners: HashMap<String, String> = ctx.claims_of_others(me).into_iter().collect();
-    for o in all.iter().filter(|o| object_key(o) != key) {
-        for id in claimed_ids(o) {
-            owners.insert(id, object_key(o));
-        }
-    }
-    owners
-}
-
 /// The object that holds host `id` against `me`'s `spec.hostId`: one that has it (its
 /// status, or this process learned it for it), or one that asks for it too and came
 /// first (older, then by name), so that of two objects naming one host exactly one wins.
@@ -52,34 +35,34 @@ fn claimed_ids(obj: &RentedHost) -> impl Iterator<Item = String> {
     ids.into_iter().flatten().filter(|id| !id.trim().is_empty())
 }
 
-/// The claims a pending create must leave out: hosts some object manages (`claimed`), and
-/// hosts only observe-only objects claim (`observed`, which a person places).
+/// The claims a pending create must leave out: hosts some object manages (`claimed`: its
+/// status or spec, or learned by this process for it), and hosts only observe-only objects
+/// claim (`observed`, which a person places).
 fn claims_for_resolution(
     ctx: &Context,
     all: &[RentedHost],
     me: &RentedHost,
 ) -> (HashSet<String>, HashSet<String>) {
+    let key = object_key(me);
     let observers: HashSet<String> = all
         .iter()
         .filter(|o| o.spec.observe_only())
         .map(object_key)
         .collect();
-    let mut claimed = HashSet::new();
+    let mut claimed: HashSet<String> = ctx
+        .claims_of_others(me)
+        .into_iter()
+        .filter(|(_, owner)| !observers.contains(owner))
+        .map(|(id, _)| id)
+        .collect();
     let mut observed = HashSet::new();
-    for (id, owner) in claimants(ctx, all, me) {
-        match observers.contains(&owner) {
-            true => observed.insert(id),
-            false => claimed.insert(id),
-        };
+    for o in all.iter().filter(|o| object_key(o) != key) {
+        match o.spec.observe_only() {
+            true => observed.extend(claimed_ids(o)),
+            false => claimed.extend(claimed_ids(o)),
+        }
     }
     // A host one object manages and another observes is managed.
-    let key = object_key(me);
-    for o in all
-        .iter()
-        .filter(|o| !o.spec.observe_only() && object_key(o) != key)
-    {
-        claimed.extend(claimed_ids(o));
-    }
     observed.retain(|id| !claimed.contains(id));
     (claimed, observed)
 }
@@ -162,7 +145,8 @@ pub(super) async fn resolve_and_write(
                     observed: &observed,
                     window,
                     now: now(),
-                    pairing: ctx.config.sees_every_claim(),
+                    pairing: ctx.config.sees_every_claim()
+                        && !ctx.poller.someone_else_rents(provider.account()),
                 };
                 resolution::resolve(&me, expected.as_ref(), account)
             }
@@ -290,7 +274,7 @@ pub(super) async fn adopt(
             }
         }
     } else {
-        writes::apply_status(&ctx.client, &obj, &t.status).await?
+        apply_observation(ctx, &obj, &t.status).await?
     };
     if let Some(note) = &t.note {
         journal::tell(ctx, &written, note, "Adopt").await;
