@@ -1,14 +1,16 @@
 //! The finalizer `xuandashi.dev/credentials-in-use` on credentials Secrets, as
 //! kubernetes.io/pvc-protection keeps a claim a pod uses, and Crossplane a ProviderConfig
-//! in use: while an object may still need the provider through a Secret (a host to release
-//! under `Delete`, a pending create to settle, a create to make), deleting the Secret, or
-//! its namespace, leaves it Terminating with its data until no such object is left. The
-//! operator adds the finalizer before it spends through the Secret, and removes it only
-//! once the Secret is being deleted and a quorum list shows that nobody needs it.
+//! in use: while an object needs the provider through a Secret (a host to release under
+//! `Delete`, a pending create to settle), deleting the Secret, or its namespace, leaves it
+//! Terminating with its data until no such object is left. The operator adds the finalizer
+//! before it spends through the Secret, and removes it only once the Secret is being
+//! deleted and a quorum list shows that nobody needs it.
 //!
-//! No new create is made with a Secret that is being deleted: the check is a read started
-//! after the object's own finalizer was written, so that a removal decided on a list that
-//! missed the object can never leave a create behind it.
+//! No new create is made with a Secret that is being deleted. A create reads the Secret
+//! and writes its `createPending` within [`Guard::create_window`]; the finalizer goes only
+//! once the Secret was seen being deleted for longer than that window and a list taken
+//! then shows no object needing it. So a create that read the Secret before its deletion
+//! has its pending create in that list, and one that read it after was refused.
 
 use super::credentials::{self, SecretRef};
 use super::decision::{has_finalizer, release_needed};
@@ -19,7 +21,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -31,17 +33,18 @@ pub const FINALIZER: &str = "xuandashi.dev/credentials-in-use";
 /// object switched to `Orphan`, say, stops needing it without being deleted).
 const RECHECK: Duration = Duration::from_secs(30);
 
-/// Whether `obj` may still reach the provider through its credentials: it holds the
-/// operator's finalizer and has a pending create, a host to release, or may rent one.
+/// Whether `obj` needs the provider through its credentials: it holds the operator's
+/// finalizer and has a pending create to settle or a host to release. (An object that has
+/// neither checks the Secret when it creates.)
 pub fn needs_credentials(obj: &RentedHost, default: DeletionPolicy) -> bool {
-    let status = obj.status.as_ref();
-    let pending = status.is_some_and(|s| s.create_pending.is_some());
-    let rented = status.is_some_and(|s| s.host_id.as_deref().is_some_and(|id| !id.is_empty()));
-    let may_rent = !rented && !obj.spec.observe_only() && obj.metadata.deletion_timestamp.is_none();
-    has_finalizer(obj) && (pending || release_needed(obj, default).is_some() || may_rent)
+    let pending = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.create_pending.is_some());
+    has_finalizer(obj) && (pending || release_needed(obj, default).is_some())
 }
 
-/// A Secret as a read started at `read` found it.
+/// A Secret as a read found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
     /// It carries the finalizer and is not being deleted.
@@ -55,21 +58,18 @@ pub enum Standing {
 /// A Secret by namespace and name.
 type Key = (String, String);
 
-#[derive(Clone, Copy)]
-struct Seen {
-    read: Instant,
-    standing: Standing,
-}
-
 /// The Secrets this process protects, and the ones being deleted that it watches.
 pub struct Guard {
-    /// Each Secret's standing as last read or written, and when that read began.
-    seen: Mutex<HashMap<Key, Seen>>,
-    /// One read at a time per Secret, shared by every create waiting for one.
+    /// Each Secret's standing as last read or written (for objects that need it).
+    seen: Mutex<HashMap<Key, Standing>>,
+    /// One read at a time per Secret.
     reading: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
-    /// Secrets being deleted that carry the finalizer: looked at by [`run`].
-    terminating: Mutex<HashSet<Key>>,
+    /// Secrets being deleted that carry the finalizer, and when this process first saw
+    /// them so: looked at by [`run`].
+    terminating: Mutex<HashMap<Key, Instant>>,
     check: mpsc::UnboundedSender<Key>,
+    /// The longest a create's read of its Secret and its `createPending` write may take.
+    window: Duration,
 }
 
 fn key(secret: &SecretRef) -> Key {
@@ -77,44 +77,50 @@ fn key(secret: &SecretRef) -> Key {
 }
 
 impl Guard {
-    pub fn new() -> (Guard, mpsc::UnboundedReceiver<Key>) {
+    /// A guard whose creates read and record within `window`.
+    pub fn new(window: Duration) -> (Guard, mpsc::UnboundedReceiver<Key>) {
         let (check, checks) = mpsc::unbounded_channel();
         let guard = Guard {
             seen: Mutex::default(),
             reading: Mutex::default(),
             terminating: Mutex::default(),
             check,
+            window,
         };
         (guard, checks)
+    }
+
+    /// The longest a create may take from its read of the Secret to its recorded
+    /// `createPending`: past it, the create is abandoned before anything is sent.
+    pub fn create_window(&self) -> Duration {
+        self.window
     }
 
     /// What the Secret watch shows of a Secret (its metadata).
     pub fn saw(&self, secret: &PartialObjectMeta<Secret>) {
         let key = (secret.namespace().unwrap_or_default(), secret.name_any());
         let ours = secret.finalizers().iter().any(|f| f == FINALIZER);
-        let deleting = secret.metadata.deletion_timestamp.is_some();
-        let mut seen = self.seen.lock();
-        match (ours, deleting) {
-            // A watch event is no quorum read: it may only make a create wait, never let
-            // one through.
+        match (ours, secret.metadata.deletion_timestamp.is_some()) {
             (_, true) => {
-                let read = Instant::now();
-                seen.insert(
-                    key.clone(),
-                    Seen {
-                        read,
-                        standing: Standing::Terminating,
-                    },
-                );
+                self.seen.lock().insert(key.clone(), Standing::Terminating);
             }
             (true, false) => {}
             (false, false) => {
-                seen.remove(&key);
+                self.seen.lock().remove(&key);
             }
         }
-        drop(seen);
-        if ours && deleting && self.terminating.lock().insert(key.clone()) {
-            let _ = self.check.send(key);
+        if ours && secret.metadata.deletion_timestamp.is_some() {
+            self.terminating_now(&key);
+        }
+    }
+
+    /// Notes that `key` is being deleted (first seen now, unless seen before) and asks
+    /// for a look at it.
+    fn terminating_now(&self, key: &Key) {
+        let mut terminating = self.terminating.lock();
+        if !terminating.contains_key(key) {
+            terminating.insert(key.clone(), Instant::now());
+            let _ = self.check.send(key.clone());
         }
     }
 
@@ -129,7 +135,7 @@ impl Guard {
     /// free now, if it is being deleted.
     pub fn released(&self, secret: &SecretRef) {
         let key = key(secret);
-        if self.terminating.lock().contains(&key) {
+        if self.terminating.lock().contains_key(&key) {
             let _ = self.check.send(key);
         }
     }
@@ -140,54 +146,43 @@ impl Guard {
         client: &kube::Client,
         secret: &SecretRef,
     ) -> Result<Standing, Error> {
-        if let Some(seen) = self.seen.lock().get(&key(secret)) {
-            return Ok(seen.standing);
-        }
-        self.read(client, secret, Instant::now()).await
-    }
-
-    /// The Secret's standing from a read that began no earlier than `not_before` (shared
-    /// with every caller that can take it), protected first if it is not yet: what a
-    /// create goes by.
-    pub async fn read(
-        &self,
-        client: &kube::Client,
-        secret: &SecretRef,
-        not_before: Instant,
-    ) -> Result<Standing, Error> {
         let key = key(secret);
-        let fresh = |guard: &Guard| {
-            let seen = guard.seen.lock();
-            seen.get(&key)
-                .filter(|s| s.read >= not_before)
-                .map(|s| s.standing)
-        };
-        if let Some(standing) = fresh(self) {
-            return Ok(standing);
+        if let Some(standing) = self.seen.lock().get(&key) {
+            return Ok(*standing);
         }
         let lock = self.reading.lock().entry(key.clone()).or_default().clone();
         let _reading = lock.lock().await;
-        if let Some(standing) = fresh(self) {
-            return Ok(standing);
+        if let Some(standing) = self.seen.lock().get(&key) {
+            return Ok(*standing);
         }
-        let read = Instant::now();
+        let standing = self.read(client, secret).await?;
+        self.seen.lock().insert(key, standing);
+        Ok(standing)
+    }
+
+    /// The Secret's standing by a read made now, protected first if it is not yet: what a
+    /// create goes by (within [`Guard::create_window`] of its `createPending` write).
+    pub async fn read(&self, client: &kube::Client, secret: &SecretRef) -> Result<Standing, Error> {
         let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
-        let standing = match api
+        let found = api
             .get_metadata_opt(&secret.name)
             .await
-            .map_err(Error::from_kube)?
-        {
+            .map_err(Error::from_kube)?;
+        Ok(match found {
             None => Standing::Gone,
-            Some(found) if found.metadata.deletion_timestamp.is_some() => Standing::Terminating,
+            Some(found) if found.metadata.deletion_timestamp.is_some() => {
+                if found.finalizers().iter().any(|f| f == FINALIZER) {
+                    self.terminating_now(&key(secret));
+                }
+                Standing::Terminating
+            }
             Some(found) if found.finalizers().iter().any(|f| f == FINALIZER) => Standing::Protected,
             Some(found) => {
                 add_finalizer(client, &found).await?;
                 tracing::info!(secret = %format!("{}/{}", secret.namespace, secret.name), "credentials Secret protected: it stays until no object needs it");
                 Standing::Protected
             }
-        };
-        self.seen.lock().insert(key, Seen { read, standing });
-        Ok(standing)
+        })
     }
 }
 
@@ -258,6 +253,24 @@ async fn release_if_unused(ctx: &Context, namespace: &str, name: &str) -> Result
         Some(d) if d.is(namespace, name) => d.clone(),
         _ => SecretRef::new(namespace, name),
     };
+    // A create that read the Secret before its deletion records its pending create within
+    // the window: the list is taken only once the window has passed since the deletion.
+    let key = (namespace.to_string(), name.to_string());
+    let seen_at = *ctx
+        .guard
+        .terminating
+        .lock()
+        .entry(key.clone())
+        .or_insert_with(Instant::now);
+    let grace = ctx.guard.window * 2;
+    if let Some(left) = grace.checked_sub(seen_at.elapsed()) {
+        let check = ctx.guard.check.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            let _ = check.send(key);
+        });
+        return Ok(false);
+    }
     if !ctx.config.leadership.is_leading() || in_use(ctx, &secret).await? {
         return Ok(false);
     }
@@ -288,7 +301,7 @@ pub async fn run(ctx: Arc<Context>, mut checks: mpsc::UnboundedReceiver<Key>) {
                 Some(key) => vec![key],
                 None => return,
             },
-            _ = tick.tick() => ctx.guard.terminating.lock().iter().cloned().collect(),
+            _ = tick.tick() => ctx.guard.terminating.lock().keys().cloned().collect(),
         };
         for (namespace, name) in due {
             match release_if_unused(&ctx, &namespace, &name).await {
@@ -311,17 +324,19 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
-    fn an_object_needs_its_credentials_while_it_may_spend_or_must_release() {
+    fn an_object_needs_its_credentials_while_it_has_a_pending_create_or_a_host_to_release() {
         let delete = DeletionPolicy::Delete;
-        let fresh = obj(None);
-        assert!(needs_credentials(&fresh, delete), "it may rent");
-        let mut unfinalized = obj(None);
+        assert!(
+            !needs_credentials(&obj(None), delete),
+            "it checks them when it creates"
+        );
+        assert!(needs_credentials(&obj(Some(pending(&obj(None)))), delete));
+        let mut unfinalized = obj(Some(pending(&obj(None))));
         unfinalized.metadata.finalizers = None;
         assert!(
             !needs_credentials(&unfinalized, delete),
-            "it rents nothing before its finalizer"
+            "nothing of ours to finish"
         );
-        assert!(needs_credentials(&obj(Some(pending(&obj(None)))), delete));
         let rented = with_host("h1", None);
         assert!(needs_credentials(&rented, delete), "a host to release");
         assert!(
@@ -331,12 +346,6 @@ mod tests {
         let mut observed = with_host("h1", None);
         observed.spec.management_policy = ManagementPolicy::ObserveOnly;
         assert!(!needs_credentials(&observed, delete), "never released");
-        let mut deleting = obj(None);
-        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
-        assert!(
-            !needs_credentials(&deleting, delete),
-            "nothing rented, nothing to rent"
-        );
         let mut releasing = with_host("h1", None);
         releasing.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
         assert!(needs_credentials(&releasing, delete));

@@ -436,7 +436,8 @@ pub async fn run(
     // The poller wakes objects whose host changed at the provider, and objects wake the
     // claimants they refused once their claim ends.
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1024);
-    let (guard, guard_checks) = credentials_in_use::Guard::new();
+    // A create reads its Secret and records itself within the provider's timeout.
+    let (guard, guard_checks) = credentials_in_use::Guard::new(config.provider.timeout);
     let ctx = Arc::new(Context {
         guard,
         wake: wake_tx.clone(),

@@ -436,3 +436,51 @@ async fn an_older_operators_reboot_record_survives_the_upgrade() {
     let kept = world.get("rh").await.status.unwrap().last_reboot_request;
     assert_eq!(kept.as_deref(), Some(value));
 }
+
+/// Review of the credentials finalizer: a Secret deleted while an object only waits to rent
+/// (6002) is not held for it (it would be held forever: the object cannot rent with a Secret
+/// being deleted); the Secret goes, and once it is created again the object rents once.
+#[tokio::test]
+async fn a_secret_deleted_while_an_object_waits_to_rent_goes_and_can_come_back() {
+    use k8s_openapi::api::core::v1::Secret;
+    let world = World::start("rotate-creds", |_| {}).await;
+    world.sim.set_capacity("teTapaSUFq", 0);
+    world
+        .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    let own = serde_json::json!({"credentialsSecretRef": {"name": "own-creds"}});
+    world.create("rh", with(demo_spec(), own)).await;
+    world
+        .wait_condition("rh", "Ready", "False", "InsufficientResources")
+        .await;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
+    let finalizers = secrets.get("own-creds").await.unwrap().metadata.finalizers;
+    assert!(
+        finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == "xuandashi.dev/credentials-in-use"),
+        "protected by the create that used it"
+    );
+    secrets
+        .delete("own-creds", &Default::default())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while secrets.get_opt("own-creds").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the Secret is held for an object with no host"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("Secret gone {:?} after its deletion", start.elapsed());
+    let creates = world.sim.calls(Endpoint::CreateRent);
+    world.sim.set_capacity("teTapaSUFq", 1);
+    world
+        .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    let obj = world.wait_rented("rh", LIMIT).await;
+    assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
+    assert!(world.sim.calls(Endpoint::CreateRent) > creates);
+}

@@ -7,7 +7,6 @@ pub(super) async fn create(
     obj: RentedHost,
     provider: &ProviderClient,
     secret: Option<credentials::SecretRef>,
-    finalized_before: Instant,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
     // A new `retry-requested-at` value goes through whatever the backoff says (once: the
@@ -20,23 +19,6 @@ pub(super) async fn create(
     {
         return Ok(Outcome::Done(Action::requeue(left)));
     }
-    // The credentials stay while this create may need them: protected, and not being
-    // deleted, by a read that began after the object's finalizer was written.
-    if let Some(secret) = &secret {
-        use credentials_in_use::Standing;
-        let standing = ctx
-            .guard
-            .read(&ctx.client, secret, finalized_before)
-            .await?;
-        if standing != Standing::Protected {
-            let problem = format!(
-                "credentials Secret {}/{} is being deleted: no new host is rented with it",
-                secret.namespace, secret.name
-            );
-            let t = decision::credentials_missing(&obj, &problem, now());
-            return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done);
-        }
-    }
     // No resolution of this account runs while the call is in flight: its host would look
     // unclaimed until the answer is written.
     let gate = ctx.hosts.create_gate(provider);
@@ -46,9 +28,40 @@ pub(super) async fn create(
     let budget = ctx.config.provider.timeout * 2;
     let deadline = tokio::time::Instant::now() + budget;
     let recorded = decision::creating(&obj, now(), budget);
+    // The credentials stay while the create needs them: read now (protected if they were
+    // not), and the pending create recorded within the guard's window of that read, so
+    // that a Secret deleted meanwhile keeps its finalizer for it (`credentials_in_use`).
     // The guarded write (only while leading) fails if anyone changed the object since the
     // quorum read: createRent is called only after the API server accepted createPending.
-    let obj = write_protocol(ctx, &obj, &recorded, provider.account()).await?;
+    let window = ctx.guard.create_window();
+    let checked = tokio::time::timeout(window, async {
+        if let Some(secret) = &secret {
+            let standing = ctx.guard.read(&ctx.client, secret).await?;
+            if standing != credentials_in_use::Standing::Protected {
+                return Ok(Err(format!(
+                    "credentials Secret {}/{} is being deleted: no new host is rented with it",
+                    secret.namespace, secret.name
+                )));
+            }
+        }
+        write_protocol(ctx, &obj, &recorded, provider.account())
+            .await
+            .map(Ok)
+    })
+    .await;
+    let obj = match checked {
+        Ok(Ok(Ok(written))) => written,
+        Ok(Ok(Err(problem))) => {
+            let t = decision::credentials_missing(&obj, &problem, now());
+            return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done);
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            // Nothing was sent; a record that lands late is resolved as any other.
+            tracing::warn!(window = ?window, "reading the credentials and recording the create took too long; not calling createRent");
+            return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
+        }
+    };
     let spec = &obj.spec;
     let request = CreateRent {
         package_id: spec.package_id.clone(),

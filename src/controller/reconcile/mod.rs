@@ -49,8 +49,6 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
     async move {
         // From the cache at first; then each write's answer, or a quorum read.
         let mut obj = Read::Cached((*obj).clone());
-        // An instant after the object's finalizer was written (see `credentials_in_use`).
-        let mut finalized_before = Instant::now();
         // Adding the finalizer changes the object, a quorum read may show a newer one than
         // the cache, and a rented host is observed at once: plan again on the result (a few
         // times at most).
@@ -58,12 +56,11 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
             match decision::plan(obj.object()) {
                 Step::AddFinalizer => {
                     let written = writes::add_finalizer(&ctx.client, obj.object()).await?;
-                    finalized_before = Instant::now();
                     obj = Read::Current(written);
                 }
                 Step::WaitForSpecChange | Step::Finalized => return Ok(Action::await_change()),
                 Step::Paused => return pause(&ctx, obj.object()).await,
-                step => match perform(step, obj, finalized_before, &ctx).await? {
+                step => match perform(step, obj, &ctx).await? {
                     Outcome::Done(action) => return Ok(action),
                     Outcome::Replan(current) => obj = Read::Current(*current),
                 },
@@ -290,12 +287,7 @@ async fn still(
     }
 }
 
-async fn perform(
-    step: Step,
-    read: Read,
-    finalized_before: Instant,
-    ctx: &Context,
-) -> Result<Outcome, Error> {
+async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error> {
     let (obj, current) = match read {
         Read::Cached(obj) => (obj, false),
         Read::Current(obj) => (obj, true),
@@ -330,8 +322,8 @@ async fn perform(
             .await
             .map(Outcome::Done);
     }
-    // Whatever may spend or must release through the credentials keeps them (a create
-    // checks its own Secret, by a fresher read, in `create`).
+    // Whatever must settle or release through the credentials keeps them (a create reads
+    // its Secret itself, in `create`).
     let secret = credentials::secret_ref(&obj, ctx.config.default_credentials.as_ref());
     if let Some(secret) = &secret
         && step != Step::Create
@@ -344,7 +336,7 @@ async fn perform(
         ctx.prices.refresh(&provider).await;
     }
     let action = match step {
-        Step::Create => return create(obj, &provider, secret, finalized_before, ctx).await,
+        Step::Create => return create(obj, &provider, secret, ctx).await,
         Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
         Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await?,
         Step::Adopt(id) => adopt(obj, &id, &provider, ctx).await?,
