@@ -64,9 +64,10 @@ pub struct Guard {
     seen: Mutex<HashMap<Key, Standing>>,
     /// One read at a time per Secret.
     reading: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
-    /// Secrets being deleted that carry the finalizer, and when this process first saw
-    /// them so: looked at by [`run`].
-    terminating: Mutex<HashMap<Key, Instant>>,
+    /// Secrets being deleted that carry the finalizer: the Secret (its uid: a Secret of
+    /// the same name made again is another) and when this process first saw it so. Looked
+    /// at by [`run`].
+    terminating: Mutex<HashMap<Key, (String, Instant)>>,
     check: mpsc::UnboundedSender<Key>,
     /// The longest a create's read of its Secret and its `createPending` write may take.
     window: Duration,
@@ -100,7 +101,8 @@ impl Guard {
     pub fn saw(&self, secret: &PartialObjectMeta<Secret>) {
         let key = (secret.namespace().unwrap_or_default(), secret.name_any());
         let ours = secret.finalizers().iter().any(|f| f == FINALIZER);
-        match (ours, secret.metadata.deletion_timestamp.is_some()) {
+        let deleting = secret.metadata.deletion_timestamp.is_some();
+        match (ours, deleting) {
             (_, true) => {
                 self.seen.lock().insert(key.clone(), Standing::Terminating);
             }
@@ -109,18 +111,38 @@ impl Guard {
                 self.seen.lock().remove(&key);
             }
         }
-        if ours && secret.metadata.deletion_timestamp.is_some() {
-            self.terminating_now(&key);
+        let uid = secret.uid().unwrap_or_default();
+        match (ours, deleting) {
+            (true, true) => self.terminating_now(&key, &uid),
+            // A Secret of this name that is not being deleted: any deletion seen before
+            // was another Secret's.
+            (_, false) => {
+                self.terminating.lock().remove(&key);
+            }
+            (false, true) => {}
         }
     }
 
-    /// Notes that `key` is being deleted (first seen now, unless seen before) and asks
-    /// for a look at it.
-    fn terminating_now(&self, key: &Key) {
+    /// Notes that Secret `uid` of `key` is being deleted (first seen now, unless this
+    /// very Secret was seen so before) and asks for a look at it.
+    fn terminating_now(&self, key: &Key, uid: &str) {
         let mut terminating = self.terminating.lock();
-        if !terminating.contains_key(key) {
-            terminating.insert(key.clone(), Instant::now());
+        if terminating.get(key).is_none_or(|(seen, _)| seen != uid) {
+            terminating.insert(key.clone(), (uid.to_string(), Instant::now()));
             let _ = self.check.send(key.clone());
+        }
+    }
+
+    /// When this process first saw Secret `uid` of `key` being deleted (now, if it had not).
+    fn terminating_since(&self, key: &Key, uid: &str) -> Instant {
+        let mut terminating = self.terminating.lock();
+        match terminating.get(key) {
+            Some((seen, at)) if seen == uid => *at,
+            _ => {
+                let now = Instant::now();
+                terminating.insert(key.clone(), (uid.to_string(), now));
+                now
+            }
         }
     }
 
@@ -172,7 +194,7 @@ impl Guard {
             None => Standing::Gone,
             Some(found) if found.metadata.deletion_timestamp.is_some() => {
                 if found.finalizers().iter().any(|f| f == FINALIZER) {
-                    self.terminating_now(&key(secret));
+                    self.terminating_now(&key(secret), &found.uid().unwrap_or_default());
                 }
                 Standing::Terminating
             }
@@ -256,12 +278,9 @@ async fn release_if_unused(ctx: &Context, namespace: &str, name: &str) -> Result
     // A create that read the Secret before its deletion records its pending create within
     // the window: the list is taken only once the window has passed since the deletion.
     let key = (namespace.to_string(), name.to_string());
-    let seen_at = *ctx
+    let seen_at = ctx
         .guard
-        .terminating
-        .lock()
-        .entry(key.clone())
-        .or_insert_with(Instant::now);
+        .terminating_since(&key, &found.uid().unwrap_or_default());
     let grace = ctx.guard.window * 2;
     if let Some(left) = grace.checked_sub(seen_at.elapsed()) {
         let check = ctx.guard.check.clone();

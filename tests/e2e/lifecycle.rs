@@ -484,3 +484,49 @@ async fn a_secret_deleted_while_an_object_waits_to_rent_goes_and_can_come_back()
     assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
     assert!(world.sim.calls(Endpoint::CreateRent) > creates);
 }
+
+/// Review of the credentials finalizer: an adoption gives the object a host to release, so
+/// it too is refused with credentials being deleted (it used to go through unchecked, and
+/// the Secret could go before the adopted host was released).
+#[tokio::test]
+async fn no_host_is_adopted_with_credentials_being_deleted() {
+    use k8s_openapi::api::core::v1::Secret;
+    let world = World::start("adopt-deleting", |_| {}).await;
+    world
+        .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    let own = serde_json::json!({"credentialsSecretRef": {"name": "own-creds"}});
+    world.create("a", with(demo_spec(), own.clone())).await;
+    world.wait_condition("a", "Ready", "True", "Running").await;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
+    secrets
+        .delete("own-creds", &Default::default())
+        .await
+        .unwrap();
+    let theirs = rented_by_hand(&world);
+    let mut adopting = with(demo_spec(), own);
+    adopting["hostId"] = serde_json::json!(theirs);
+    world.create("b", adopting).await;
+    let refused = world
+        .wait_condition("b", "Ready", "False", "CredentialsMissing")
+        .await;
+    assert!(host_id(&refused).is_none(), "not adopted");
+    assert!(message(&refused, "Ready").contains("being deleted"));
+    assert!(
+        secrets.get_opt("own-creds").await.unwrap().is_some(),
+        "held for a"
+    );
+    // a's host is released through the Secret; then the Secret goes.
+    world.delete("a").await;
+    world.wait_gone("a", LIMIT).await;
+    let start = std::time::Instant::now();
+    while secrets.get_opt("own-creds").await.unwrap().is_some() {
+        assert!(start.elapsed() < LIMIT, "the Secret stays");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        world.sim.host_ids(),
+        vec![theirs],
+        "only the host never adopted is left"
+    );
+}

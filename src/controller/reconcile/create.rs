@@ -6,7 +6,6 @@ use super::*;
 pub(super) async fn create(
     obj: RentedHost,
     provider: &ProviderClient,
-    secret: Option<credentials::SecretRef>,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
     // A new `retry-requested-at` value goes through whatever the backoff says (once: the
@@ -28,39 +27,16 @@ pub(super) async fn create(
     let budget = ctx.config.provider.timeout * 2;
     let deadline = tokio::time::Instant::now() + budget;
     let recorded = decision::creating(&obj, now(), budget);
-    // The credentials stay while the create needs them: read now (protected if they were
-    // not), and the pending create recorded within the guard's window of that read, so
-    // that a Secret deleted meanwhile keeps its finalizer for it (`credentials_in_use`).
-    // The guarded write (only while leading) fails if anyone changed the object since the
-    // quorum read: createRent is called only after the API server accepted createPending.
-    let window = ctx.guard.create_window();
-    let checked = tokio::time::timeout(window, async {
-        if let Some(secret) = &secret {
-            let standing = ctx.guard.read(&ctx.client, secret).await?;
-            if standing != credentials_in_use::Standing::Protected {
-                return Ok(Err(format!(
-                    "credentials Secret {}/{} is being deleted: no new host is rented with it",
-                    secret.namespace, secret.name
-                )));
-            }
-        }
-        write_protocol(ctx, &obj, &recorded, provider.account())
-            .await
-            .map(Ok)
-    })
-    .await;
-    let obj = match checked {
-        Ok(Ok(Ok(written))) => written,
-        Ok(Ok(Err(problem))) => {
+    // The credentials stay while the create needs them (`write_kept`). The guarded write
+    // (only while leading) fails if anyone changed the object since the quorum read:
+    // createRent is called only after the API server accepted createPending.
+    let obj = match write_kept(ctx, &obj, &recorded, provider.account()).await? {
+        Kept::Written(written) => *written,
+        Kept::Refused(problem) => {
             let t = decision::credentials_missing(&obj, &problem, now());
             return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done);
         }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            // Nothing was sent; a record that lands late is resolved as any other.
-            tracing::warn!(window = ?window, "reading the credentials and recording the create took too long; not calling createRent");
-            return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
-        }
+        Kept::TooSlow => return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1)))),
     };
     let spec = &obj.spec;
     let request = CreateRent {

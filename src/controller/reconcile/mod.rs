@@ -336,7 +336,7 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
         ctx.prices.refresh(&provider).await;
     }
     let action = match step {
-        Step::Create => return create(obj, &provider, secret, ctx).await,
+        Step::Create => return create(obj, &provider, ctx).await,
         Step::ResolvePending => resolve_pending(obj, &provider, ctx).await?,
         Step::Observe(id) => observe_and_operate(obj, &id, &provider, ctx).await?,
         Step::Adopt(id) => adopt(obj, &id, &provider, ctx).await?,
@@ -356,6 +356,58 @@ fn wrong_account(obj: &RentedHost, provider: &ProviderClient) -> Option<Transiti
     let owned = status.host_id.is_some() || status.create_pending.is_some();
     (owned && owner != provider.account())
         .then(|| decision::account_changed(obj, owner, provider.account(), now()))
+}
+
+/// What a protocol write that makes an object need its credentials came to.
+enum Kept {
+    /// Written, the credentials kept for it.
+    Written(Box<RentedHost>),
+    /// Not written: the credentials Secret is being deleted, or gone (the problem to show).
+    Refused(String),
+    /// Not known: the read and the write did not end within the guard's window. Nothing
+    /// may be sent on it; a write that lands late is resolved as any other.
+    TooSlow,
+}
+
+/// Writes `status` (its protocol fields, as [`write_protocol`]), which makes `obj` need its
+/// credentials Secret (a pending create, a host to release), only while the Secret is kept:
+/// read now (protected if it was not) and the write made within the guard's window of that
+/// read (see `credentials_in_use`). Other writes go through as they are.
+async fn write_kept(
+    ctx: &Context,
+    obj: &RentedHost,
+    status: &RentedHostStatus,
+    account: &str,
+) -> Result<Kept, Error> {
+    let mut after = obj.clone();
+    after.status = Some(status.clone());
+    let policy = ctx.config.default_deletion_policy;
+    let secret = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref());
+    let secret = secret.filter(|_| credentials_in_use::needs_credentials(&after, policy));
+    let Some(secret) = secret else {
+        let written = write_protocol(ctx, obj, status, account).await?;
+        return Ok(Kept::Written(Box::new(written)));
+    };
+    let window = ctx.guard.create_window();
+    let kept = tokio::time::timeout(window, async {
+        let standing = ctx.guard.read(&ctx.client, &secret).await?;
+        if standing != credentials_in_use::Standing::Protected {
+            return Ok(Kept::Refused(format!(
+                "credentials Secret {}/{} is being deleted: no host is rented or adopted with it",
+                secret.namespace, secret.name
+            )));
+        }
+        let written = write_protocol(ctx, obj, status, account).await?;
+        Ok(Kept::Written(Box::new(written)))
+    })
+    .await;
+    match kept {
+        Ok(kept) => kept,
+        Err(_) => {
+            tracing::warn!(window = ?window, "reading the credentials and writing the object took too long; nothing is sent on it");
+            Ok(Kept::TooSlow)
+        }
+    }
 }
 
 /// A quorum read: decisions that could spend money are never made on a cached object.

@@ -266,8 +266,19 @@ pub(super) async fn adopt(
     let written = if t.status.host_id.is_some() {
         ctx.claim(&obj, id);
         ctx.poller.register(provider, &obj);
-        match write_protocol(ctx, &obj, &t.status, provider.account()).await {
-            Ok(written) => written,
+        // A host to release: adopted only while its credentials are kept (`write_kept`).
+        match write_kept(ctx, &obj, &t.status, provider.account()).await {
+            Ok(Kept::Written(written)) => *written,
+            Ok(Kept::Refused(problem)) => {
+                ctx.release_claim(id);
+                ctx.poller.unregister(&obj);
+                let t = decision::credentials_missing(&obj, &problem, now());
+                return finish(ctx, &obj, t, "Adopt").await;
+            }
+            Ok(Kept::TooSlow) => {
+                ctx.release_claim(id);
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
             Err(e) => {
                 ctx.release_claim(id);
                 return Err(e);
