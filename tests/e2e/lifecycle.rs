@@ -234,7 +234,7 @@ async fn of_two_objects_naming_one_host_the_first_gets_it_and_the_other_after_it
 /// `xuandashi.dev/credentials-in-use` until no object needs them.
 #[tokio::test]
 async fn deleting_a_namespace_releases_every_host_before_its_credentials_go() {
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_openapi::api::core::v1::Secret;
     let mut world = World::start("ns-delete", |_| {}).await;
     world
         .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
@@ -275,11 +275,7 @@ async fn deleting_a_namespace_releases_every_host_before_its_credentials_go() {
             "{name}: {finalizers:?}"
         );
     }
-    let namespaces: kube::Api<Namespace> = kube::Api::all(world.client.clone());
-    namespaces
-        .delete(&world.ns, &Default::default())
-        .await
-        .unwrap();
+    world.delete_namespace().await;
     // The operator is down for a while (an upgrade, a crash loop) as the namespace goes.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(world.sim.host_ids().len(), 5, "every host still bills");
@@ -291,20 +287,11 @@ async fn deleting_a_namespace_releases_every_host_before_its_credentials_go() {
     let deleting = world.get("a").await;
     assert!(deleting.metadata.deletion_timestamp.is_some());
     world.start_controller();
-    let start = std::time::Instant::now();
-    while namespaces.get_opt(&world.ns).await.unwrap().is_some() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "namespace {} still there; hosts {:?}",
-            world.ns,
-            world.sim.host_ids()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    println!(
-        "namespace gone {:?} after the operator came back",
-        start.elapsed()
-    );
+    let took = world
+        .namespace_gone(Duration::from_secs(120))
+        .await
+        .unwrap();
+    println!("namespace gone {took:?} after the operator came back");
     assert!(
         world.sim.host_ids().is_empty(),
         "nothing left on the account"
@@ -323,7 +310,7 @@ async fn deleting_a_namespace_releases_every_host_before_its_credentials_go() {
 /// paused).
 #[tokio::test]
 async fn a_paused_objects_credentials_are_kept_for_its_release() {
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_openapi::api::core::v1::Secret;
     let mut world = World::start("paused-creds", |_| {}).await;
     world
         .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
@@ -360,25 +347,16 @@ async fn a_paused_objects_credentials_are_kept_for_its_release() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let namespaces: kube::Api<Namespace> = kube::Api::all(world.client.clone());
-    namespaces
-        .delete(&world.ns, &Default::default())
-        .await
-        .unwrap();
+    world.delete_namespace().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(world.sim.host_ids().len(), 1, "the pause holds the release");
     assert!(secrets.get("own-creds").await.unwrap().data.is_some());
     let resume = serde_json::json!({"metadata": {"annotations": {rentedhost_operator::api::PAUSED_ANNOTATION: null}}});
     world.merge("rh", resume).await.unwrap();
-    let start = std::time::Instant::now();
-    while namespaces.get_opt(&world.ns).await.unwrap().is_some() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "namespace still there; hosts {:?}",
-            world.sim.host_ids()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    world
+        .namespace_gone(Duration::from_secs(120))
+        .await
+        .unwrap();
     assert!(world.sim.host_ids().is_empty(), "released once resumed");
 }
 

@@ -394,31 +394,17 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
 /// it begins: the namespace goes (every host released first, the credentials kept until
 /// then), within two minutes.
 async fn delete_namespace(world: &mut World, rng: &mut StdRng, seed: u64) -> Result<(), String> {
-    use k8s_openapi::api::core::v1::Namespace;
-    let namespaces: kube::Api<Namespace> = kube::Api::all(world.client.clone());
     let down = rng.random_bool(0.5);
     if down {
         world.kill_controller().await;
     }
-    namespaces
-        .delete(&world.ns, &Default::default())
-        .await
-        .unwrap();
+    world.delete_namespace().await;
     if down {
         tokio::time::sleep(ms(rng.random_range(0..4000))).await;
         world.start_controller();
     }
-    let start = Instant::now();
-    while namespaces.get_opt(&world.ns).await.unwrap().is_some() {
-        ensure!(
-            start.elapsed() < Duration::from_secs(120),
-            "seed {seed}: namespace {} still there after 120 s; hosts {:?}",
-            world.ns,
-            world.sim.host_ids()
-        );
-        tokio::time::sleep(ms(250)).await;
-    }
-    Ok(())
+    let gone = world.namespace_gone(Duration::from_secs(120)).await;
+    gone.map(|_| ()).map_err(|e| format!("seed {seed}: {e}"))
 }
 
 #[tokio::test]

@@ -59,31 +59,15 @@ pub fn after_release(
             }),
         ),
         Release::Unproven { account } => {
-            let mut status = base(obj);
             let e = local_error(
                 Reason::HostNotFound,
                 format!(
                     "host {id} is not in provider account {account}, and this object never recorded the account that rented it (an older operator did): the host may still bill there, so it is not taken as released. Point the credentials at the account that rented it to release it, or set spec.deletionPolicy: Orphan to let the object go"
                 ),
             );
-            let msg = error_message(&e);
-            let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
-            status.last_error = Some(e);
-            status.phase = Some(Phase::Deleting);
-            let r = Reason::HostNotFound.as_str();
-            conditions_of(&mut status, obj, now).synced(false, r, &msg);
-            conditions_of(&mut status, obj, now).ready(false, r, &msg);
-            (
-                Some(Transition {
-                    status,
-                    note: None,
-                    requeue: Requeue::Retry(Reason::HostNotFound),
-                }),
-                note,
-            )
+            not_released(obj, e, now)
         }
         Release::Failed(error) => {
-            let mut status = base(obj);
             let e = match error {
                 Some(err) => LastError {
                     reason: Reason::ReleaseFailed.as_str().into(),
@@ -95,23 +79,34 @@ pub fn after_release(
                     format!("the provider did not delete host {id}"),
                 ),
             };
-            let msg = error_message(&e);
-            let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
-            status.last_error = Some(e);
-            status.phase = Some(Phase::Deleting);
-            let r = Reason::ReleaseFailed.as_str();
-            conditions_of(&mut status, obj, now).synced(false, r, &msg);
-            conditions_of(&mut status, obj, now).ready(false, r, &msg);
-            (
-                Some(Transition {
-                    status,
-                    note: None,
-                    requeue: Requeue::Retry(Reason::ReleaseFailed),
-                }),
-                note,
-            )
+            not_released(obj, e, now)
         }
     }
+}
+
+/// The host is not released (yet): the finalizer stays, the error is shown and retried.
+fn not_released(
+    obj: &RentedHost,
+    e: LastError,
+    now: Timestamp,
+) -> (Option<Transition>, Option<Note>) {
+    let mut status = base(obj);
+    let reason = reason_of(&e);
+    let msg = error_message(&e);
+    let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
+    status.last_error = Some(e);
+    status.phase = Some(Phase::Deleting);
+    let r = reason.as_str();
+    conditions_of(&mut status, obj, now).synced(false, r, &msg);
+    conditions_of(&mut status, obj, now).ready(false, r, &msg);
+    (
+        Some(Transition {
+            status,
+            note: None,
+            requeue: Requeue::Retry(reason),
+        }),
+        note,
+    )
 }
 
 #[cfg(test)]

@@ -387,6 +387,33 @@ impl World {
         obj
     }
 
+    /// Deletes the world's namespace, as `kubectl delete namespace` would.
+    pub async fn delete_namespace(&self) {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        namespaces
+            .delete(&self.ns, &Default::default())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the world's namespace is gone: how long it took, or what is left
+    /// (the account's hosts) once `limit` has passed.
+    pub async fn namespace_gone(&self, limit: Duration) -> Result<Duration, String> {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let start = Instant::now();
+        while namespaces.get_opt(&self.ns).await.unwrap().is_some() {
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "namespace {} still there after {limit:?}; hosts {:?}",
+                    self.ns,
+                    self.sim.host_ids()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(start.elapsed())
+    }
+
     pub async fn wait_gone(&self, name: &str, limit: Duration) {
         let start = Instant::now();
         while self.api().get_opt(name).await.unwrap().is_some() {
