@@ -38,7 +38,7 @@ pub fn foreign<'h>(hosts: &'h [Host], sight: &Sight<'_>) -> Vec<&'h str> {
                 && !sight
                     .pending
                     .iter()
-                    .any(|p| p.may_have_made(sight.window, *created))
+                    .any(|p| p.admits(sight.window, *created))
         })
         .map(|(id, _)| id)
         .collect()

@@ -171,11 +171,8 @@ impl Poller {
 /// Counts the hosts on each watched account that no create of ours explains
 /// (`rentedhost_foreign_hosts`), and says once per account that someone else rents there.
 fn count_foreign(ctx: &Context) {
-    let claimed = {
-        let mut ever = ctx.poller.ever_claimed.lock();
-        ever.extend(ctx.every_claim());
-        ever.clone()
-    };
+    let mut claimed = ctx.poller.ever_claimed.lock();
+    claimed.extend(ctx.every_claim());
     let pending: Vec<_> = ctx
         .store
         .state()

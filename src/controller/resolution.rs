@@ -83,11 +83,6 @@ impl PendingCreate {
         })
     }
 
-    /// Whether a host created at `created` (epoch ms) can be this create's.
-    pub fn may_have_made(&self, w: Window, created: i64) -> bool {
-        self.admits(w, created)
-    }
-
     /// When the call ended, or the latest it can have ended.
     pub fn call_end(&self, w: Window) -> Timestamp {
         self.call_ended
@@ -104,7 +99,8 @@ impl PendingCreate {
         )
     }
 
-    fn admits(&self, w: Window, created: i64) -> bool {
+    /// Whether a host created at `created` (epoch ms) can be this create's.
+    pub fn admits(&self, w: Window, created: i64) -> bool {
         let (from, to) = self.window(w);
         (from..=to).contains(&created)
     }

@@ -7,7 +7,7 @@ use crate::support::operator::{CREDENTIALS, World, demo_spec, host_id, is};
 use kube::api::{Patch, PatchParams};
 use rentedhost_operator::api::FINALIZER;
 use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::{Account, Fault, catalogue::DEMO_ACCOUNT};
+use rentedhost_operator::simulator::{Fault, catalogue::DEMO_ACCOUNT};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -142,15 +142,7 @@ async fn a_host_an_older_operator_rented_is_never_released_by_its_absence_elsewh
     let mut world = World::start("legacy-account", |_| {}).await;
     world.kill_controller().await;
     let id = rented_by_hand(&world);
-    world.sim.add_account(
-        "other-account",
-        Account {
-            secret: "other-secret".into(),
-            balance: 1_000_000.0,
-            real_name_verified: true,
-            wallet_error: false,
-        },
-    );
+    world.add_other_account();
     world
         .put_secret(CREDENTIALS, "other-account", "other-secret")
         .await;

@@ -11,17 +11,8 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// Credentials changed to another account: nothing is created, released or looked up there.
 #[tokio::test]
 async fn credentials_of_another_account_never_release_or_rent_there() {
-    use rentedhost_operator::simulator::Account;
     let world = World::start("acct", |_| {}).await;
-    world.sim.add_account(
-        "other-account",
-        Account {
-            secret: "other-secret".into(),
-            balance: 1_000_000.0,
-            real_name_verified: true,
-            wallet_error: false,
-        },
-    );
+    world.add_other_account();
     world.create("rh", demo_spec()).await;
     let obj = world.wait_rented("rh", LIMIT).await;
     let id = host_id(&obj).unwrap();

@@ -183,6 +183,16 @@ async fn pause(ctx: &Context, obj: &RentedHost) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// Makes the protocol's manager an owner of `obj`'s reboot record, once per object and
+/// process (see `writes::share_reboot_record`).
+async fn share_reboot_record(ctx: &Context, obj: &RentedHost) -> Result<(), Error> {
+    if ctx.needs_reboot_record_shared(obj) {
+        writes::share_reboot_record(&ctx.client, obj).await?;
+        ctx.reboot_record_shared(obj);
+    }
+    Ok(())
+}
+
 /// Applies the observation part of a status (see `writes::apply_status`), once the
 /// protocol's manager shares the object's reboot record: an older operator's status
 /// manager owned it alone, and an apply that leaves it out would remove it.
@@ -191,10 +201,7 @@ async fn apply_observation(
     obj: &RentedHost,
     status: &RentedHostStatus,
 ) -> Result<RentedHost, Error> {
-    if ctx.needs_reboot_record_shared(obj) {
-        writes::share_reboot_record(&ctx.client, obj).await?;
-        ctx.reboot_record_shared(obj);
-    }
+    share_reboot_record(ctx, obj).await?;
     writes::apply_status(&ctx.client, obj, status).await
 }
 
@@ -442,10 +449,7 @@ async fn write_protocol(
         return Err(Error::NotLeading);
     }
     // The write may end with an apply of the observation part (see `apply_observation`).
-    if ctx.needs_reboot_record_shared(obj) {
-        writes::share_reboot_record(&ctx.client, obj).await?;
-        ctx.reboot_record_shared(obj);
-    }
+    share_reboot_record(ctx, obj).await?;
     let mut status = status.clone();
     let owned = status.host_id.is_some() || status.create_pending.is_some();
     // An account once recorded stays (`wrong_account` refuses credentials of another). A

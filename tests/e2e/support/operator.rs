@@ -198,6 +198,18 @@ impl World {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// A second, funded and verified account on the simulator: `other-account`, secret
+    /// `other-secret`.
+    pub fn add_other_account(&self) {
+        let account = simulator::Account {
+            secret: "other-secret".into(),
+            balance: 1_000_000.0,
+            real_name_verified: true,
+            wallet_error: false,
+        };
+        self.sim.add_account("other-account", account);
+    }
+
     pub async fn put_secret(&self, name: &str, uuid: &str, secret: &str) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
         let mut s = Secret::default();
