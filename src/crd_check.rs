@@ -6,6 +6,7 @@
 
 use crate::api::{Kind, RentedHost};
 use crate::metrics::Metrics;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -104,13 +105,26 @@ pub async fn check(client: &Client) -> Result<Vec<Problem>, kube::Error> {
     Ok(problems)
 }
 
+/// Who is told, besides `/readyz` and the log, that the operator does not reconcile.
+#[derive(Debug, Clone)]
+pub enum Audience {
+    /// A replica before the election: the objects are told only while no replica holds
+    /// `lease` (an older leader, on the CRDs it knows, may serve them all the while).
+    UnlessLed {
+        lease: (String, String),
+        instance: Option<String>,
+    },
+    /// The leader: each RentedHost gets one Warning event, from this instance.
+    Objects { instance: Option<String> },
+}
+
 /// Waits until the served CRDs are what this binary needs; `false` if `shutdown` came
 /// first. Meanwhile `/readyz` says why, the log says it at ERROR (again when it changes),
-/// and each RentedHost gets one Warning event.
+/// and `audience` hears it.
 pub async fn wait_until_served(
     client: &Client,
     metrics: &Arc<Metrics>,
-    instance: Option<String>,
+    audience: Audience,
     shutdown: impl Future<Output = ()>,
 ) -> bool {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -122,7 +136,7 @@ pub async fn wait_until_served(
                 if told.is_some() {
                     tracing::info!("the installed CRDs are now current: starting the controllers");
                 }
-                metrics.set_not_ready(None);
+                metrics.readiness.block(None);
                 return true;
             }
             Ok(problems) => {
@@ -138,20 +152,28 @@ pub async fn wait_until_served(
                     tracing::error!(problems = %why, fix = FIX, "{message}");
                     told = Some(problems.clone());
                 }
-                metrics.set_not_ready(Some(message.clone()));
-                tell_objects(client, instance.clone(), &message, &mut warned).await;
+                metrics.readiness.block(Some(message.clone()));
+                let instance = match &audience {
+                    Audience::Objects { instance } => Some(instance),
+                    Audience::UnlessLed { lease, instance } => {
+                        (!someone_leads(client, lease).await).then_some(instance)
+                    }
+                };
+                if let Some(instance) = instance {
+                    tell_objects(client, instance.clone(), &message, &mut warned).await;
+                }
             }
             // Not allowed to look (RBAC without the chart's CRD read): the check is a safety
             // net, not a gate a custom role should have to know about.
             Err(kube::Error::Api(e)) if e.code == 403 => {
                 tracing::warn!(error = %e.message, "cannot read the installed CRDs (grant get on customresourcedefinitions rentedhosts.xuandashi.dev and rentedhostpools.xuandashi.dev, as the chart does); starting without checking them");
-                metrics.set_not_ready(None);
+                metrics.readiness.block(None);
                 return true;
             }
             Err(error) => {
                 let message = format!("cannot read the installed CRDs: {error}");
                 tracing::warn!(%error, "cannot read the installed CRDs; retrying");
-                metrics.set_not_ready(Some(message));
+                metrics.readiness.block(Some(message));
             }
         }
         tokio::select! {
@@ -159,6 +181,23 @@ pub async fn wait_until_served(
             _ = tokio::time::sleep(RECHECK) => {}
         }
     }
+}
+
+/// Whether the Lease has a holder whose last renewal is within its duration (by the
+/// timestamps: good enough to decide whom to tell, never to decide who may spend).
+async fn someone_leads(client: &Client, (namespace, name): &(String, String)) -> bool {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let Ok(Some(lease)) = leases.get_opt(name).await else {
+        return false;
+    };
+    let spec = lease.spec.unwrap_or_default();
+    let held = spec.holder_identity.is_some_and(|h| !h.is_empty());
+    let fresh = spec.renew_time.is_some_and(|t| {
+        let duration =
+            jiff::SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(15).into());
+        t.0 + duration > jiff::Timestamp::now()
+    });
+    held && fresh
 }
 
 /// One Warning event on each RentedHost not yet told, when their CRD is served at all.

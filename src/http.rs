@@ -8,7 +8,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
@@ -29,15 +28,9 @@ async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if let Some(why) = metrics.not_ready() {
-        return (StatusCode::SERVICE_UNAVAILABLE, why);
-    }
-    match metrics.ready.load(Ordering::Relaxed) {
-        true => (StatusCode::OK, "ok".to_string()),
-        false => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "object cache not synced yet".to_string(),
-        ),
+    match metrics.readiness.check() {
+        Ok(doing) => (StatusCode::OK, doing),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

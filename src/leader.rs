@@ -219,9 +219,14 @@ where
     let deadline = lock.config.duration * 2 / 3;
     let retry = lock.config.duration / 4;
     tokio::pin!(stop);
+    let mut told_standby = false;
     loop {
         match lock.attempt(deadline).await {
             Ok(true) => break,
+            Ok(false) if !told_standby => {
+                told_standby = true;
+                tracing::info!(lease = %lock.config.name, identity = %lock.config.identity, "standing by: another replica holds the lease");
+            }
             Ok(false) => {}
             Err(error) => tracing::warn!(%error, "leader election: cannot read the lease"),
         }

@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod operator;
 pub mod pool;
 pub mod provider;
+pub mod readiness;
 pub mod simulator;
 pub mod telemetry;

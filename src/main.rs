@@ -162,20 +162,15 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     }
     tracing::info!(version = VERSION, provider = %config.provider.base_url, "starting controller");
-    if !args.leader_election {
-        operator::run(client, config, metrics, shutdown_signal()).await;
-        return ExitCode::SUCCESS;
-    }
-    let lease = leader::LeaseConfig {
+    let election = args.leader_election.then(|| leader::LeaseConfig {
         namespace: args.operator_namespace.clone(),
         name: args.lease_name,
         identity: std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("rentedhost-operator-{}", std::process::id())),
         duration: args.lease_duration,
         leadership,
-    };
-    let work = |stop: leader::Shutdown| operator::run(client.clone(), config, metrics, stop.wait());
-    match leader::run_elected(client.clone(), lease, shutdown_signal(), work).await {
+    });
+    match operator::run_replica(client, config, metrics, election, shutdown_signal()).await {
         leader::Ended::Stopped => ExitCode::SUCCESS,
         leader::Ended::LostLease => ExitCode::FAILURE,
     }

@@ -3,6 +3,7 @@
 
 use crate::api::{Phase, RentedHost};
 use crate::provider::{CallObserver, Endpoint};
+use crate::readiness::Readiness;
 use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -56,10 +57,8 @@ pub struct Metrics {
     pub foreign_hosts: Gauge,
     /// The controller's object cache, once it runs (for the object gauges).
     pub store: std::sync::OnceLock<Store<RentedHost>>,
-    /// Set once the object cache holds its first full list.
-    pub ready: std::sync::atomic::AtomicBool,
-    /// Why the operator cannot do its job at all (the served CRDs, say), for `/readyz`.
-    not_ready: parking_lot::Mutex<Option<String>>,
+    /// What `/readyz` and `rentedhost_leader` say.
+    pub readiness: Readiness,
 }
 
 /// Registers a clone of each metric: the struct keeps the handles the code updates.
@@ -91,8 +90,7 @@ impl Default for Metrics {
             prepaid_spend: Family::default(),
             foreign_hosts: Gauge::default(),
             store: std::sync::OnceLock::new(),
-            ready: std::sync::atomic::AtomicBool::new(false),
-            not_ready: parking_lot::Mutex::new(None),
+            readiness: Readiness::default(),
             registry: Registry::default(),
         };
         register! { registry:
@@ -108,22 +106,13 @@ impl Default for Metrics {
             "time_to_ready_seconds", "Time from an object's creation until it first became Ready" => m.time_to_ready;
             "prepaid_spend", "Prepaid rental (CNY) committed by successful createRent calls, by namespace" => m.prepaid_spend;
             "foreign_hosts", "Hosts that appeared on the accounts since the operator started with no create of its own to explain them (someone else rents there)" => m.foreign_hosts;
+            "leader", "1 while this replica leads (reconciles, and so spends), 0 while it stands by" => m.readiness.leader;
         }
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
-    /// Says (or stops saying) why the operator cannot do its job at all.
-    pub fn set_not_ready(&self, why: Option<String>) {
-        *self.not_ready.lock() = why;
-    }
-
-    /// Why the operator cannot do its job at all, if it cannot.
-    pub fn not_ready(&self) -> Option<String> {
-        self.not_ready.lock().clone()
-    }
-
     /// The observer the provider clients report every call to.
     pub fn provider_observer(self: &Arc<Self>) -> CallObserver {
         let metrics = self.clone();

@@ -1,8 +1,11 @@
-//! The operator's controllers together: RentedHosts and RentedHostPools, until shutdown.
+//! The operator's controllers together: RentedHosts and RentedHostPools, until shutdown;
+//! and one replica of the process, alone or elected among several.
 
 use crate::controller::{self, Config};
+use crate::crd_check::{self, Audience};
+use crate::leader::{self, Ended, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::{crd_check, pool};
+use crate::pool;
 use futures::FutureExt;
 use kube::Client;
 use std::sync::Arc;
@@ -11,7 +14,42 @@ use std::time::Duration;
 /// How long the controllers may take to finish after shutdown was asked: within the
 /// pod's default grace period (30 s) with time left to release the Lease, whatever a
 /// controller is waiting on.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// One replica until `shutdown`: without `election` it leads from the start; with it, it
+/// stands by (ready) until it holds the Lease, then leads until shutdown or the Lease is
+/// lost. A replica whose binary the served CRDs do not fit never takes the Lease: in an
+/// upgrade whose CRD step was skipped the older leader keeps serving, the new pod stays
+/// unready and the rollout stops there.
+pub async fn run_replica(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    election: Option<LeaseConfig>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Ended {
+    let shutdown = shutdown.boxed().shared();
+    let Some(lease) = election else {
+        metrics.readiness.leading();
+        run(client, config, metrics, shutdown).await;
+        return Ended::Stopped;
+    };
+    let audience = Audience::UnlessLed {
+        lease: (lease.namespace.clone(), lease.name.clone()),
+        instance: config.instance.clone(),
+    };
+    if !crd_check::wait_until_served(&client, &metrics, audience, shutdown.clone()).await {
+        return Ended::Stopped;
+    }
+    metrics.readiness.standing_by();
+    let work_client = client.clone();
+    let work = |stop: leader::Shutdown| async move {
+        metrics.readiness.leading();
+        run(work_client, config, metrics.clone(), stop.wait()).await;
+        metrics.readiness.stopped_leading();
+    };
+    leader::run_elected(client, lease, shutdown, work).await
+}
 
 /// Runs every controller until `shutdown` completes, once the served CRDs carry every field
 /// this binary writes.
@@ -22,14 +60,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = shutdown.boxed().shared();
-    let instance = config.instance.clone();
-    if !crd_check::wait_until_served(&client, &metrics, instance, shutdown.clone()).await {
+    let audience = Audience::Objects {
+        instance: config.instance.clone(),
+    };
+    if !crd_check::wait_until_served(&client, &metrics, audience, shutdown.clone()).await {
         return;
     }
     let controllers = async {
         tokio::join!(
-            controller::run(client.clone(), config.clone(), metrics, shutdown.clone()),
-            pool::run(client, config, shutdown.clone()),
+            controller::run(
+                client.clone(),
+                config.clone(),
+                metrics.clone(),
+                shutdown.clone()
+            ),
+            pool::run(client, config, metrics, shutdown.clone()),
         )
     };
     let overdue = async {

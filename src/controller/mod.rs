@@ -19,6 +19,7 @@ pub mod writes;
 use crate::api::RentedHost;
 use crate::metrics::Metrics;
 use crate::provider::{ClientPool, ClientSettings};
+use crate::readiness::Cache;
 use credentials::SecretRef;
 use futures::StreamExt;
 use hosts::HostDirectory;
@@ -414,9 +415,7 @@ pub async fn run(
         .default_backoff()
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
-                ready_metrics
-                    .ready
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                ready_metrics.readiness.synced(Cache::RentedHosts);
             }
         })
         // Nothing reads managedFields, which are most of an object's size.

@@ -14,6 +14,8 @@ use crate::api::{
     DeletionPolicy, POOL_LABEL, RentedHost, RentedHostPool, RentedHostPoolStatus, conditions_equal,
 };
 use crate::controller::Config;
+use crate::metrics::Metrics;
+use crate::readiness::Cache;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -72,6 +74,7 @@ struct Context {
 pub async fn run(
     client: Client,
     config: Config,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (pools, children): (Api<RentedHostPool>, Api<PartialObjectMeta<RentedHost>>) =
@@ -87,8 +90,14 @@ pub async fn run(
     // watched, not only labelled ones: a child whose label was removed is still found by
     // its owner. Only names and owners are kept.
     let (children_store, writer) = reflector::store();
+    let children_metrics = metrics.clone();
     let child_changes = watcher(children, watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                children_metrics.readiness.synced(Cache::PoolChildren);
+            }
+        })
         .modify(|m| {
             m.managed_fields_mut().clear();
             m.annotations_mut().clear();
@@ -107,7 +116,17 @@ pub async fn run(
         foreign: Mutex::default(),
         children: children_store,
     });
-    Controller::new(pools, watcher::Config::default().any_semantic())
+    let (pool_store, pool_writer) = reflector::store();
+    let pool_changes = watcher(pools, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                metrics.readiness.synced(Cache::RentedHostPools);
+            }
+        })
+        .reflect(pool_writer)
+        .applied_objects();
+    Controller::for_stream(pool_changes, pool_store)
         .owns_stream(child_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -149,6 +149,16 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
     }
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 1);
+    assert_eq!(pod["terminationGracePeriodSeconds"], 45);
+    assert_eq!(container["livenessProbe"]["failureThreshold"], 5);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(container.get("readinessProbe").is_none(), "disabled");
+    let strategy = &find(&every, "Deployment")["spec"]["strategy"];
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 1);
+    let defaults_pod = &find(&defaults, "Deployment")["spec"];
+    assert_eq!(defaults_pod["strategy"]["rollingUpdate"]["maxSurge"], 1);
+    let readiness = &defaults_pod["template"]["spec"]["containers"][0]["readinessProbe"];
+    assert_eq!(readiness["httpGet"]["path"], "/readyz");
     let role = every
         .iter()
         .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "hosts")
@@ -173,6 +183,11 @@ fn wrong_values_are_refused_with_the_schemas_message() {
             "at '/logFormat': value must be one of 'json', 'text'",
         ),
         ("pollInterval=soon", "at '/pollInterval'"),
+        ("strategy.type=BlueGreen", "at '/strategy/type'"),
+        (
+            "terminationGracePeriodSeconds=0",
+            "at '/terminationGracePeriodSeconds'",
+        ),
         ("image.digest=latest", "at '/image/digest'"),
         ("colour=blue", "additional properties 'colour' not allowed"),
     ] {

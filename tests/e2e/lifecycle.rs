@@ -268,8 +268,24 @@ async fn deleting_a_namespace_releases_every_host_before_its_credentials_go() {
         );
     }
     world.delete_namespace().await;
-    // The operator is down for a while (an upgrade, a crash loop) as the namespace goes.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The operator is down for a while (an upgrade, a crash loop) as the namespace goes:
+    // until the namespace controller has asked to delete both Secrets (its pace depends on
+    // the machine, so this waits for the deletions rather than for a fixed time), then 2 s.
+    let asked = tokio::time::Instant::now();
+    for name in ["own-creds", CREDENTIALS] {
+        loop {
+            let secret = secrets.get(name).await.unwrap();
+            if secret.metadata.deletion_timestamp.is_some() {
+                break;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(90),
+                "{name}: the namespace controller never deleted it"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(world.sim.host_ids().len(), 5, "every host still bills");
     for name in ["own-creds", CREDENTIALS] {
         let secret = secrets.get(name).await.unwrap();

@@ -121,6 +121,62 @@ async fn two_operator_replicas_rent_once_per_object_even_when_the_leader_dies() 
     assert_eq!(world.sim.host_ids().len(), 8);
 }
 
+/// What a Deployment's readiness probe and a PodDisruptionBudget count on: a standby is
+/// Ready (it used to answer 503 "object cache not synced yet" until it led, so a rolling
+/// update waited on it forever), and who leads is the `rentedhost_leader` gauge.
+#[tokio::test]
+async fn a_standby_is_ready_and_the_leader_gauge_follows_the_lease() {
+    let mut world = World::start("readyz-standby", |_| {}).await;
+    world.kill_controller().await;
+    let a = world.start_replica("replica-a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = world.start_replica("replica-b");
+    let serve = |metrics| async move {
+        let any = "127.0.0.1:0".parse().unwrap();
+        rentedhost_operator::http::serve(any, metrics)
+            .await
+            .unwrap()
+    };
+    let (addr_a, addr_b) = (serve(a.clone()).await, serve(b.clone()).await);
+    let get = |addr: std::net::SocketAddr, path: &'static str| async move {
+        let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let leader_gauge = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("rentedhost_leader "))
+            .map(str::to_string)
+    };
+    let until = |addr, want: &'static str| async move {
+        let start = Instant::now();
+        loop {
+            let got = get(addr, "/readyz").await;
+            if got == (200, want.to_string()) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{addr}: {got:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    until(addr_a, "ok: leading").await;
+    until(addr_b, "ok: standing by (another replica leads)").await;
+    let (_, metrics_a) = get(addr_a, "/metrics").await;
+    let (_, metrics_b) = get(addr_b, "/metrics").await;
+    assert_eq!(leader_gauge(&metrics_a).as_deref(), Some("1"));
+    assert_eq!(leader_gauge(&metrics_b).as_deref(), Some("0"));
+    rent_all(&world, 0..2).await;
+    // The leader dies without releasing its lease: the standby leads within one lease
+    // duration (2 s) of its expiry, and is ready once its caches synced.
+    world.kill_replica(0).await;
+    let took = until(addr_b, "ok: leading").await;
+    println!("the standby led and was ready {took:?} after the leader died");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let (_, metrics_b) = get(addr_b, "/metrics").await;
+    assert_eq!(leader_gauge(&metrics_b).as_deref(), Some("1"));
+    rent_all(&world, 2..3).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 3);
+}
+
 /// Hole 6: a leader whose lease renewals hang (the API server stops answering it) stops
 /// spending money before another replica can take over, and stops working soon after.
 #[tokio::test]
@@ -200,7 +256,7 @@ async fn the_http_port_serves_metrics_and_probes() {
         }
     };
     assert_eq!(get("/healthz").await, (200, "ok".to_string()));
-    assert_eq!(get("/readyz").await, (200, "ok".to_string()));
+    assert_eq!(get("/readyz").await, (200, "ok: leading".to_string()));
     let (status, text) = get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
@@ -208,6 +264,7 @@ async fn the_http_port_serves_metrics_and_probes() {
         r#"rentedhost_provider_requests_total{endpoint="getToken",code="0"} 1"#,
         r#"rentedhost_hosts{phase="Running"} 1"#,
         "rentedhost_create_pending 0",
+        "rentedhost_leader 1",
         "rentedhost_token_refresh_total 1",
         r#"rentedhost_objects{condition="Ready",reason="Running"} 1"#,
         r#"rentedhost_objects{condition="Synced",reason="Observed"} 1"#,

@@ -133,17 +133,18 @@ async fn a_missing_crd_is_said_and_sigterm_still_ends_the_operator_at_once() {
     let took = sigterm_and_wait(&mut process);
     println!("SIGTERM to exit with a CRD missing: {took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
-    // The Lease it held is released on the way out.
-    let holder = run_ok(plane.kubectl().args([
-        "get",
-        "lease",
-        "rentedhost-operator",
-        "-n",
-        "ops",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]));
-    assert_eq!(holder.trim(), "", "the Lease is released");
+    // A replica the served CRDs do not fit never takes the Lease (from an older leader
+    // that still serves the objects, in an upgrade whose CRD step was skipped).
+    let leases = plane
+        .kubectl()
+        .args(["get", "leases", "-n", "ops", "-o", "name"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&leases.stdout).trim(),
+        "",
+        "no Lease taken"
+    );
 }
 
 #[tokio::test]

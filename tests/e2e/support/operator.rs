@@ -142,18 +142,24 @@ impl World {
         assert!(self.controller.is_none(), "controller already running");
         let config = self.config.clone();
         let metrics = self.metrics.clone();
-        self.controller = Some(tokio::spawn(rentedhost_operator::operator::run(
-            client,
-            config,
-            metrics,
-            std::future::pending(),
-        )));
+        self.controller = Some(tokio::spawn(async move {
+            let alone = None;
+            rentedhost_operator::operator::run_replica(
+                client,
+                config,
+                metrics,
+                alone,
+                std::future::pending(),
+            )
+            .await;
+        }));
     }
 
     /// Starts a replica that reconciles only while it holds the namespace's Lease (2 s), as
-    /// the chart's Deployment with several replicas does.
-    pub fn start_replica(&mut self, identity: &str) {
-        use rentedhost_operator::leader::{self, Leadership, LeaseConfig};
+    /// the chart's Deployment with several replicas does; it has metrics (and readiness) of
+    /// its own, as a process does.
+    pub fn start_replica(&mut self, identity: &str) -> Arc<Metrics> {
+        use rentedhost_operator::leader::{Leadership, LeaseConfig};
         let leadership = Leadership::elected();
         let mut config = self.config.clone();
         config.leadership = leadership.clone();
@@ -165,14 +171,20 @@ impl World {
             duration: Duration::from_secs(2),
             leadership,
         };
-        let (client, metrics) = (self.controller_client(), self.metrics.clone());
+        let own = Arc::new(Metrics::default());
+        let (client, metrics) = (self.controller_client(), own.clone());
         self.replicas.push(tokio::spawn(async move {
-            let work_client = client.clone();
-            leader::run_elected(client, lease, std::future::pending(), move |stop| {
-                rentedhost_operator::operator::run(work_client, config, metrics, stop.wait())
-            })
+            let election = Some(lease);
+            rentedhost_operator::operator::run_replica(
+                client,
+                config,
+                metrics,
+                election,
+                std::future::pending(),
+            )
             .await;
         }));
+        own
     }
 
     /// Stops replica `i` at once (as a crash would); it leaves its lease to expire.
