@@ -1,5 +1,5 @@
 # Build or reuse the test control plane, then run every check CI runs.
-.PHONY: testenv test lint crd run-simulator protocol release image demo demo-stop demo-check fuzz bench
+.PHONY: testenv test lint deny crd run-simulator protocol release image demo demo-stop demo-check fuzz bench
 
 testenv:
 	testenv/build.sh
@@ -8,7 +8,11 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-test: testenv lint image
+# Licenses, bans, sources and advisories (the RustSec snapshot in ../shared/advisory-db).
+deny:
+	scripts/deny.sh
+
+test: testenv lint deny image
 	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" cargo test
 
 # The release binary: statically linked glibc (the image has no libc), stripped, LTO, with

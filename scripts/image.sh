@@ -2,7 +2,8 @@
 # Builds the operator's container image without a container engine: the static release
 # binary (`make release`), the CA certificates and a passwd entry for uid 65532, as one
 # layer of an OCI image layout (target/image/oci) and its archive
-# (target/image/rentedhost-operator.oci.tar), both byte-for-byte reproducible.
+# (target/image/rentedhost-operator.oci.tar), and the binary's SBOM beside them
+# (target/image/rentedhost-operator.cdx.json), all byte-for-byte reproducible.
 #
 #   scripts/image.sh [TAG]      default tag: the crate's version
 #
@@ -70,5 +71,21 @@ cp -a "$layout" "$out/oci"
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=posix \
   --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
   -C "$layout" -cf "$out/rentedhost-operator.oci.tar" .
+# The SBOM of the binary (CycloneDX 1.5): every crate compiled into it, no build or dev
+# dependencies. Reproducible like the image: its serial number is the manifest's digest,
+# its time the epoch, the checkout's path /src (as in the binary).
+cdx=0.5.9
+if ! cargo cyclonedx --version 2>/dev/null | grep -q " $cdx\$"; then
+  echo "image: installing cargo-cyclonedx $cdx" >&2
+  cargo install --locked --quiet "cargo-cyclonedx@$cdx"
+fi
+(cd "$root" && cargo cyclonedx -q --format json --describe binaries --spec-version 1.5 \
+  --target x86_64-unknown-linux-gnu --no-build-deps)
+serial="${manifest:0:8}-${manifest:8:4}-${manifest:12:4}-${manifest:16:4}-${manifest:20:12}"
+sed -e "s/\"urn:uuid:[0-9a-f-]*\"/\"urn:uuid:$serial\"/" \
+  -e 's/"timestamp": "[^"]*"/"timestamp": "1970-01-01T00:00:00Z"/' \
+  -e "s|path+file://$root#|path+file:///src#|g" \
+  "$root/rentedhost-operator_bin.cdx.json" >"$out/rentedhost-operator.cdx.json"
+rm -f "$root/rentedhost-operator_bin.cdx.json"
 echo "image: rentedhost-operator:$tag sha256:$manifest, layer $(size "$layer") bytes compressed, $(stat -c %s "$work/layer.tar") uncompressed" >&2
 echo "$out/rentedhost-operator.oci.tar"

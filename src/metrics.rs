@@ -38,6 +38,20 @@ pub struct NamespaceLabel {
     pub namespace: String,
 }
 
+/// How far ahead `hosts_expiring` looks.
+const EXPIRING_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// Whether the object's host is still prepaid but not beyond `until`.
+fn expires_before(obj: &RentedHost, until: jiff::Timestamp) -> bool {
+    let expiry = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.host.as_ref())
+        .and_then(|h| h.expires_at.as_deref())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    expiry.is_some_and(|e| jiff::Timestamp::now() < e && e <= until)
+}
+
 /// The condition types `objects` counts by reason.
 const COUNTED_CONDITIONS: [&str; 2] = ["Ready", "Synced"];
 
@@ -55,6 +69,7 @@ pub struct Metrics {
     pub time_to_ready: Histogram,
     pub prepaid_spend: Family<NamespaceLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub foreign_hosts: Gauge,
+    pub hosts_expiring: Gauge,
     /// The controller's object cache, once it runs (for the object gauges).
     pub store: std::sync::OnceLock<Store<RentedHost>>,
     /// What `/readyz` and `rentedhost_leader` say.
@@ -89,6 +104,7 @@ impl Default for Metrics {
             time_to_ready: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             prepaid_spend: Family::default(),
             foreign_hosts: Gauge::default(),
+            hosts_expiring: Gauge::default(),
             store: std::sync::OnceLock::new(),
             readiness: Readiness::default(),
             registry: Registry::default(),
@@ -106,6 +122,7 @@ impl Default for Metrics {
             "time_to_ready_seconds", "Time from an object's creation until it first became Ready" => m.time_to_ready;
             "prepaid_spend", "Prepaid rental (CNY) committed by successful createRent calls, by namespace" => m.prepaid_spend;
             "foreign_hosts", "Hosts that appeared on the accounts since the operator started with no create of its own to explain them (someone else rents there)" => m.foreign_hosts;
+            "hosts_expiring", "Hosts whose prepaid period ends within the next 24 hours (renew them, or let them go)" => m.hosts_expiring;
             "leader", "1 while this replica leads (reconciles, and so spends), 0 while it stands by" => m.readiness.leader;
         }
         Metrics { registry, ..m }
@@ -180,6 +197,9 @@ impl Metrics {
                 })
                 .count();
             self.create_pending.set(pending as i64);
+            let soon = jiff::Timestamp::now() + EXPIRING_WITHIN;
+            let expiring = objects.iter().filter(|o| expires_before(o, soon)).count();
+            self.hosts_expiring.set(expiring as i64);
             self.objects.clear();
             for obj in &objects {
                 let conditions = obj.status.iter().flat_map(|s| &s.conditions);
@@ -214,6 +234,45 @@ fn bounded_reason(reason: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expiring_at(at: Option<&str>) -> RentedHost {
+        let mut obj = RentedHost::new(
+            "rh",
+            serde_json::from_value(serde_json::json!({
+                "packageId": "p", "imageId": "i", "period": {"unit": "Month", "count": 1}
+            }))
+            .unwrap(),
+        );
+        let host = crate::api::ObservedHost {
+            expires_at: at.map(str::to_string),
+            ..Default::default()
+        };
+        obj.status = Some(crate::api::RentedHostStatus {
+            host: Some(host),
+            ..Default::default()
+        });
+        obj
+    }
+
+    #[test]
+    fn hosts_expiring_are_those_still_prepaid_until_the_horizon() {
+        let now = jiff::Timestamp::now();
+        let horizon = now + EXPIRING_WITHIN;
+        let at = |d: jiff::SignedDuration| (now + d).to_string();
+        let hours = jiff::SignedDuration::from_hours;
+        assert!(expires_before(&expiring_at(Some(&at(hours(2)))), horizon));
+        assert!(expires_before(&expiring_at(Some(&at(hours(23)))), horizon));
+        assert!(!expires_before(&expiring_at(Some(&at(hours(25)))), horizon));
+        assert!(
+            !expires_before(&expiring_at(Some(&at(hours(-1)))), horizon),
+            "expired already"
+        );
+        assert!(
+            !expires_before(&expiring_at(Some("tomorrow")), horizon),
+            "unreadable"
+        );
+        assert!(!expires_before(&expiring_at(None), horizon));
+    }
 
     #[test]
     fn provider_calls_are_counted_with_bounded_labels() {

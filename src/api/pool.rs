@@ -25,6 +25,7 @@ pub const POOL_LABEL: &str = "xuandashi.dev/pool";
     doc = "A fleet of like hosts: the operator keeps spec.replicas RentedHost children made from spec.template, each renting its own host. Scale it with kubectl scale; scaling down removes children not yet rented first, then the newest.",
     namespaced,
     shortname = "rhp",
+    category = "xuandashi",
     status = "RentedHostPoolStatus",
     scale(
         spec_replicas_path = ".spec.replicas",

@@ -69,6 +69,8 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
         [
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
@@ -77,10 +79,77 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
             "Service",
             "ServiceAccount"
         ],
-        "no Secret without credentials, no PDB for one replica"
+        "no Secret without credentials, no PDB for one replica; the user roles"
     );
+    let aggregated: Vec<&serde_json::Value> = defaults
+        .iter()
+        .filter(|o| {
+            o["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+        })
+        .collect();
+    assert_eq!(
+        aggregated.len(),
+        2,
+        "view (read) and edit (write) join edit"
+    );
+    for object in &defaults {
+        let labels = &object["metadata"]["labels"];
+        assert_eq!(
+            labels["app.kubernetes.io/part-of"], "rentedhost-operator",
+            "{object}"
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/component"], "controller",
+            "{object}"
+        );
+    }
 
-    let every = render(&["-f", all_options().to_str().unwrap()]);
+    let with_monitoring = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"];
+    let every_but_monitoring = render(&["-f", all_options().to_str().unwrap()]);
+    assert!(
+        every_but_monitoring
+            .iter()
+            .all(|o| o["kind"] != "ServiceMonitor"),
+        "no ServiceMonitor where its CRD is not served"
+    );
+    let options = all_options();
+    let mut args = vec!["-f", options.to_str().unwrap()];
+    args.extend(with_monitoring);
+    let every = render(&args);
+    for object in &every {
+        let meta = &object["metadata"];
+        assert_eq!(
+            meta["labels"]["example.com/cost-center"], "render",
+            "commonLabels: {object}"
+        );
+        assert_eq!(
+            meta["labels"]["app.kubernetes.io/name"], "xds",
+            "nameOverride: {object}"
+        );
+        let name = meta["name"].as_str().unwrap();
+        // The ServiceAccount's name is a value of its own (serviceAccount.name).
+        if object["kind"] != "ServiceAccount" {
+            assert!(name.contains("hosts-operator"), "fullnameOverride: {name}");
+        }
+    }
+    let deployment = find(&every, "Deployment");
+    assert_eq!(
+        deployment["metadata"]["annotations"]["example.com/rollout"],
+        "manual"
+    );
+    let rules = find(&every, "PrometheusRule")["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rules.len(), 6);
+    for rule in &rules {
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(expr.contains(r#"job="hosts""#), "seriesSelector: {expr}");
+        let runbook = rule["annotations"]["runbook_url"].as_str().unwrap();
+        assert!(
+            runbook.starts_with("https://docs.example.com/rentedhost/troubleshooting#rentedhost")
+        );
+    }
     assert_eq!(
         kinds(&every),
         [
@@ -90,6 +159,7 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
+            "PrometheusRule",
             "Role",
             "Role",
             "RoleBinding",
@@ -483,4 +553,60 @@ async fn a_crd_upgrade_follows_the_documented_path() {
     assert!(readme.contains(
         "kubectl apply --server-side --force-conflicts -f charts/rentedhost-operator/crds/\n"
     ));
+}
+
+/// The PrometheusRule's alerts, by `promtool test rules` (tests/prometheus/alerts.test.yaml):
+/// series that fire each alert and series that must not, on the rule as the chart renders
+/// it for release `rho` in namespace `ops`.
+#[test]
+fn the_alerts_fire_on_what_they_are_about_and_not_otherwise() {
+    let rule = render(&["--set", "prometheusRule.enabled=true"])
+        .into_iter()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let dir = tempfile::tempdir().unwrap();
+    let groups = serde_json::json!({"groups": rule["spec"]["groups"]});
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_yaml::to_string(&groups).unwrap(),
+    )
+    .unwrap();
+    let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/prometheus/alerts.test.yaml");
+    std::fs::copy(&tests, dir.path().join("alerts.test.yaml")).unwrap();
+    let promtool = crate::support::control_plane::assets_dir().join("promtool");
+    run_ok(
+        Command::new(&promtool)
+            .arg("check")
+            .arg("rules")
+            .arg(dir.path().join("rules.yaml")),
+    );
+    let out = run_ok(
+        Command::new(&promtool)
+            .args(["test", "rules"])
+            .arg(dir.path().join("alerts.test.yaml")),
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let tested = std::fs::read_to_string(&tests).unwrap();
+    for alert in alerts {
+        let name = alert["alert"].as_str().unwrap();
+        assert!(
+            tested.contains(&format!("alertname: {name}")),
+            "{name} has no promtool test"
+        );
+        let anchor = name.to_lowercase();
+        let runbook = alert["annotations"]["runbook_url"].as_str().unwrap();
+        assert!(
+            runbook.ends_with(&format!("troubleshooting.md#{anchor}")),
+            "{runbook}"
+        );
+        let doc = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/troubleshooting.md"),
+        )
+        .unwrap();
+        assert!(
+            doc.contains(&format!("### {name}\n")),
+            "docs/troubleshooting.md has no section {name}"
+        );
+    }
 }

@@ -111,6 +111,49 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
         "{metrics}"
     );
 
+    // Who may spend: the chart's user roles joined the cluster's `edit` and `view`.
+    for (user, role) in [("editor", "edit"), ("viewer", "view")] {
+        run_ok(plane.kubectl().args([
+            "create",
+            "rolebinding",
+            user,
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+            "-n",
+            &hosts,
+        ]));
+    }
+    // `resource/sub` is a subresource (kubectl reads it as a name).
+    let can = |verb: &'static str, resource: &'static str, user: &'static str| {
+        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        let out = plane
+            .kubectl()
+            .args(["auth", "can-i", verb, resource, "-n", &hosts, "--as", user])
+            .arg(format!("--subresource={sub}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let start = Instant::now();
+    while !can("create", "rentedhosts", "editor") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "edit never got the user roles"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(can("patch", "rentedhostpools/scale", "editor"));
+    assert!(
+        !can("patch", "rentedhosts/status", "editor"),
+        "status is the operator's"
+    );
+    assert!(can("list", "rentedhosts", "viewer") && can("get", "rentedhostpools", "viewer"));
+    assert!(
+        !can("create", "rentedhosts", "viewer"),
+        "view may not spend"
+    );
+    assert!(!can("delete", "rentedhosts", "viewer"));
+
     delete_example(plane, &hosts, sim_port).await;
 
     // SIGTERM: a clean exit that releases the lease.
@@ -186,7 +229,7 @@ fn on_a_new_cluster_the_chart_installs_the_crd() {
         "-o",
         "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
     ]));
-    assert_eq!(columns, "Host Phase Ready Expires Prepaid Age");
+    assert_eq!(columns, "Host Phase Ready Reason Expires Prepaid Age");
     run_ok(plane.kubectl().args([
         "wait",
         "--for=condition=Established",

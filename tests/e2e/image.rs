@@ -220,3 +220,58 @@ async fn the_image_runs_in_cluster_as_the_charts_deployment_would() {
     assert!(!logs.contains("demo-secret"), "no secret in the logs");
     run_ok(plane.helm().args(["uninstall", "rho", "-n", &ns]));
 }
+
+/// The SBOM beside the image (`make image`): the binary's crates, named by the image's
+/// manifest digest, with nothing of this machine in it.
+#[test]
+fn the_images_sbom_lists_the_crates_compiled_into_the_binary() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/image/rentedhost-operator.cdx.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}: run `make image`", path.display()));
+    let sbom: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    assert_eq!(sbom["specVersion"], "1.5");
+    assert_eq!(sbom["metadata"]["component"]["name"], "rentedhost-operator");
+    assert_eq!(
+        sbom["metadata"]["component"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout().join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+    let hex = manifest.strip_prefix("sha256:").unwrap();
+    let serial = sbom["serialNumber"].as_str().unwrap().replace('-', "");
+    assert_eq!(
+        serial,
+        format!("urn:uuid:{}", &hex[..32]),
+        "named by the manifest"
+    );
+    let names: Vec<&str> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for shipped in [
+        "kube-client",
+        "k8s-openapi",
+        "tokio",
+        "reqwest",
+        "rustls",
+        "ring",
+        "serde",
+    ] {
+        assert!(names.contains(&shipped), "{shipped} in {names:?}");
+    }
+    for not_shipped in ["proptest", "tempfile", "rcgen", "cc"] {
+        assert!(
+            !names.contains(&not_shipped),
+            "{not_shipped} is not in the binary"
+        );
+    }
+    for local in [env!("CARGO_MANIFEST_DIR"), ".cargo/registry"] {
+        assert!(!text.contains(local), "{local} in the SBOM");
+    }
+    assert!(text.contains("\"timestamp\": \"1970-01-01T00:00:00Z\""));
+}

@@ -149,17 +149,27 @@ async fn kubectl_get_shows_host_phase_and_ready_and_explain_documents_the_spec()
     assert_eq!(
         header,
         [
-            "NAME", "HOST", "PHASE", "READY", "EXPIRES", "PREPAID", "AGE"
+            "NAME", "HOST", "PHASE", "READY", "REASON", "EXPIRES", "PREPAID", "AGE"
         ]
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(&row[..4], ["render-01", id.as_str(), "Running", "True"]);
+    assert_eq!(
+        &row[..5],
+        ["render-01", id.as_str(), "Running", "True", "Running"]
+    );
     assert!(
-        row[4].starts_with("20"),
+        row[5].starts_with("20"),
         "EXPIRES is an RFC 3339 time: {table}"
     );
     // The demo package: 2.5 an hour at a 0.8 discount, for 5 months of 720 hours.
-    assert_eq!(row[5], "7200", "PREPAID: {table}");
+    assert_eq!(row[6], "7200", "PREPAID: {table}");
+    // Both kinds answer to their category.
+    let all = run_ok(
+        plane
+            .kubectl()
+            .args(["get", "xuandashi", "-n", &world.ns, "-o", "name"]),
+    );
+    assert_eq!(all.trim(), "rentedhost.xuandashi.dev/render-01", "{all}");
     let price = run_ok(plane.kubectl().args(["explain", "rentedhost.status.price"]));
     assert!(price.contains("CNY") && price.contains("amount"), "{price}");
     let explain = run_ok(plane.kubectl().args(["explain", "rentedhost.spec"]));

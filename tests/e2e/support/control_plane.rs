@@ -15,13 +15,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-const BINARIES: [&str; 6] = [
+const BINARIES: [&str; 7] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kubectl",
     "helm",
     "kube-score",
+    "promtool",
 ];
 
 struct Launched {
@@ -262,14 +263,15 @@ impl ControlPlane {
         plane
     }
 
-    /// Starts kube-controller-manager with its garbage collector (owner references) and
-    /// namespace controller (deleting a namespace deletes what is in it).
+    /// Starts kube-controller-manager with its garbage collector (owner references), its
+    /// namespace controller (deleting a namespace deletes what is in it) and the ClusterRole
+    /// aggregation (the chart's user roles join `view` and `edit`).
     /// Start it once the CRDs are in: it discovers resource types only every 30 s.
     pub fn start_garbage_collector(&self) {
         let mut controller_manager = Command::new(self.assets.join("kube-controller-manager"));
         controller_manager.args([
             &format!("--kubeconfig={}", self.kubeconfig.display()),
-            "--controllers=garbagecollector,namespace",
+            "--controllers=garbagecollector,namespace,clusterrole-aggregation",
             "--leader-elect=false",
             "--secure-port=0",
             "--v=1",
