@@ -60,7 +60,7 @@ cat >"$work/manifest.json" <<JSON
 JSON
 manifest="$(blob "$work/manifest.json")"
 cat >"$layout/index.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest","size":$(size "$manifest"),"annotations":{"org.opencontainers.image.ref.name":"$tag"}}]}
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest","size":$(size "$manifest"),"annotations":{"io.containerd.image.name":"docker.io/library/rentedhost-operator:$tag","org.opencontainers.image.ref.name":"$tag"}}]}
 JSON
 printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
 find "$layout" -exec touch -h -d @0 {} +

@@ -45,7 +45,7 @@ stop() { # name: SIGTERM, then SIGKILL after 5 s
 
 # The node's mount namespace: runc runs in it as containerd did, while its holder lives.
 mntns="$(cat "$W/mntns" 2>/dev/null)"
-in_ns=()
+in_ns=() holder=""
 if [ -n "$mntns" ] && [ -f "$W/pids/mntns" ]; then
   holder="$(cat "$W/pids/mntns")"
   [ "$(readlink "/proc/$holder/ns/mnt" 2>/dev/null)" = "$mntns" ] && in_ns=(nsenter --mount="/proc/$holder/ns/mnt" --)
@@ -77,7 +77,9 @@ if [ -f "$W/cgroup-root" ]; then
   for _ in 1 2 3; do
     pids="$(find /sys/fs/cgroup/pids/"${cgroot#/}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
     [ -n "$pids" ] || break
-    echo "down: killing what is left in $cgroot:" $pids >&2
+    # (the namespace's holder is always there: not worth a word)
+    others="$(echo "$pids" | grep -vx "${holder:-none}")"
+    [ -z "$others" ] || echo "down: killing what is left in $cgroot:" $(for p in $others; do echo "$p($(cat "/proc/$p/comm" 2>/dev/null))"; done) >&2
     kill -KILL $pids 2>/dev/null
     sleep 0.2
   done

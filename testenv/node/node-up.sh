@@ -8,7 +8,8 @@
 #
 #   testenv/node/node-up.sh WORKDIR KUBECONFIG
 #
-#   env NODE_NAME           default testenv-node
+#   env NODE_NAME           default testenv-node; refused if a live node of this host has
+#                           it with the same KUBECONFIG (path)
 #       NODE_IP             default 198.51.100.10; an IPv4 address no other live node of
 #                           this host uses (refused otherwise)
 #       KUBEBUILDER_ASSETS  the control-plane binaries (default: testenv/build.sh --dir)
@@ -18,9 +19,11 @@
 #   whatever was started or changed is recorded from the start)
 #
 # WORKDIR must exist, be short (containerd's shim socket directory, WORKDIR/s, is at most
-# 42 characters): e.g. mktemp -d /tmp/rh-n1-XXXXXX, and not hold a node already (it may
-# hold the control plane). Its name must be unique on the host (it names the node's
-# cgroups). Root is required.
+# 42 characters): e.g. mktemp -d /tmp/rh-n1-XXXXXX, and not hold a node already, not
+# even one stopped with down.sh --keep (it may hold the control plane). Its name must be
+# unique on the host (it names the node's cgroups). Root is required. Files written outside
+# WORKDIR: /run/rh-testenv (host-state.sh), and /var/lib/kubelet and /var/log/containers
+# when missing (empty, as mount points).
 #
 # Mount namespace: containerd (with its shims and containers) and the kubelet run in one
 # private mount namespace of their own (unshare --mount --propagation private, held open
@@ -67,12 +70,14 @@ hs_lock
 entry="$HS/nodes/$(basename "$W")"
 for e in "$HS"/nodes/*; do
   [ -f "$e" ] || continue
-  read -r ew ename eip _ <"$e" || true
+  read -r ew ename eip ekc _ <"$e" || true
   if ! hs_entry_live "$e"; then
     echo "node-up: left over (its down.sh never ran): $ew ($ename, $eip)" >&2; continue
   fi
   [ "$e" != "$entry" ] || { echo "another live node uses a WORKDIR named $(basename "$W"): $ew" >&2; exit 1; }
   [ "$eip" != "$node_ip" ] || { echo "NODE_IP $node_ip is taken by node $ename ($ew)" >&2; exit 1; }
+  [ "$ename" != "$node_name" ] || [ "$ekc" != "$kubeconfig" ] ||
+    { echo "NODE_NAME $node_name is taken by $ew (same KUBECONFIG $kubeconfig)" >&2; exit 1; }
 done
 echo "$W $node_name $node_ip $kubeconfig $$" >"$entry"
 echo "$node_name $node_ip" >"$W/node"

@@ -220,6 +220,8 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 1);
     assert_eq!(pod["terminationGracePeriodSeconds"], 45);
+    assert_eq!(pod["hostNetwork"], true);
+    assert!(args.contains(&"--http-addr=$(POD_IP):9090"), "{args:?}");
     assert_eq!(container["livenessProbe"]["failureThreshold"], 5);
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert!(container.get("readinessProbe").is_none(), "disabled");

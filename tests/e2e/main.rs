@@ -12,6 +12,7 @@ mod image;
 mod leaks;
 mod lifecycle;
 mod money;
+mod node;
 mod observe;
 mod operations;
 mod pools;

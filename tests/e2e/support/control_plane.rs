@@ -70,6 +70,13 @@ pub fn assets_dir() -> PathBuf {
     dir
 }
 
+/// Whether pods run on this control plane.
+#[derive(Clone, Copy)]
+enum Pods {
+    Never,
+    OnNodes,
+}
+
 /// The control plane shared by every test of this binary (tests isolate by namespace).
 pub fn shared() -> &'static ControlPlane {
     static SHARED: OnceLock<ControlPlane> = OnceLock::new();
@@ -184,6 +191,10 @@ fn generate_pki() -> Pki {
 impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until `/readyz` answers ok.
     pub fn start() -> ControlPlane {
+        ControlPlane::start_with(Pods::Never)
+    }
+
+    fn start_with(pods: Pods) -> ControlPlane {
         let assets = assets_dir();
         let dir = tempfile::Builder::new()
             .prefix("rentedhost-testenv-")
@@ -246,10 +257,16 @@ impl ControlPlane {
             "--service-account-issuer=https://127.0.0.1/testenv",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
             "--authorization-mode=RBAC",
             "--v=1",
         ]);
+        match pods {
+            // No pod runs: objects need no ServiceAccount admission.
+            Pods::Never => apiserver.arg("--disable-admission-plugins=ServiceAccount"),
+            // Pods get their ServiceAccount's projected token; logs and exec reach the
+            // kubelet at the node's InternalIP (its host name resolves nowhere).
+            Pods::OnNodes => apiserver.arg("--kubelet-preferred-address-types=InternalIP"),
+        };
         plane.spawn("kube-apiserver", apiserver);
 
         let kubeconfig = format!(
@@ -277,6 +294,44 @@ impl ControlPlane {
             "--v=1",
         ]);
         self.spawn("kube-controller-manager", controller_manager);
+    }
+
+    /// A control plane for nodes (`super::node`): the API server admits pods with their
+    /// ServiceAccount, kube-controller-manager runs what Deployments, evictions and tokens
+    /// need, and kube-scheduler places pods.
+    pub fn start_for_nodes(node_assets: &Path) -> ControlPlane {
+        let plane = ControlPlane::start_with(Pods::OnNodes);
+        let root = plane.root.clone();
+        let mut controller_manager = Command::new(plane.assets.join("kube-controller-manager"));
+        controller_manager.args([
+            &format!("--kubeconfig={}", plane.kubeconfig.display()),
+            "--controllers=deployment-controller,replicaset-controller,namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,disruption-controller,pod-garbage-collector-controller,clusterrole-aggregation-controller",
+            &format!("--service-account-private-key-file={}", root.join("service-account.key").display()),
+            &format!("--root-ca-file={}", root.join("ca.crt").display()),
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ]);
+        plane.spawn("kube-controller-manager", controller_manager);
+        let mut scheduler = Command::new(node_assets.join("kube-scheduler"));
+        scheduler.args([
+            &format!("--kubeconfig={}", plane.kubeconfig.display()),
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ]);
+        plane.spawn("kube-scheduler", scheduler);
+        plane
+    }
+
+    /// The API server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        let kubeconfig = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let server = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+            .expect("the server in the kubeconfig");
+        server.parse().unwrap()
     }
 
     fn spawn(&self, name: &'static str, mut command: Command) {

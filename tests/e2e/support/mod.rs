@@ -3,6 +3,7 @@
 pub mod client_faults;
 pub mod control_plane;
 pub mod logs;
+pub mod node;
 pub mod operator;
 pub mod process;
 
