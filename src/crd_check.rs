@@ -131,7 +131,13 @@ pub async fn wait_until_served(
     let mut told: Option<Vec<Problem>> = None;
     let mut warned = std::collections::HashSet::new();
     loop {
-        match check(client).await {
+        // A SIGTERM ends the wait at once, whatever call is under way (an API server that
+        // stalls, a long round of events).
+        let checked = tokio::select! {
+            checked = check(client) => checked,
+            _ = &mut shutdown => return false,
+        };
+        match checked {
             Ok(problems) if problems.is_empty() => {
                 if told.is_some() {
                     tracing::info!("the installed CRDs are now current: starting the controllers");
@@ -153,14 +159,20 @@ pub async fn wait_until_served(
                     told = Some(problems.clone());
                 }
                 metrics.readiness.block(Some(message.clone()));
-                let instance = match &audience {
-                    Audience::Objects { instance } => Some(instance),
-                    Audience::UnlessLed { lease, instance } => {
-                        (!someone_leads(client, lease).await).then_some(instance)
+                let tell = async {
+                    let instance = match &audience {
+                        Audience::Objects { instance } => Some(instance),
+                        Audience::UnlessLed { lease, instance } => {
+                            (!someone_leads(client, lease).await).then_some(instance)
+                        }
+                    };
+                    if let Some(instance) = instance {
+                        tell_objects(client, instance.clone(), &message, &mut warned).await;
                     }
                 };
-                if let Some(instance) = instance {
-                    tell_objects(client, instance.clone(), &message, &mut warned).await;
+                tokio::select! {
+                    _ = tell => {}
+                    _ = &mut shutdown => return false,
                 }
             }
             // Not allowed to look (RBAC without the chart's CRD read): the check is a safety

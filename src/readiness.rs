@@ -27,6 +27,8 @@ enum Role {
     /// Waiting for the Lease another replica holds.
     Standby,
     Leading,
+    /// Leadership ended; the process is on its way out.
+    Stopping,
 }
 
 #[derive(Debug)]
@@ -78,7 +80,7 @@ impl Readiness {
 
     /// Leadership ended; the process is about to exit.
     pub fn stopped_leading(&self) {
-        self.set_role(Role::Starting);
+        self.set_role(Role::Stopping);
     }
 
     fn set_role(&self, role: Role) {
@@ -99,6 +101,7 @@ impl Readiness {
         }
         match state.role {
             Role::Starting => Err("starting: checking the installed CRDs".into()),
+            Role::Stopping => Err("stopping: no longer leading".into()),
             Role::Standby => Ok("ok: standing by (another replica leads)".into()),
             Role::Leading => {
                 let waiting: Vec<&'static str> = Cache::iter()
@@ -156,7 +159,7 @@ mod tests {
         assert_eq!(r.check().unwrap(), "ok: leading");
         r.stopped_leading();
         assert_eq!(r.leader.get(), 0);
-        assert!(r.check().is_err());
+        assert_eq!(r.check().unwrap_err(), "stopping: no longer leading");
     }
 
     #[test]

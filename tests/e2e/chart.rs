@@ -229,6 +229,13 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
     assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 1);
     let defaults_pod = &find(&defaults, "Deployment")["spec"];
     assert_eq!(defaults_pod["strategy"]["rollingUpdate"]["maxSurge"], 1);
+    let alone = render(&["--set", "leaderElection.enabled=false"]);
+    let strategy = &find(&alone, "Deployment")["spec"]["strategy"];
+    assert_eq!(
+        strategy["type"], "Recreate",
+        "no Lease: never two pods at once"
+    );
+    assert!(strategy.get("rollingUpdate").is_none());
     let readiness = &defaults_pod["template"]["spec"]["containers"][0]["readinessProbe"];
     assert_eq!(readiness["httpGet"]["path"], "/readyz");
     let role = every
@@ -262,6 +269,10 @@ fn wrong_values_are_refused_with_the_schemas_message() {
         ),
         ("image.digest=latest", "at '/image/digest'"),
         ("colour=blue", "additional properties 'colour' not allowed"),
+        (
+            "leaderElection.enabled=false,replicaCount=2",
+            "replicaCount > 1 needs leaderElection.enabled",
+        ),
     ] {
         let out = install_crd()
             .helm()
