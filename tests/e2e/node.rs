@@ -5,7 +5,7 @@
 
 use crate::support::node::NodeCluster;
 use crate::support::operator::demo_spec;
-use crate::support::process::{Process, demo_hosts, free_port, simulator, wait_http};
+use crate::support::process::{Process, demo_hosts, free_port, simulator_with};
 use crate::support::run_ok;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,7 +14,6 @@ use kube::api::{Api, EvictParams, ListParams, PostParams};
 use rentedhost_operator::api::RentedHost;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RELEASE: &str = "rho";
@@ -31,26 +30,15 @@ struct Install {
     values: tempfile::NamedTempFile,
 }
 
-/// The simulator answering every call after `latency` (none: at once).
-async fn simulator_with(latency: Option<&str>) -> (Process, u16) {
-    let Some(latency) = latency else {
-        return simulator().await;
-    };
-    let port = free_port();
-    let process = Process(
-        Command::new(crate::support::process::BINARY)
-            .args(["simulate", "--port", &port.to_string()])
-            .args(["--transition-time", "500ms", "--latency", latency])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_http(
-        &format!("http://127.0.0.1:{port}/v1/pve/open/image"),
-        Duration::from_secs(20),
-    )
-    .await;
-    (process, port)
+/// A RentedHost of the demo package named `name`.
+fn demo_object(name: &str) -> RentedHost {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHost",
+        "metadata": {"name": name},
+        "spec": demo_spec(),
+    }))
+    .unwrap()
 }
 
 impl Install {
@@ -183,15 +171,8 @@ impl Install {
     }
 
     async fn create(&self, name: &str) {
-        let obj: RentedHost = serde_json::from_value(serde_json::json!({
-            "apiVersion": "xuandashi.dev/v1alpha1",
-            "kind": "RentedHost",
-            "metadata": {"name": name},
-            "spec": demo_spec(),
-        }))
-        .unwrap();
         self.api()
-            .create(&PostParams::default(), &obj)
+            .create(&PostParams::default(), &demo_object(name))
             .await
             .unwrap();
     }
@@ -404,13 +385,7 @@ async fn helm_upgrade_rolls_over_while_objects_are_created_and_rents_once_each()
         let api = install.api();
         tokio::spawn(async move {
             for i in 0..40 {
-                let obj: RentedHost = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "xuandashi.dev/v1alpha1",
-                    "kind": "RentedHost",
-                    "metadata": {"name": format!("during-{i}")},
-                    "spec": demo_spec(),
-                }))
-                .unwrap();
+                let obj = demo_object(&format!("during-{i}"));
                 api.create(&PostParams::default(), &obj).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -52,20 +52,24 @@ pub async fn ready_within(url: &str, limit: Duration) -> bool {
 
 /// The provider simulator as its own process (the binary's `simulate`), and its port.
 pub async fn simulator() -> (Process, u16) {
+    simulator_with(None).await
+}
+
+/// The simulator answering every call after `latency` (a `--latency` value), if given.
+pub async fn simulator_with(latency: Option<&str>) -> (Process, u16) {
     let port = free_port();
-    let process = Process(
-        Command::new(BINARY)
-            .args([
-                "simulate",
-                "--port",
-                &port.to_string(),
-                "--transition-time",
-                "500ms",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new(BINARY);
+    command.args([
+        "simulate",
+        "--port",
+        &port.to_string(),
+        "--transition-time",
+        "500ms",
+    ]);
+    if let Some(latency) = latency {
+        command.args(["--latency", latency]);
+    }
+    let process = Process(command.stderr(Stdio::null()).spawn().unwrap());
     wait_http(
         &format!("http://127.0.0.1:{port}/v1/pve/open/image"),
         Duration::from_secs(10),
