@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # The operator's main job in one command, on this machine alone:
 #
-#   scripts/demo.sh        (make demo)       build what is missing, start a local control
-#                                            plane and the provider simulator, install the
-#                                            chart, run the operator as the chart's
-#                                            ServiceAccount, apply examples/, wait for Ready
+#   scripts/demo.sh        (make demo)       build what is missing, start a local cluster
+#                                            and the provider simulator, install the chart,
+#                                            apply examples/, wait for Ready
 #   scripts/demo.sh stop   (make demo-stop)  stop what the demo started, remove its files
 #
-# Everything lives in target/demo (logs in target/demo/logs). Running it again reuses what
-# runs. The operator runs as the container image (its root filesystem, with unshare, as uid
-# 65532) when this is root with unshare, else as the release binary.
+# Two ways to run the operator:
+#   node     (the default, as root): a cluster with a node (testenv/node: etcd,
+#            kube-apiserver, kube-controller-manager, kube-scheduler, a kubelet with
+#            containerd 2 and runc), the image of `make image` imported into containerd,
+#            and `helm install --wait`: the kubelet runs the chart's Deployment, the way
+#            users run it. The pod uses the host network (no bridge, no iptables).
+#   process  (the fallback where a node cannot run: not root, no unshare, the node's
+#            pieces not built; or DEMO_MODE=process): etcd and kube-apiserver only, the
+#            chart installed for its CRDs, RBAC and Secret, and the operator run next to
+#            them with the Deployment's arguments as its ServiceAccount (the image's root
+#            filesystem with unshare, or the release binary).
+#
+# Everything lives in target/demo (logs in target/demo/logs; the node's files in the
+# /tmp/rh-demo-* directory target/demo/run/node.dir names). Running it again reuses what
+# runs, in the mode it runs in.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 state="$root/target/demo"
@@ -75,6 +86,13 @@ ours() {
 
 stop_demo() {
   [ -d "$run" ] || { say "nothing to stop"; rm -rf "$state"; return 0; }
+  if [ -f "$run/node.dir" ]; then
+    local dir; dir="$(cat "$run/node.dir")"
+    if [ -d "$dir" ]; then
+      "$root/testenv/node/down.sh" "$dir" >"$logs/down.log" 2>&1 || fail "the node and control plane in $dir did not stop cleanly: $logs/down.log"
+      say "stopped the node and the control plane ($dir)"
+    fi
+  fi
   for name in operator kube-controller-manager simulator kube-apiserver etcd; do
     [ -f "$run/$name.pid" ] || continue
     local pid; pid="$(cat "$run/$name.pid")"
@@ -210,6 +228,60 @@ EOF
   wait_for "the operator's /readyz" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$(port metrics)"
 }
 
+# --- node mode -------------------------------------------------------------------------
+
+node_dir() { cat "$run/node.dir" 2>/dev/null; }
+
+# The cluster with its node, reused when it still answers with the node Ready.
+cluster() {
+  local dir; dir="$(node_dir)"
+  if [ -n "$dir" ] && [ -f "$dir/kubeconfig" ] &&
+    kubectl --kubeconfig="$dir/kubeconfig" get node "$demo_node" \
+      -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; then
+    echo "reusing $dir"
+  else
+    if [ -n "$dir" ] && [ -d "$dir" ]; then "$root/testenv/node/down.sh" "$dir"; fi
+    # Short: containerd's shim sockets live under it (at most 42 characters).
+    dir="$(mktemp -d /tmp/rh-demo-XXXXXX)"
+    echo "$dir" >"$run/node.dir"
+    "$root/testenv/node/control-plane.sh" "$dir"
+    NODE_NAME="$demo_node" NODE_IP="$demo_node_ip" "$root/testenv/node/node-up.sh" "$dir" "$dir/kubeconfig"
+  fi
+  cp "$dir/kubeconfig" "$kubeconfig"
+}
+
+# The image of `make image`, named as the chart's default image resolves in the CRI.
+import_image() {
+  local dir; dir="$(node_dir)"
+  local ctr=("$node_assets/ctr" --address "$dir/containerd/containerd.sock" -n k8s.io)
+  "${ctr[@]}" images import "$root/target/image/rentedhost-operator.oci.tar"
+  "${ctr[@]}" images ls -q | grep rentedhost-operator
+}
+
+# helm install --wait: done once the kubelet reports the pod Ready under its probes.
+chart_on_node() {
+  local api; api="$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$kubeconfig")"
+  cat >"$state/values.yaml" <<EOF
+credentials: {uuid: demo-account, secret: demo-secret}
+provider: {url: "http://127.0.0.1:$(port simulator)"}
+metrics: {port: $(port metrics)}
+pollInterval: 10s
+fastPollInterval: 1s
+logFormat: text
+# The node runs pods on the host network only (no CNI bridge, no kube-proxy): the operator
+# binds its node's address and reaches the API server on loopback.
+hostNetwork: true
+extraEnv:
+- {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
+- {name: KUBERNETES_SERVICE_PORT, value: "$api"}
+EOF
+  kubectl create namespace "$release_ns" --dry-run=client -o yaml | kubectl apply -f -
+  helm upgrade --install rentedhost-operator "$root/charts/rentedhost-operator" \
+    -n "$release_ns" -f "$state/values.yaml" --wait --timeout 120s
+  kubectl -n "$release_ns" get pods -l app.kubernetes.io/name=rentedhost-operator \
+    -o 'jsonpath={range .items[*]}the operator runs as pod {.metadata.name} on node {.spec.nodeName} ({.status.podIP}), image {.spec.containers[0].image}, Ready={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}'
+}
+
 examples() {
   kubectl apply -n "$examples_ns" -f "$root/examples/"
 }
@@ -223,7 +295,7 @@ wait_ready() {
     local phases; phases="$(kubectl get rh -n "$examples_ns" -o 'jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}')"
     say "$ready/$total Ready: $phases"
     [ "$total" -gt 0 ] && [ "$ready" = "$total" ] && return 0
-    [ $SECONDS -lt $deadline ] || { say "not every object is Ready after 2 minutes; the operator's log: $logs/operator.log"; return 1; }
+    [ $SECONDS -lt $deadline ] || { say "not every object is Ready after 2 minutes; the operator's log: $operator_log"; return 1; }
     sleep 1
   done
 }
@@ -241,7 +313,7 @@ The demo runs (control plane, provider simulator, operator). Try it:
   kubectl describe rh render-01                                                                         # what happened
   kubectl delete rh render-01                                                                           # release the host
 
-Logs: $logs (the operator: $logs/operator.log)
+Logs: $logs (the operator: $operator_log)
 Stop it: make demo-stop
 EOF
 }
@@ -255,17 +327,48 @@ binary="$root/target/x86_64-unknown-linux-gnu/release/rentedhost-operator"
 export KUBECONFIG="$kubeconfig"
 
 started=$SECONDS
-step testenv "the test control plane: built from the Go module proxy the first time (minutes), then reused" "$root/testenv/build.sh"
+step testenv "the test control plane and node: built from the Go module proxy the first time (minutes), then reused" "$root/testenv/build.sh"
 assets="$("$root/testenv/build.sh" --dir)"
+node_assets="$("$root/testenv/build.sh" --node-dir 2>/dev/null || true)"
 export PATH="$assets:$PATH"
+demo_node=demo-node
+demo_node_ip=198.51.100.21
+mode="${DEMO_MODE:-}"
+if [ -f "$run/mode" ]; then
+  running_mode="$(cat "$run/mode")"
+  [ -z "$mode" ] || [ "$mode" = "$running_mode" ] || fail "the demo runs in $running_mode mode: make demo-stop first"
+  mode="$running_mode"
+fi
+if [ -z "$mode" ]; then
+  if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -x "$node_assets/kubelet" ]; then
+    mode=node
+  else
+    mode=process
+  fi
+fi
+case "$mode" in node | process) ;; *) fail "DEMO_MODE=$mode: node or process" ;; esac
+echo "$mode" >"$run/mode"
+
 step image "the release binary and the container image (the first build takes minutes)" make -C "$root" image
-step pki "certificates for the control plane" pki
-step control-plane "etcd and kube-apiserver on loopback" control_plane
-step simulator "the provider simulator" simulator
-step chart "helm upgrade --install of the chart (CRD, RBAC, ServiceAccount, credentials Secret)" chart
-step operator "the operator, with the Deployment's arguments, as the chart's ServiceAccount" operator
-say "  as $(head -1 "$logs/step-operator.log")"
+if [ "$mode" = node ]; then
+  [ -x "$node_assets/kubelet" ] || fail "the node's pieces are not built (testenv/build.sh): DEMO_MODE=process runs the fallback"
+  operator_log="kubectl logs -n $release_ns deploy/rentedhost-operator"
+  step cluster "a control plane and a node ($demo_node, $demo_node_ip on lo): kubelet, containerd 2, runc" cluster
+  step import "the image of make image, imported into the node's containerd" import_image
+  step simulator "the provider simulator" simulator
+  step chart "helm upgrade --install --wait: the kubelet runs the chart's Deployment" chart_on_node
+  say "  $(tail -1 "$logs/step-chart.log")"
+else
+  operator_log="$logs/operator.log"
+  say "fallback (process mode): the operator runs as a process next to the API server, not under a kubelet (a node needs root, unshare and the node's pieces of testenv/build.sh)"
+  step pki "certificates for the control plane" pki
+  step control-plane "etcd and kube-apiserver on loopback" control_plane
+  step simulator "the provider simulator" simulator
+  step chart "helm upgrade --install of the chart (CRD, RBAC, ServiceAccount, credentials Secret)" chart
+  step operator "the operator, with the Deployment's arguments, as the chart's ServiceAccount" operator
+  say "  as $(head -1 "$logs/step-operator.log")"
+fi
 step examples "kubectl apply -f examples/" examples
 wait_ready
-say "ready in $((SECONDS - started)) s"
+say "ready in $((SECONDS - started)) s ($mode mode)"
 usage

@@ -10,6 +10,7 @@ use kube::api::{Api, PostParams};
 use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -29,28 +30,46 @@ pub struct LeaseConfig {
 /// start of the last renewal the API server accepted (other replicas wait a whole duration
 /// from when they saw that renewal, which is later).
 #[derive(Debug, Clone)]
-pub struct Leadership(Option<Arc<Mutex<Option<Instant>>>>);
+pub struct Leadership {
+    until: Option<Arc<Mutex<Option<Instant>>>>,
+    /// Whether this replica took the lease from another that held it and did not let it go
+    /// (it crashed, hung or was cut off): calls that replica made may still land.
+    took_over: Arc<AtomicBool>,
+}
 
 impl Leadership {
-    /// A replica that runs alone (no election).
+    /// A replica that runs alone (no election). It cannot tell a first start from a
+    /// restart after a crash, so it counts as having taken over.
     pub fn always() -> Leadership {
-        Leadership(None)
+        Leadership {
+            until: None,
+            took_over: Arc::new(AtomicBool::new(true)),
+        }
     }
 
     /// A replica that leads only while it holds the lease.
     pub fn elected() -> Leadership {
-        Leadership(Some(Arc::default()))
+        Leadership {
+            until: Some(Arc::default()),
+            took_over: Arc::default(),
+        }
     }
 
     pub fn is_leading(&self) -> bool {
-        match &self.0 {
+        match &self.until {
             None => true,
             Some(until) => until.lock().is_some_and(|u| Instant::now() < u),
         }
     }
 
+    /// Whether the replica that led before this one may still have calls under way: it
+    /// did not release the lease (or, without election, may have crashed).
+    pub fn took_over(&self) -> bool {
+        self.took_over.load(Ordering::SeqCst)
+    }
+
     fn hold_until(&self, until: Option<Instant>) {
-        if let Some(slot) = &self.0 {
+        if let Some(slot) = &self.until {
             *slot.lock() = until;
         }
     }
@@ -143,8 +162,15 @@ impl LeaseLock {
             Some(mut lease) => {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let holder = spec.holder_identity.as_deref().unwrap_or_default();
-                if holder != self.config.identity && !holder.is_empty() && !self.expired(&spec) {
+                let live = holder != self.config.identity && !holder.is_empty();
+                if live && !self.expired(&spec) {
                     return Ok(false);
+                }
+                if live {
+                    self.config
+                        .leadership
+                        .took_over
+                        .store(true, Ordering::SeqCst);
                 }
                 lease.spec = Some(self.spec(Some(&spec), now));
                 // The replace carries the resourceVersion read above: of two contenders, one wins.

@@ -3,14 +3,19 @@
 //! in use: while an object needs the provider through a Secret (a host to release under
 //! `Delete`, a pending create to settle), deleting the Secret, or its namespace, leaves it
 //! Terminating with its data until no such object is left. The operator adds the finalizer
-//! before it spends through the Secret, and removes it only once the Secret is being
-//! deleted and a quorum list shows that nobody needs it.
+//! before it spends through the Secret, and removes it as soon as a quorum list shows that
+//! nobody needs it, whether the Secret is being deleted or not: `helm uninstall` removes the
+//! operator (its RBAC, its pod) before the Secret, so a finalizer left for the deletion to
+//! remove would never go.
 //!
-//! No new create is made with a Secret that is being deleted. A create reads the Secret
-//! and writes its `createPending` within [`Guard::create_window`]; the finalizer goes only
-//! once the Secret was seen being deleted for longer than that window and a list taken
-//! then shows no object needing it. So a create that read the Secret before its deletion
-//! has its pending create in that list, and one that read it after was refused.
+//! No new create is made with a Secret that is being deleted or is not protected. A create
+//! reads the Secret (protecting it) and writes its `createPending` while holding the
+//! Secret's lock for reading ([`Guard::creating`]), within [`Guard::create_window`]; the
+//! finalizer is removed under the lock for writing, so a create of this process that read
+//! the Secret has its pending create in the list. A create of the replica that led before
+//! ended within its window of its read, which was before this replica led: unless that
+//! replica let the lease go (its calls all ended), nothing is removed until this replica
+//! has led for twice that window.
 
 use super::credentials::{self, SecretRef};
 use super::decision::{has_finalizer, release_needed};
@@ -21,7 +26,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -29,8 +34,9 @@ use tokio::sync::mpsc;
 /// The finalizer that keeps a credentials Secret while objects need it.
 pub const FINALIZER: &str = "xuandashi.dev/credentials-in-use";
 
-/// How often a Secret that is being deleted is looked at again, whatever else happens (an
-/// object switched to `Orphan`, say, stops needing it without being deleted).
+/// How often a Secret that carries the finalizer is looked at again, whatever else happens
+/// (an object switched to `Orphan`, or a create that failed, stops needing it without
+/// being deleted).
 const RECHECK: Duration = Duration::from_secs(30);
 
 /// Whether `obj` needs the provider through its credentials: it holds the operator's
@@ -58,19 +64,23 @@ pub enum Standing {
 /// A Secret by namespace and name.
 type Key = (String, String);
 
-/// The Secrets this process protects, and the ones being deleted that it watches.
+/// The Secrets this process protects, and their locks.
 pub struct Guard {
     /// Each Secret's standing as last read or written (for objects that need it).
     seen: Mutex<HashMap<Key, Standing>>,
     /// One read at a time per Secret.
     reading: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
-    /// Secrets being deleted that carry the finalizer: the Secret (its uid: a Secret of
-    /// the same name made again is another) and when this process first saw it so. Looked
-    /// at by [`run`].
-    terminating: Mutex<HashMap<Key, (String, Instant)>>,
+    /// Per Secret: creates read it and record themselves under the lock for reading; its
+    /// finalizer is removed under the lock for writing.
+    using: Mutex<HashMap<Key, Arc<tokio::sync::RwLock<()>>>>,
+    /// Secrets known to carry the finalizer: looked at by [`run`].
+    held: Mutex<HashSet<Key>>,
     check: mpsc::UnboundedSender<Key>,
     /// The longest a create's read of its Secret and its `createPending` write may take.
     window: Duration,
+    /// Nothing is removed before this: the replica that led before may have a create
+    /// under way until then (the guard lives as long as this replica's leadership).
+    settled: Instant,
 }
 
 fn key(secret: &SecretRef) -> Key {
@@ -78,15 +88,23 @@ fn key(secret: &SecretRef) -> Key {
 }
 
 impl Guard {
-    /// A guard whose creates read and record within `window`.
-    pub fn new(window: Duration) -> (Guard, mpsc::UnboundedReceiver<Key>) {
+    /// A guard whose creates read and record within `window`, for a leadership that may
+    /// have followed one whose calls are still under way (`took_over`).
+    pub fn new(window: Duration, took_over: bool) -> (Guard, mpsc::UnboundedReceiver<Key>) {
+        let settle = if took_over {
+            window * 2
+        } else {
+            Duration::ZERO
+        };
         let (check, checks) = mpsc::unbounded_channel();
         let guard = Guard {
             seen: Mutex::default(),
             reading: Mutex::default(),
-            terminating: Mutex::default(),
+            using: Mutex::default(),
+            held: Mutex::default(),
             check,
             window,
+            settled: Instant::now() + settle,
         };
         (guard, checks)
     }
@@ -95,6 +113,13 @@ impl Guard {
     /// `createPending`: past it, the create is abandoned before anything is sent.
     pub fn create_window(&self) -> Duration {
         self.window
+    }
+
+    /// Holds a create's use of `secret`, from its read to its `createPending` write: the
+    /// finalizer is not removed meanwhile.
+    pub async fn creating(&self, secret: &SecretRef) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        let lock = self.using.lock().entry(key(secret)).or_default().clone();
+        lock.read_owned().await
     }
 
     /// What the Secret watch shows of a Secret (its metadata).
@@ -111,55 +136,33 @@ impl Guard {
                 self.seen.lock().remove(&key);
             }
         }
-        let uid = secret.uid().unwrap_or_default();
-        match (ours, deleting) {
-            (true, true) => self.terminating_now(&key, &uid),
-            // A Secret of this name that is not being deleted: any deletion seen before
-            // was another Secret's.
-            (_, false) => {
-                self.terminating.lock().remove(&key);
+        match ours {
+            true => self.hold(&key, deleting),
+            false => {
+                self.held.lock().remove(&key);
             }
-            (false, true) => {}
         }
     }
 
-    /// Notes that Secret `uid` of `key` is being deleted (first seen now, unless this
-    /// very Secret was seen so before) and asks for a look at it.
-    fn terminating_now(&self, key: &Key, uid: &str) {
-        let mut terminating = self.terminating.lock();
-        if terminating.get(key).is_none_or(|(seen, _)| seen != uid) {
-            terminating.insert(key.clone(), (uid.to_string(), Instant::now()));
+    /// Notes that the Secret carries the finalizer; a Secret being deleted is looked at now.
+    fn hold(&self, key: &Key, deleting: bool) {
+        self.held.lock().insert(key.clone());
+        if deleting {
             let _ = self.check.send(key.clone());
         }
     }
 
-    /// When this process first saw Secret `uid` of `key` being deleted (now, if it had not).
-    fn terminating_since(&self, key: &Key, uid: &str) -> Instant {
-        let mut terminating = self.terminating.lock();
-        match terminating.get(key) {
-            Some((seen, at)) if seen == uid => *at,
-            _ => {
-                let now = Instant::now();
-                terminating.insert(key.clone(), (uid.to_string(), now));
-                now
-            }
-        }
-    }
-
-    /// The Secret is gone from the cluster.
+    /// The Secret is gone from the cluster, or no longer carries the finalizer.
     pub fn gone(&self, namespace: &str, name: &str) {
         let key = (namespace.to_string(), name.to_string());
         self.seen.lock().remove(&key);
-        self.terminating.lock().remove(&key);
+        self.held.lock().remove(&key);
     }
 
-    /// An object that needed `secret` no longer holds its own finalizer: the Secret may be
-    /// free now, if it is being deleted.
+    /// An object that needed `secret` no longer does (it went, or holds no host): the
+    /// Secret may be free now.
     pub fn released(&self, secret: &SecretRef) {
-        let key = key(secret);
-        if self.terminating.lock().contains_key(&key) {
-            let _ = self.check.send(key);
-        }
+        let _ = self.check.send(key(secret));
     }
 
     /// Makes sure `secret` carries the finalizer, from what this process knows of it.
@@ -194,13 +197,17 @@ impl Guard {
             None => Standing::Gone,
             Some(found) if found.metadata.deletion_timestamp.is_some() => {
                 if found.finalizers().iter().any(|f| f == FINALIZER) {
-                    self.terminating_now(&key(secret), &found.uid().unwrap_or_default());
+                    self.hold(&key(secret), true);
                 }
                 Standing::Terminating
             }
-            Some(found) if found.finalizers().iter().any(|f| f == FINALIZER) => Standing::Protected,
+            Some(found) if found.finalizers().iter().any(|f| f == FINALIZER) => {
+                self.hold(&key(secret), false);
+                Standing::Protected
+            }
             Some(found) => {
                 add_finalizer(client, &found).await?;
+                self.hold(&key(secret), false);
                 tracing::info!(secret = %format!("{}/{}", secret.namespace, secret.name), "credentials Secret protected: it stays until no object needs it");
                 Standing::Protected
             }
@@ -238,6 +245,17 @@ async fn patch_finalizers(
     Ok(())
 }
 
+/// Whether an object in the cache needs `secret`: a cheap answer that may be stale, so
+/// only "yes" is believed (a Secret in use stays so for a while: it is looked at again).
+fn in_use_cached(ctx: &Context, secret: &SecretRef) -> bool {
+    let default = ctx.config.default_credentials.as_ref();
+    let policy = ctx.config.default_deletion_policy;
+    ctx.store.state().iter().any(|o| {
+        credentials::secret_ref(o, default).is_some_and(|r| r.is(&secret.namespace, &secret.name))
+            && needs_credentials(o, policy)
+    })
+}
+
 /// Whether any object may still need `secret` (a quorum list of the objects that can name
 /// it: its namespace's, or every watched one's for the operator's default Secret).
 async fn in_use(ctx: &Context, secret: &SecretRef) -> Result<bool, Error> {
@@ -259,39 +277,52 @@ async fn in_use(ctx: &Context, secret: &SecretRef) -> Result<bool, Error> {
     }))
 }
 
-/// Removes the finalizer of a Secret being deleted once nobody needs it. `Ok(true)` when
-/// there is nothing more to do for it.
-async fn release_if_unused(ctx: &Context, namespace: &str, name: &str) -> Result<bool, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(found) = api.get_metadata_opt(name).await.map_err(Error::from_kube)? else {
-        return Ok(true);
-    };
-    let ours = found.finalizers().iter().any(|f| f == FINALIZER);
-    if !ours || found.metadata.deletion_timestamp.is_none() {
-        return Ok(true);
-    }
+/// Removes the finalizer of a Secret once nobody needs it (else it is looked at again).
+/// `routine` (the periodic look) first asks the cache, which may lag behind a change that
+/// asked for this look (an object just finalized is still in it).
+async fn release_if_unused(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    routine: bool,
+) -> Result<(), Error> {
     // The default Secret's keys do not matter here: `is` compares namespace and name.
     let secret = match ctx.config.default_credentials.as_ref() {
         Some(d) if d.is(namespace, name) => d.clone(),
         _ => SecretRef::new(namespace, name),
     };
-    // A create that read the Secret before its deletion records its pending create within
-    // the window: the list is taken only once the window has passed since the deletion.
+    if routine && in_use_cached(ctx, &secret) {
+        return Ok(());
+    }
+    // A create of the replica that led before read the Secret before this one led, and
+    // recorded itself or gave up within its window.
     let key = (namespace.to_string(), name.to_string());
-    let seen_at = ctx
-        .guard
-        .terminating_since(&key, &found.uid().unwrap_or_default());
-    let grace = ctx.guard.window * 2;
-    if let Some(left) = grace.checked_sub(seen_at.elapsed()) {
+    if let Some(left) = ctx.guard.settled.checked_duration_since(Instant::now()) {
         let check = ctx.guard.check.clone();
         tokio::spawn(async move {
             tokio::time::sleep(left).await;
             let _ = check.send(key);
         });
-        return Ok(false);
+        return Ok(());
     }
+    // No create of this process between its read of the Secret and its record.
+    let lock = ctx
+        .guard
+        .using
+        .lock()
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    let _removing = lock.write().await;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = api.get_metadata_opt(name).await.map_err(Error::from_kube)?;
+    let Some(found) = found.filter(|f| f.finalizers().iter().any(|f| f == FINALIZER)) else {
+        // Nothing to remove; the next create protects it again.
+        ctx.guard.gone(namespace, name);
+        return Ok(());
+    };
     if !ctx.config.leadership.is_leading() || in_use(ctx, &secret).await? {
-        return Ok(false);
+        return Ok(());
     }
     let rest: Vec<String> = found
         .finalizers()
@@ -301,31 +332,32 @@ async fn release_if_unused(ctx: &Context, namespace: &str, name: &str) -> Result
         .collect();
     match patch_finalizers(&ctx.client, &found, rest).await {
         Ok(()) => {
-            tracing::info!(secret = %format!("{namespace}/{name}"), "credentials Secret no longer needed by any object: its deletion goes on");
-            Ok(true)
+            // The next create protects it again.
+            ctx.guard.gone(namespace, name);
+            tracing::info!(secret = %format!("{namespace}/{name}"), "credentials Secret no longer needed by any object: no longer protected");
+            Ok(())
         }
         // Changed since the read: looked at again.
-        Err(Error::Conflict) => Ok(false),
+        Err(Error::Conflict) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-/// Looks at each Secret being deleted when asked (the Secret watch, an object finalized)
-/// and every [`RECHECK`], until the controller ends.
+/// Looks at a Secret when asked (the Secret watch, an object finalized) and at every Secret
+/// that carries the finalizer every [`RECHECK`], until the controller ends.
 pub async fn run(ctx: Arc<Context>, mut checks: mpsc::UnboundedReceiver<Key>) {
     let mut tick = tokio::time::interval(RECHECK);
     loop {
-        let due: Vec<Key> = tokio::select! {
+        let (due, routine): (Vec<Key>, bool) = tokio::select! {
             asked = checks.recv() => match asked {
-                Some(key) => vec![key],
+                Some(key) => (vec![key], false),
                 None => return,
             },
-            _ = tick.tick() => ctx.guard.terminating.lock().keys().cloned().collect(),
+            _ = tick.tick() => (ctx.guard.held.lock().iter().cloned().collect(), true),
         };
         for (namespace, name) in due {
-            match release_if_unused(&ctx, &namespace, &name).await {
-                Ok(true) => ctx.guard.gone(&namespace, &name),
-                Ok(false) => {}
+            match release_if_unused(&ctx, &namespace, &name, routine).await {
+                Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(secret = %format!("{namespace}/{name}"), %error, "checking whether a credentials Secret is still needed failed; retrying")
                 }

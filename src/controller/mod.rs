@@ -436,7 +436,8 @@ pub async fn run(
     // claimants they refused once their claim ends.
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1024);
     // A create reads its Secret and records itself within the provider's timeout.
-    let (guard, guard_checks) = credentials_in_use::Guard::new(config.provider.timeout);
+    let took_over = config.leadership.took_over();
+    let (guard, guard_checks) = credentials_in_use::Guard::new(config.provider.timeout, took_over);
     let ctx = Arc::new(Context {
         guard,
         wake: wake_tx.clone(),

@@ -182,36 +182,45 @@ async fn a_host_an_older_operator_rented_is_never_released_by_its_absence_elsewh
 }
 
 /// Finding 9: two objects applied together naming one host nobody held refused each other
-/// forever. The older (then by name) gets it; the other gets it once the first lets go.
+/// forever. Exactly one gets it (the one that holds it, else the older, then by name: which
+/// one depends on which the operator sees first); the other gets it once the first lets go.
 #[tokio::test]
-async fn of_two_objects_naming_one_host_the_first_gets_it_and_the_other_after_it() {
+async fn of_two_objects_naming_one_host_one_gets_it_and_the_other_after_it() {
     let world = World::start("one-host-two-names", |_| {}).await;
     let id = rented_by_hand(&world);
-    let first = with(
+    // Orphan both: whichever wins lets the host go for the other.
+    let spec = with(
         demo_spec(),
         serde_json::json!({"hostId": id, "deletionPolicy": "Orphan"}),
     );
-    let (a, b) = tokio::join!(
-        world.create("first", first),
-        world.create(
-            "second",
-            with(demo_spec(), serde_json::json!({"hostId": id}))
-        )
+    tokio::join!(
+        world.create("first", spec.clone()),
+        world.create("second", spec)
     );
-    let (a_at, b_at) = (a.metadata.creation_timestamp, b.metadata.creation_timestamp);
-    assert!(a_at <= b_at);
-    world
-        .wait_condition("first", "Ready", "True", "Running")
-        .await;
+    let deadline = std::time::Instant::now() + LIMIT;
+    let (winner, loser) = loop {
+        let (a, b) = tokio::join!(world.get("first"), world.get("second"));
+        let ready = |o: &rentedhost_operator::api::RentedHost| is(o, "Ready", "True", "Running");
+        match (ready(&a), ready(&b)) {
+            (true, true) => panic!("both objects hold host {id}: {a:?} {b:?}"),
+            (true, false) => break ("first", "second"),
+            (false, true) => break ("second", "first"),
+            (false, false) if std::time::Instant::now() > deadline => {
+                panic!("neither object got host {id}: {a:?} {b:?}")
+            }
+            (false, false) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let refused = world
-        .wait_condition("second", "Ready", "False", "HostClaimed")
+        .wait_condition(loser, "Ready", "False", "HostClaimed")
         .await;
-    assert!(message(&refused, "Ready").contains("first"));
-    // The first lets the host go (Orphan): the second is woken and takes it.
-    world.delete("first").await;
-    world.wait_gone("first", LIMIT).await;
+    assert!(message(&refused, "Ready").contains(winner));
+    assert!(is(&world.get(winner).await, "Ready", "True", "Running"));
+    // The winner lets the host go (Orphan): the other is woken and takes it.
+    world.delete(winner).await;
+    world.wait_gone(winner, LIMIT).await;
     let obj = world
-        .wait_for("second", Duration::from_secs(10), "ready", |o| {
+        .wait_for(loser, Duration::from_secs(10), "ready", |o| {
             is(o, "Ready", "True", "Running")
         })
         .await;
@@ -440,14 +449,6 @@ async fn a_secret_deleted_while_an_object_waits_to_rent_goes_and_can_come_back()
         .wait_condition("rh", "Ready", "False", "InsufficientResources")
         .await;
     let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
-    let finalizers = secrets.get("own-creds").await.unwrap().metadata.finalizers;
-    assert!(
-        finalizers
-            .unwrap_or_default()
-            .iter()
-            .any(|f| f == "xuandashi.dev/credentials-in-use"),
-        "protected by the create that used it"
-    );
     secrets
         .delete("own-creds", &Default::default())
         .await
@@ -469,6 +470,72 @@ async fn a_secret_deleted_while_an_object_waits_to_rent_goes_and_can_come_back()
     let obj = world.wait_rented("rh", LIMIT).await;
     assert_eq!(world.sim.host_ids(), vec![host_id(&obj).unwrap()]);
     assert!(world.sim.calls(Endpoint::CreateRent) > creates);
+}
+
+/// Issue 18: `helm uninstall` deletes the operator's RBAC and Deployment before its
+/// credentials Secret, so an operator that removed the finalizer only once it saw the
+/// Secret being deleted never could: the Secret stayed Terminating for good, and its
+/// namespace with it. The finalizer now goes as soon as no object needs the Secret, so
+/// once the objects are gone the operator can go first and the Secret after it.
+#[tokio::test]
+async fn once_no_object_needs_a_secret_it_goes_without_the_operator() {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut world = World::start("uninstall-creds", |_| {}).await;
+    world
+        .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    let own = serde_json::json!({"credentialsSecretRef": {"name": "own-creds"}});
+    world.create("a", with(demo_spec(), own)).await;
+    world.create("b", demo_spec()).await;
+    for name in ["a", "b"] {
+        world.wait_condition(name, "Ready", "True", "Running").await;
+    }
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
+    let protected = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            let secret = secrets.get(name).await.unwrap();
+            let finalizers = secret.metadata.finalizers.unwrap_or_default();
+            finalizers
+                .iter()
+                .any(|f| f == "xuandashi.dev/credentials-in-use")
+        }
+    };
+    for name in ["own-creds", CREDENTIALS] {
+        assert!(protected(name).await, "{name}: a host to release");
+    }
+    for name in ["a", "b"] {
+        world.delete(name).await;
+        world.wait_gone(name, LIMIT).await;
+    }
+    let start = std::time::Instant::now();
+    for name in ["own-creds", CREDENTIALS] {
+        while protected(name).await {
+            // Well before the periodic look (30 s): the objects' going asks for it.
+            let limit = Duration::from_secs(10);
+            assert!(start.elapsed() < limit, "{name} is still held for nobody");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!(
+        "both Secrets free {:?} after their last objects went",
+        start.elapsed()
+    );
+    // The operator goes first (helm deletes its Deployment and RBAC first), then the
+    // Secrets: nothing holds them.
+    world.kill_controller().await;
+    for name in ["own-creds", CREDENTIALS] {
+        secrets.delete(name, &Default::default()).await.unwrap();
+    }
+    let start = std::time::Instant::now();
+    for name in ["own-creds", CREDENTIALS] {
+        while secrets.get_opt(name).await.unwrap().is_some() {
+            assert!(start.elapsed() < LIMIT, "{name} stays Terminating");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(world.sim.host_ids().is_empty());
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
 }
 
 /// Review of the credentials finalizer: an adoption gives the object a host to release, so

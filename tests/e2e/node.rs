@@ -258,10 +258,10 @@ impl Install {
         ]));
     }
 
-    /// Releases every object's host, then uninstalls (without waiting: the credentials
-    /// Secret stays Terminating with the operator's finalizer, which only the operator,
-    /// uninstalled with it, would remove).
-    fn uninstall(&self) {
+    /// Releases every object's host, then uninstalls as users do (`helm uninstall --wait`,
+    /// which removes the operator before its credentials Secret) and waits until the
+    /// Secret is gone: no object needs it, so nothing holds it.
+    fn uninstall(&self) -> Result<(), String> {
         let _ = self
             .cluster
             .plane
@@ -275,18 +275,81 @@ impl Install {
                 "--timeout=90s",
             ])
             .output();
-        let _ = self
+        // Once no object needs it, the operator lets the credentials Secret go.
+        let started = Instant::now();
+        loop {
+            let out = run_ok(self.cluster.plane.kubectl().args([
+                "get",
+                "secrets",
+                "-n",
+                &self.ns,
+                "-o",
+                "jsonpath={.items[*].metadata.finalizers}",
+            ]));
+            if !out.contains("xuandashi.dev/credentials-in-use") {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("a Secret is still held for nobody: {out}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = self
             .cluster
             .plane
             .helm()
-            .args(["uninstall", RELEASE, "-n", &self.ns])
-            .output();
+            .args([
+                "uninstall",
+                RELEASE,
+                "-n",
+                &self.ns,
+                "--wait",
+                "--timeout",
+                "60s",
+            ])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "helm uninstall: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        // Connection Secrets go with their objects (garbage collection, in its time); the
+        // credentials Secret goes with the release.
+        let credentials = format!("{RELEASE}-rentedhost-operator-credentials");
+        let out = self
+            .cluster
+            .plane
+            .kubectl()
+            .args([
+                "get",
+                "secret",
+                &credentials,
+                "-n",
+                &self.ns,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])
+            .output()
+            .unwrap();
+        let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        match left.is_empty() {
+            true => Ok(()),
+            false => Err(format!("left after helm uninstall --wait: {left}")),
+        }
     }
 }
 
 impl Drop for Install {
     fn drop(&mut self) {
-        self.uninstall();
+        if let Err(problem) = self.uninstall()
+            && !std::thread::panicking()
+        {
+            panic!("[{}] {problem}", self.ns);
+        }
     }
 }
 
@@ -375,7 +438,9 @@ async fn helm_install_runs_the_operator_as_a_pod_under_the_kubelet() {
 /// by (Ready) until the old one, on SIGTERM, finishes its calls and releases the Lease. On
 /// the main this started from, the new pod was never Ready (503 until it led) and the
 /// rollout, and `helm upgrade --wait`, timed out.
-#[tokio::test]
+// Two workers: helm blocks one (`block_in_place`) while the creates and the watch on the old
+// pod go on in the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_upgrade_rolls_over_while_objects_are_created_and_rents_once_each() {
     let cluster = NodeCluster::get();
     let _one_at_a_time = cluster.lock().await;
@@ -392,8 +457,25 @@ async fn helm_upgrade_rolls_over_while_objects_are_created_and_rents_once_each()
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // When the old pod is asked to stop: the kubelet sends SIGTERM as it sees this.
+    let sigterm = {
+        let pods: Api<Pod> = Api::namespaced(install.client.clone(), &install.ns);
+        let old = old.clone();
+        tokio::spawn(async move {
+            loop {
+                let pod = pods.get_opt(&old).await.unwrap();
+                if pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
+                    return jiff::Timestamp::now();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let started = Instant::now();
-    install.helm(&["upgrade", RELEASE], &["--set", "image.tag=0.1.0-next"]);
+    tokio::task::block_in_place(|| {
+        install.helm(&["upgrade", RELEASE], &["--set", "image.tag=0.1.0-next"])
+    });
+    let sigterm = sigterm.await.unwrap();
     let rollout = started.elapsed();
     creating.await.unwrap();
     let pods = install.pods().await;
@@ -424,9 +506,11 @@ async fn helm_upgrade_rolls_over_while_objects_are_created_and_rents_once_each()
         .max();
     println!(
         "[{}] helm upgrade --wait {rollout:?}; creates: {by_old} by the old pod, {} by the new; \
+         the old pod's SIGTERM to the new leader's first create: {:?}; \
          last create of the old pod to the first of the new: {:?}",
         install.ns,
         creates.len() - by_old,
+        first_new.duration_since(sigterm),
         last_old.map(|l| first_new.duration_since(l))
     );
     assert_eq!(creates.len(), 43, "one create each");

@@ -395,6 +395,8 @@ async fn write_kept(
         let written = write_protocol(ctx, obj, status, account).await?;
         return Ok(Kept::Written(Box::new(written)));
     };
+    // The finalizer stays from the read to the write (its removal waits for the lock).
+    let creating = ctx.guard.creating(&secret).await;
     let window = ctx.guard.create_window();
     let kept = tokio::time::timeout(window, async {
         let standing = ctx.guard.read(&ctx.client, &secret).await?;
@@ -412,6 +414,11 @@ async fn write_kept(
         Ok(kept) => kept,
         Err(_) => {
             tracing::warn!(window = ?window, "reading the credentials and writing the object took too long; nothing is sent on it");
+            // The write may still land: the finalizer stays for one more window.
+            tokio::spawn(async move {
+                tokio::time::sleep(window).await;
+                drop(creating);
+            });
             Ok(Kept::TooSlow)
         }
     }
