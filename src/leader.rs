@@ -100,6 +100,8 @@ struct LeaseLock {
     /// saw it change: expiry is judged on the local clock from that moment, never by
     /// comparing the holder's timestamps with ours (as client-go does).
     observed: Mutex<Option<(String, Instant)>>,
+    /// Whether this process has held the lease yet.
+    acquired: AtomicBool,
 }
 
 impl LeaseLock {
@@ -166,7 +168,11 @@ impl LeaseLock {
                 if live && !self.expired(&spec) {
                     return Ok(false);
                 }
-                if live {
+                // Our own identity, never released: this pod's container before a restart.
+                let restarted = holder == self.config.identity
+                    && spec.renew_time.is_some()
+                    && !self.acquired.load(Ordering::SeqCst);
+                if live || restarted {
                     self.config
                         .leadership
                         .took_over
@@ -193,6 +199,7 @@ impl LeaseLock {
         let started = Instant::now();
         match tokio::time::timeout(deadline, self.try_hold()).await {
             Ok(Ok(true)) => {
+                self.acquired.store(true, Ordering::SeqCst);
                 self.config.leadership.hold_until(Some(started + deadline));
                 Ok(true)
             }
@@ -239,6 +246,7 @@ where
         api: Api::namespaced(client, &config.namespace),
         config,
         observed: Mutex::default(),
+        acquired: AtomicBool::new(false),
     };
     // A renewal that hangs must not keep a deposed leader working: each attempt has this
     // long, and leadership lapses at the same point after the last accepted renewal.

@@ -18,9 +18,9 @@
 //! has led for twice that window.
 
 use super::credentials::{self, SecretRef};
-use super::decision::{has_finalizer, release_needed};
+use super::decision::has_finalizer;
 use super::{Context, Error};
-use crate::api::{DeletionPolicy, RentedHost};
+use crate::api::RentedHost;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -39,15 +39,18 @@ pub const FINALIZER: &str = "xuandashi.dev/credentials-in-use";
 /// being deleted).
 const RECHECK: Duration = Duration::from_secs(30);
 
-/// Whether `obj` needs the provider through its credentials: it holds the operator's
-/// finalizer and has a pending create to settle or a host to release. (An object that has
+/// Whether `obj` may need the provider through its credentials: it holds the operator's
+/// finalizer and has a pending create to settle or a host. A host kept on deletion
+/// (`Orphan`, `ObserveOnly`) counts too: a person may switch the object to `Delete` while
+/// the operator is down, and the namespace go before it looks again. (An object that has
 /// neither checks the Secret when it creates.)
-pub fn needs_credentials(obj: &RentedHost, default: DeletionPolicy) -> bool {
-    let pending = obj
-        .status
-        .as_ref()
-        .is_some_and(|s| s.create_pending.is_some());
-    has_finalizer(obj) && (pending || release_needed(obj, default).is_some())
+pub fn needs_credentials(obj: &RentedHost) -> bool {
+    let status = obj.status.as_ref();
+    let pending = status.is_some_and(|s| s.create_pending.is_some());
+    let host = status
+        .and_then(|s| s.host_id.as_deref())
+        .is_some_and(|id| !id.trim().is_empty());
+    has_finalizer(obj) && (pending || host)
 }
 
 /// A Secret as a read found it.
@@ -171,6 +174,9 @@ impl Guard {
         client: &kube::Client,
         secret: &SecretRef,
     ) -> Result<Standing, Error> {
+        // The finalizer is not removed meanwhile: a removal's list, after this, shows the
+        // object this protects for; a removal before it cleared `seen` first.
+        let _using = self.creating(secret).await;
         let key = key(secret);
         if let Some(standing) = self.seen.lock().get(&key) {
             return Ok(*standing);
@@ -249,10 +255,9 @@ async fn patch_finalizers(
 /// only "yes" is believed (a Secret in use stays so for a while: it is looked at again).
 fn in_use_cached(ctx: &Context, secret: &SecretRef) -> bool {
     let default = ctx.config.default_credentials.as_ref();
-    let policy = ctx.config.default_deletion_policy;
     ctx.store.state().iter().any(|o| {
         credentials::secret_ref(o, default).is_some_and(|r| r.is(&secret.namespace, &secret.name))
-            && needs_credentials(o, policy)
+            && needs_credentials(o)
     })
 }
 
@@ -270,10 +275,9 @@ async fn in_use(ctx: &Context, secret: &SecretRef) -> Result<bool, Error> {
         .list(&kube::api::ListParams::default())
         .await
         .map_err(Error::from_kube)?;
-    let policy = ctx.config.default_deletion_policy;
     Ok(objects.items.iter().any(|o| {
         credentials::secret_ref(o, default).is_some_and(|r| r.is(&secret.namespace, &secret.name))
-            && needs_credentials(o, policy)
+            && needs_credentials(o)
     }))
 }
 
@@ -314,6 +318,8 @@ async fn release_if_unused(
         .or_default()
         .clone();
     let _removing = lock.write().await;
+    // From here `protect` reads the Secret again (and adds the finalizer back if it went).
+    ctx.guard.seen.lock().remove(&key);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let found = api.get_metadata_opt(name).await.map_err(Error::from_kube)?;
     let Some(found) = found.filter(|f| f.finalizers().iter().any(|f| f == FINALIZER)) else {
@@ -375,31 +381,31 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
-    fn an_object_needs_its_credentials_while_it_has_a_pending_create_or_a_host_to_release() {
-        let delete = DeletionPolicy::Delete;
+    fn an_object_needs_its_credentials_while_it_has_a_pending_create_or_a_host() {
         assert!(
-            !needs_credentials(&obj(None), delete),
+            !needs_credentials(&obj(None)),
             "it checks them when it creates"
         );
-        assert!(needs_credentials(&obj(Some(pending(&obj(None)))), delete));
+        assert!(needs_credentials(&obj(Some(pending(&obj(None))))));
         let mut unfinalized = obj(Some(pending(&obj(None))));
         unfinalized.metadata.finalizers = None;
         assert!(
-            !needs_credentials(&unfinalized, delete),
+            !needs_credentials(&unfinalized),
             "nothing of ours to finish"
         );
         let rented = with_host("h1", None);
-        assert!(needs_credentials(&rented, delete), "a host to release");
-        assert!(
-            !needs_credentials(&rented, DeletionPolicy::Orphan),
-            "kept on deletion"
-        );
+        assert!(needs_credentials(&rented), "a host to release");
+        // Kept on deletion today, but a person may switch either to Delete while the
+        // operator is down.
+        let mut orphaned = with_host("h1", None);
+        orphaned.spec.deletion_policy = Some(crate::api::DeletionPolicy::Orphan);
+        assert!(needs_credentials(&orphaned), "Orphan: still a host");
         let mut observed = with_host("h1", None);
         observed.spec.management_policy = ManagementPolicy::ObserveOnly;
-        assert!(!needs_credentials(&observed, delete), "never released");
+        assert!(needs_credentials(&observed), "ObserveOnly: still a host");
         let mut releasing = with_host("h1", None);
         releasing.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
-        assert!(needs_credentials(&releasing, delete));
+        assert!(needs_credentials(&releasing));
         assert!(releasing.finalizers().iter().any(|f| f == RELEASE));
     }
 }

@@ -538,6 +538,57 @@ async fn once_no_object_needs_a_secret_it_goes_without_the_operator() {
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
 }
 
+/// Review of the eager finalizer: an `Orphan` object's host needs no release today, but a
+/// person may switch it to `Delete` while the operator is down and delete the namespace
+/// before it looks again; the Secret must still be there to release the host.
+#[tokio::test]
+async fn an_orphaned_hosts_credentials_stay_for_a_switch_to_delete() {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut world = World::start("orphan-switch", |_| {}).await;
+    world
+        .put_secret("own-creds", DEMO_ACCOUNT.0, DEMO_ACCOUNT.1)
+        .await;
+    let own = serde_json::json!({"credentialsSecretRef": {"name": "own-creds"}, "deletionPolicy": "Orphan"});
+    world.create("rh", with(demo_spec(), own.clone())).await;
+    let mut other = with(demo_spec(), own);
+    other["deletionPolicy"] = serde_json::json!("Delete");
+    world.create("other", other).await;
+    for name in ["rh", "other"] {
+        world.wait_condition(name, "Ready", "True", "Running").await;
+    }
+    // Past the settling time, the other object goes: the Secret is looked at.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    world.delete("other").await;
+    world.wait_gone("other", LIMIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    world.kill_controller().await;
+    world
+        .patch_spec("rh", serde_json::json!({"deletionPolicy": "Delete"}))
+        .await;
+    world.delete_namespace().await;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(world.client.clone(), &world.ns);
+    let asked = std::time::Instant::now();
+    loop {
+        let secret = secrets.get_opt("own-creds").await.unwrap();
+        let secret = secret.expect("the Secret went while a host still needs it");
+        if secret.metadata.deletion_timestamp.is_some() {
+            break;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(90));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = secrets.get_opt("own-creds").await.unwrap();
+    assert!(kept.is_some_and(|s| s.data.is_some()), "kept with its data");
+    world.start_controller();
+    world
+        .namespace_gone(Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(world.sim.host_ids().is_empty(), "released under Delete");
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
+}
+
 /// Review of the credentials finalizer: an adoption gives the object a host to release, so
 /// it too is refused with credentials being deleted (it used to go through unchecked, and
 /// the Secret could go before the adopted host was released).

@@ -175,7 +175,7 @@ async fn pause(ctx: &Context, obj: &RentedHost) -> Result<Action, Error> {
     // a namespace deleted while the object is paused must not take them.
     let secret = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref());
     if let Some(secret) = &secret
-        && credentials_in_use::needs_credentials(obj, ctx.config.default_deletion_policy)
+        && credentials_in_use::needs_credentials(obj)
     {
         ctx.guard.protect(&ctx.client, secret).await?;
     }
@@ -334,7 +334,7 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
     let secret = credentials::secret_ref(&obj, ctx.config.default_credentials.as_ref());
     if let Some(secret) = &secret
         && step != Step::Create
-        && credentials_in_use::needs_credentials(&obj, ctx.config.default_deletion_policy)
+        && credentials_in_use::needs_credentials(&obj)
     {
         ctx.guard.protect(&ctx.client, secret).await?;
     }
@@ -388,9 +388,8 @@ async fn write_kept(
 ) -> Result<Kept, Error> {
     let mut after = obj.clone();
     after.status = Some(status.clone());
-    let policy = ctx.config.default_deletion_policy;
     let secret = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref());
-    let secret = secret.filter(|_| credentials_in_use::needs_credentials(&after, policy));
+    let secret = secret.filter(|_| credentials_in_use::needs_credentials(&after));
     let Some(secret) = secret else {
         let written = write_protocol(ctx, obj, status, account).await?;
         return Ok(Kept::Written(Box::new(written)));
