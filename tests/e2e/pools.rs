@@ -347,7 +347,11 @@ async fn a_child_whose_pool_label_is_removed_is_labelled_again_not_replaced() {
 async fn scaling_20_to_5_to_20_deletes_nothing_on_the_stale_generation() {
     let mut world = World::start("pool-flap", |_| {}).await;
     apply_pool(&world, "flap", 20);
-    settled(&world, "flap", 20).await;
+    let first: HashSet<String> = settled(&world, "flap", 20)
+        .await
+        .iter()
+        .filter_map(|c| c.uid())
+        .collect();
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 20);
     let hold = world
         .restart_holding(http::Method::DELETE, "/rentedhosts/")
@@ -365,13 +369,33 @@ async fn scaling_20_to_5_to_20_deletes_nothing_on_the_stale_generation() {
     // The pool's decision (replicas 5) waits at its first delete; the user changes their mind.
     kubectl_scale(&world, "flap", 20);
     hold.open();
-    settled(&world, "flap", 20).await;
+    // A child deleted on the stale decision lingers, still Ready, until its host is released:
+    // count the children replaced once none is terminating and the pool has settled again.
+    let start = Instant::now();
+    let last = loop {
+        let kids = settled(&world, "flap", 20).await;
+        if kids.iter().all(|c| c.metadata.deletion_timestamp.is_none()) {
+            break kids;
+        }
+        assert!(start.elapsed() < LIMIT, "children still terminating");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let replaced = first
+        .iter()
+        .filter(|uid| !last.iter().any(|c| c.uid().as_ref() == Some(*uid)))
+        .count();
     let deletes = world.sim.calls(Endpoint::Delete);
     let creates = world.sim.calls(Endpoint::CreateRent);
-    println!("20 → 5 → 20: {deletes} hosts released, {creates} createRent calls");
+    println!(
+        "20 → 5 → 20: {replaced} children replaced, {deletes} hosts released, {creates} createRent calls"
+    );
     assert!(
-        deletes <= 1,
-        "{deletes} hosts released for a scale-down that was taken back"
+        replaced <= 1,
+        "{replaced} children replaced, {deletes} hosts released for a scale-down that was taken back"
+    );
+    assert_eq!(
+        deletes, replaced as u64,
+        "each child replaced released its host"
     );
     assert_eq!(creates, 20 + deletes, "each release rented again, no more");
     assert_eq!(world.sim.host_ids().len(), 20);

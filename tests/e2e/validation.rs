@@ -252,14 +252,23 @@ async fn ids_with_a_stray_character_are_refused_naming_the_field() {
 #[tokio::test]
 async fn the_crds_apply_without_warnings() {
     let plane = install_crd();
+    // The API server warns about a schema only when it creates the CRD, and the shared
+    // control plane already has these: dry-run them under a group of their own.
     let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let fresh = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&crds).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let renamed = text.replace("xuandashi.dev", "warnings.xuandashi.dev");
+        std::fs::write(fresh.path().join(path.file_name().unwrap()), renamed).unwrap();
+    }
     let out = plane
         .kubectl()
-        .args(["apply", "--server-side", "--dry-run=server", "-f"])
-        .arg(&crds)
+        .args(["create", "--dry-run=server", "-f"])
+        .arg(fresh.path())
         .output()
         .unwrap();
-    assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("Warning"), "{stderr}");
 }
