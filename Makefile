@@ -1,19 +1,19 @@
 # Build or reuse the test control plane, then run every check CI runs.
-.PHONY: testenv test lint deny crd run-simulator protocol release image demo demo-stop demo-check fuzz bench
+.PHONY: testenv test lint deny crd simulator run-simulator protocol release image demo demo-stop demo-check fuzz bench
 
 testenv:
 	testenv/build.sh
 
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 # Licenses, bans, sources and advisories (the RustSec snapshot in ../shared/advisory-db).
 deny:
 	scripts/deny.sh
 
 test: testenv lint deny image
-	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" cargo test
+	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" cargo test --workspace
 
 # The release binary: statically linked glibc (the image has no libc), stripped, LTO, with
 # paths that do not depend on this machine (a reproducible build).
@@ -26,6 +26,14 @@ release:
 # The container image, without a container engine: target/image/oci and its archive.
 image: release
 	scripts/image.sh
+
+# The provider simulator (its own crate, never in the operator's image), for the demo and the
+# bench; `make run-simulator` serves it on 127.0.0.1:8090.
+simulator:
+	cargo build --release --locked -p xds-simulator
+
+run-simulator: simulator
+	target/release/xds-simulator
 
 crd:
 	cargo run -q -- crd --kind rented-host > crds/rentedhost.yaml
@@ -59,7 +67,7 @@ fuzz:
 # The controller at scale against the API-server floor (see bench/scale.rs for the settings,
 # e.g. BENCH_N=100,1000 BENCH_STEADY_SECONDS=0; writes bench/results.md), then the chaos test
 # with 50 objects (CHAOS_OBJECTS). About 15 minutes.
-bench: testenv release
-	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" cargo bench --profile dev --bench scale
+bench: testenv release simulator
+	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" BENCH_SIMULATOR=target/release/xds-simulator cargo bench --profile dev --bench scale
 	KUBEBUILDER_ASSETS="$$(testenv/build.sh)" CHAOS_OBJECTS=$${CHAOS_OBJECTS:-50} \
 		cargo test --test e2e chaos -- --nocapture

@@ -12,7 +12,7 @@
 //! Settings (environment): `BENCH_N` (`100,1000,5000`), `BENCH_RATE_LIMITED_N` (`100`, the
 //! row at the default provider rate limit; `0` leaves it out), `BENCH_LATENCY` (`50ms`),
 //! `BENCH_CONCURRENCY` (`8`), `BENCH_STEADY_SECONDS` (`180`), `BENCH_OPERATOR` (the
-//! release binary), `BENCH_RESULTS` (`bench/results.md`; empty: not written).
+//! release binary), `BENCH_SIMULATOR` (`xds-simulator`, built optimised), `BENCH_RESULTS` (`bench/results.md`; empty: not written).
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/support/mod.rs"]
@@ -38,6 +38,7 @@ struct Settings {
     concurrency: usize,
     steady: Duration,
     operator: PathBuf,
+    simulator: PathBuf,
     results: Option<PathBuf>,
 }
 
@@ -69,9 +70,24 @@ impl Settings {
             concurrency: number("BENCH_CONCURRENCY", "8"),
             steady: Duration::from_secs(number("BENCH_STEADY_SECONDS", "180") as u64),
             operator: std::env::var_os("BENCH_OPERATOR").map_or(release, PathBuf::from),
+            simulator: std::env::var_os("BENCH_SIMULATOR")
+                .map_or_else(release_simulator, PathBuf::from),
             results: (!results.is_empty()).then(|| root.join(results)),
         }
     }
+}
+
+/// The simulator built like the operator it serves (optimised), so that its own cost stays
+/// small beside the controller's on the same two cores.
+fn release_simulator() -> PathBuf {
+    escargot::CargoBuild::new()
+        .package("xds-simulator")
+        .bin("xds-simulator")
+        .release()
+        .run()
+        .expect("cargo builds the simulator")
+        .path()
+        .to_path_buf()
 }
 
 /// The provider's limits in a row: lifted (the controller's own cost shows) or the default.
@@ -288,8 +304,8 @@ async fn start(
     let sim_port = free_port();
     let log = |name: &str| std::fs::File::create(logs.join(format!("{ns}-{name}.log"))).unwrap();
     let simulator = Process(
-        Command::new(&settings.operator)
-            .args(["simulate", "--port", &sim_port.to_string()])
+        Command::new(&settings.simulator)
+            .args(["--port", &sim_port.to_string()])
             .args(["--transition-time", "1ms", "--latency", &settings.latency])
             .stdout(Stdio::null())
             .stderr(log("simulator"))

@@ -161,7 +161,7 @@ EOF
 }
 
 simulator() {
-  start simulator "$binary" simulate --port "$(port simulator)" --transition-time 2s
+  start simulator "$root/target/release/xds-simulator" --port "$(port simulator)" --transition-time 2s
   wait_for "simulator" 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$(port simulator)"
 }
 
@@ -350,6 +350,7 @@ case "$mode" in node | process) ;; *) fail "DEMO_MODE=$mode: node or process" ;;
 echo "$mode" >"$run/mode"
 
 step image "the release binary and the container image (the first build takes minutes)" make -C "$root" image
+step simulator-build "the provider simulator's binary (its own crate: not in the image)" make -C "$root" simulator
 if [ "$mode" = node ]; then
   [ -x "$node_assets/kubelet" ] || fail "the node's pieces are not built (testenv/build.sh): DEMO_MODE=process runs the fallback"
   operator_log="kubectl logs -n $release_ns deploy/rentedhost-operator"

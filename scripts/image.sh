@@ -86,6 +86,7 @@ sed -e "s/\"urn:uuid:[0-9a-f-]*\"/\"urn:uuid:$serial\"/" \
   -e 's/"timestamp": "[^"]*"/"timestamp": "1970-01-01T00:00:00Z"/' \
   -e "s|path+file://$root#|path+file:///src#|g" \
   "$root/rentedhost-operator_bin.cdx.json" >"$out/rentedhost-operator.cdx.json"
-rm -f "$root/rentedhost-operator_bin.cdx.json"
+# cargo-cyclonedx describes every member of the workspace: the simulator's is not the image's.
+rm -f "$root/rentedhost-operator_bin.cdx.json" "$root/simulator/xds-simulator_bin.cdx.json"
 echo "image: rentedhost-operator:$tag sha256:$manifest, layer $(size "$layer") bytes compressed, $(stat -c %s "$work/layer.tar") uncompressed" >&2
 echo "$out/rentedhost-operator.oci.tar"

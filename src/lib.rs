@@ -12,5 +12,4 @@ pub mod operator;
 pub mod pool;
 pub mod provider;
 pub mod readiness;
-pub mod simulator;
 pub mod telemetry;

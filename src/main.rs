@@ -3,7 +3,6 @@ use rentedhost_operator::config;
 use rentedhost_operator::controller::{self, credentials::SecretRef};
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider;
-use rentedhost_operator::simulator::{self, Simulator};
 use rentedhost_operator::telemetry::{self, LogFormat};
 use rentedhost_operator::{http, leader, operator};
 use std::process::ExitCode;
@@ -44,21 +43,6 @@ enum Command {
         /// Only this kind's CRD.
         #[arg(long, value_enum)]
         kind: Option<rentedhost_operator::api::Kind>,
-    },
-    /// Serve the provider simulator (demo account `demo-account`, secret `demo-secret`).
-    Simulate {
-        /// Port to listen on, on 127.0.0.1.
-        #[arg(long, default_value_t = 8090)]
-        port: u16,
-        /// Token lifetime the simulator grants.
-        #[arg(long, default_value = "30m", value_parser = config::positive_duration)]
-        token_lifetime: Duration,
-        /// Time a host takes to start or stop.
-        #[arg(long, default_value = "3s", value_parser = config::positive_duration)]
-        transition_time: Duration,
-        /// Time every answer takes (a provider far away).
-        #[arg(long, value_parser = config::positive_duration)]
-        latency: Option<Duration>,
     },
 }
 
@@ -102,19 +86,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => runtime().block_on(run(*args)),
-        Command::Simulate {
-            port,
-            token_lifetime,
-            transition_time,
-            latency,
-        } => {
-            let timing = simulator::Timing {
-                token_lifetime,
-                latency: latency.unwrap_or_default(),
-                ..simulator::fast_timing(transition_time)
-            };
-            runtime().block_on(simulate(port, timing))
-        }
     }
 }
 
@@ -184,28 +155,6 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down");
-}
-
-async fn simulate(port: u16, timing: simulator::Timing) -> ExitCode {
-    let sim = Simulator::default();
-    sim.state().timing = timing;
-    match sim.serve(port).await {
-        Ok((addr, task)) => {
-            eprintln!(
-                "provider simulator on http://{addr} (account {})",
-                simulator::catalogue::DEMO_ACCOUNT.0
-            );
-            tokio::select! {
-                _ = task => {}
-                _ = shutdown_signal() => {}
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("rentedhost-operator simulate: cannot listen on port {port}: {error}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! What a huge provider answer costs the operator's memory (issue 22, finding 8), measured
 //! by a counting allocator in a test binary of its own (no other test allocates meanwhile).
 
-use rentedhost_operator::provider::{
-    ClientSettings, CreateRent, Credentials, Endpoint, ProviderClient,
-};
-use rentedhost_operator::simulator::{Fault, Simulator, catalogue::DEMO_ACCOUNT};
+use rentedhost_operator::provider::{ClientSettings, CreateRent, Credentials, ProviderClient};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use xds_simulator::Endpoint;
+use xds_simulator::{Fault, Simulator, catalogue::DEMO_ACCOUNT};
 
 struct Counting;
 

@@ -4,10 +4,11 @@
 use axum::Router;
 use axum::routing::{get, post};
 use rentedhost_operator::provider::{
-    ClientSettings, CreateRent, Credentials, Endpoint, ProviderClient, ProviderError,
+    ClientSettings, CreateRent, Credentials, ProviderClient, ProviderError,
 };
-use rentedhost_operator::simulator::{Fault, Simulator, catalogue::DEMO_ACCOUNT};
 use std::time::{Duration, Instant};
+use xds_simulator::Endpoint;
+use xds_simulator::{Fault, Simulator, catalogue::DEMO_ACCOUNT};
 
 async fn simulator() -> (Simulator, ProviderClient) {
     let sim = Simulator::default();
@@ -73,14 +74,14 @@ async fn catalogue_create_observe_operate_reboot_delete() {
     assert_eq!(host.status.as_deref(), Some("1"), "a new host is starting");
     let expires = host.expiration_time.unwrap() - host.create_time.unwrap();
     assert_eq!(expires, 5 * 720 * 3_600_000, "five months of 720 hours");
-    sim.set_host_status(&id, rentedhost_operator::provider::HostStatus::Running);
+    sim.set_host_status(&id, xds_simulator::HostStatus::Running);
     assert!(client.operate(&id, false).await.unwrap());
     assert_eq!(
         client.operate(&id, false).await.unwrap_err().code(),
         Some(6001),
         "stopping: wait"
     );
-    sim.set_host_status(&id, rentedhost_operator::provider::HostStatus::Stopped);
+    sim.set_host_status(&id, xds_simulator::HostStatus::Stopped);
     assert_eq!(client.reboot(&id).await.unwrap_err().code(), Some(7002));
     assert!(client.operate(&id, true).await.unwrap());
     assert_eq!(
@@ -208,7 +209,7 @@ async fn sixty_hosts_take_three_pages() {
 /// answers) gives the client the same complete listing and the same verdicts.
 #[tokio::test]
 async fn every_reading_of_the_documentation_gives_the_same_answers() {
-    use rentedhost_operator::simulator::Freedom;
+    use xds_simulator::Freedom;
     for freedom in Freedom::each() {
         let (sim, client) = simulator().await;
         sim.state().freedom = freedom;

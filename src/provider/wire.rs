@@ -40,7 +40,7 @@ lenient! {
     }
 
     /// One system image.
-    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    #[derive(Debug, Clone, Default, PartialEq)]
     pub struct Image {
         pub image_id: Option<String>,
         #[serde(rename = "type")]
@@ -50,7 +50,7 @@ lenient! {
     }
 
     /// One host configuration (package).
-    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    #[derive(Debug, Clone, Default, PartialEq)]
     pub struct Package {
         /// What `spec.packageId` names and createRent sends.
         pub package_id: Option<String>,
@@ -80,7 +80,7 @@ lenient! {
 
     /// One host, as `one/{id}` and `mypage` return it. `host_account` and `host_pw` are the
     /// host's login secret: `Debug` hides them.
-    #[derive(Clone, Default, PartialEq, Serialize)]
+    #[derive(Clone, Default, PartialEq)]
     pub struct Host {
         /// The key of `one/{id}`, the operations and release.
         pub id: Option<String>,

@@ -10,9 +10,9 @@ use crate::support::control_plane::ControlPlane;
 use crate::support::operator::{World, demo_spec};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::Fault;
 use std::time::{Duration, Instant};
+use xds_simulator::Endpoint;
+use xds_simulator::Fault;
 
 /// A fault queue for one endpoint: a fifth of the calls fail, each in one of `faults`' ways.
 fn faulty(rng: &mut StdRng, faults: &[Fault], calls: usize) -> Vec<Fault> {

@@ -3,10 +3,10 @@
 
 use crate::support::operator::{World, condition, demo_spec, host_id, is};
 use rentedhost_operator::api::{DeletionPolicy, PAUSED_ANNOTATION, RETRY_ANNOTATION};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::Fault;
-use rentedhost_operator::simulator::catalogue::DEMO_ACCOUNT;
 use std::time::{Duration, Instant};
+use xds_simulator::Endpoint;
+use xds_simulator::Fault;
+use xds_simulator::catalogue::DEMO_ACCOUNT;
 
 const ACCOUNT: &str = DEMO_ACCOUNT.0;
 use strum::IntoEnumIterator;

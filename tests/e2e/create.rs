@@ -2,9 +2,9 @@
 //! over HTTP. Each test owns a namespace, a simulator and a controller.
 
 use crate::support::operator::{World, condition, demo_spec, host_id, is};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::Fault;
 use std::time::Duration;
+use xds_simulator::Endpoint;
+use xds_simulator::Fault;
 
 const LIMIT: Duration = Duration::from_secs(30);
 

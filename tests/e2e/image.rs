@@ -100,6 +100,18 @@ async fn the_image_runs_in_cluster_as_the_charts_deployment_would() {
         ],
         "the binary, CA certificates and passwd: no shell"
     );
+    // The simulator is a crate of its own: no demo credentials, no fault injection, no
+    // `simulate` in the image's binary.
+    let binary = rootfs.path().join("rentedhost-operator");
+    let text = std::fs::read(&binary).unwrap();
+    for needle in ["demo-secret", "connection dropped by fault injection"] {
+        assert!(
+            !text.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "the image's binary carries the simulator ({needle:?})"
+        );
+    }
+    let simulate = Command::new(&binary).arg("simulate").output().unwrap();
+    assert!(!simulate.status.success(), "`simulate` is not a command");
 
     let plane = install_crd();
     let client = plane.client().await;

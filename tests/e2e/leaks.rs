@@ -6,10 +6,10 @@
 
 use crate::support::operator::{World, demo_spec, host_id};
 use crate::support::{install_crd, logs, run_ok};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::Fault;
 use serde_json::Value;
 use std::time::Duration;
+use xds_simulator::Endpoint;
+use xds_simulator::Fault;
 
 /// Every object of namespace `ns` the API server lists, as JSON, but the Secrets whose job is
 /// to hold a secret.

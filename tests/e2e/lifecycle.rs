@@ -6,9 +6,9 @@ use crate::create::kill_during_create;
 use crate::support::operator::{CREDENTIALS, World, demo_spec, host_id, is};
 use kube::api::{Patch, PatchParams};
 use rentedhost_operator::api::FINALIZER;
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::{Fault, catalogue::DEMO_ACCOUNT};
 use std::time::Duration;
+use xds_simulator::Endpoint;
+use xds_simulator::{Fault, catalogue::DEMO_ACCOUNT};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const MIB: usize = 1024 * 1024;

@@ -2,10 +2,10 @@
 //! order with any kind of total, releases that are confirmed only by two signals.
 
 use crate::support::operator::{World, demo_spec, host_id, is};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::Fault;
-use rentedhost_operator::simulator::freedom::{HostOrder, TotalCounts};
 use std::time::Duration;
+use xds_simulator::Endpoint;
+use xds_simulator::Fault;
+use xds_simulator::freedom::{HostOrder, TotalCounts};
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// More hosts than one page of `mypage` holds.

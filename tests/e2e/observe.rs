@@ -5,8 +5,8 @@ use crate::support::operator::{World, demo_spec, host_id, is};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use rentedhost_operator::controller::Config;
-use rentedhost_operator::provider::{Endpoint, HostStatus};
 use std::time::{Duration, Instant};
+use xds_simulator::{Endpoint, HostStatus};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -333,8 +333,7 @@ async fn idle_cost(n: usize, polls: u32) -> (u64, u64) {
     }
     let settle_and_ready = start.elapsed();
     tokio::time::sleep(interval * 2).await;
-    let all =
-        |sim: &rentedhost_operator::simulator::Simulator| sim.state().calls.values().sum::<u64>();
+    let all = |sim: &xds_simulator::Simulator| sim.state().calls.values().sum::<u64>();
     let (pages, total) = (world.sim.calls(Endpoint::MyPage), all(&world.sim));
     let window = interval * polls;
     tokio::time::sleep(window).await;

@@ -4,11 +4,11 @@ use crate::support::operator::{World, demo_spec, is};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use rentedhost_operator::leader::{self, Ended, LeaseConfig};
-use rentedhost_operator::provider::Endpoint;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use xds_simulator::Endpoint;
 
 fn lease(ns: &str, identity: &str) -> LeaseConfig {
     LeaseConfig {

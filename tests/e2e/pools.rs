@@ -6,9 +6,9 @@ use crate::support::{install_crd, kubectl_apply, run_ok};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use rentedhost_operator::api::{POOL_LABEL, RentedHost, RentedHostPool};
-use rentedhost_operator::provider::Endpoint;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use xds_simulator::Endpoint;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -17,10 +17,10 @@
 use crate::support::operator::{World, demo_spec, host_id, is};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::{Fault, Freedom};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+use xds_simulator::Endpoint;
+use xds_simulator::{Fault, Freedom};
 
 const AT_ONCE: usize = 4;
 

@@ -2,9 +2,9 @@
 //! operator's namespace, the connection Secret, and a Secret that cannot be read.
 
 use crate::support::operator::{World, demo_spec, host_id, is};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::Fault;
 use std::time::Duration;
+use xds_simulator::Endpoint;
+use xds_simulator::Fault;
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -5,10 +5,10 @@
 
 use crate::support::logs;
 use crate::support::operator::{World, demo_spec, host_id};
-use rentedhost_operator::provider::Endpoint;
-use rentedhost_operator::simulator::Fault;
 use serde_json::Value;
 use std::time::Duration;
+use xds_simulator::Endpoint;
+use xds_simulator::Fault;
 
 /// The operator's JSON lines about objects of namespace `ns`.
 fn lines_of(ns: &str) -> Vec<Value> {

@@ -9,11 +9,13 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rentedhost_operator::api::{LastError, RentedHost};
 use rentedhost_operator::controller::{Config, credentials::SecretRef};
 use rentedhost_operator::metrics::Metrics;
-use rentedhost_operator::provider::{ClientSettings, Endpoint};
-use rentedhost_operator::simulator::{self, Freedom, Simulator, catalogue::DEMO_ACCOUNT};
+use rentedhost_operator::provider::ClientSettings;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xds_simulator as simulator;
+use xds_simulator::Endpoint;
+use xds_simulator::{Freedom, Simulator, catalogue::DEMO_ACCOUNT};
 
 pub const CREDENTIALS: &str = "xds-credentials";
 

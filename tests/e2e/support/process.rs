@@ -4,7 +4,9 @@
 use super::control_plane::ControlPlane;
 use super::run_ok;
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The operator binary cargo built for these tests.
@@ -50,7 +52,26 @@ pub async fn ready_within(url: &str, limit: Duration) -> bool {
     false
 }
 
-/// The provider simulator as its own process (the binary's `simulate`), and its port.
+/// The simulator's binary (`xds-simulator`, a crate of its own that the operator never
+/// links), built once per test process the way cargo built these tests.
+pub fn simulator_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            escargot::CargoBuild::new()
+                .package("xds-simulator")
+                .bin("xds-simulator")
+                .current_release()
+                .current_target()
+                .run()
+                .expect("cargo builds the simulator")
+                .path()
+                .to_path_buf()
+        })
+        .clone()
+}
+
+/// The provider simulator as its own process, and its port.
 pub async fn simulator() -> (Process, u16) {
     simulator_with(None).await
 }
@@ -58,14 +79,8 @@ pub async fn simulator() -> (Process, u16) {
 /// The simulator answering every call after `latency` (a `--latency` value), if given.
 pub async fn simulator_with(latency: Option<&str>) -> (Process, u16) {
     let port = free_port();
-    let mut command = Command::new(BINARY);
-    command.args([
-        "simulate",
-        "--port",
-        &port.to_string(),
-        "--transition-time",
-        "500ms",
-    ]);
+    let mut command = Command::new(simulator_binary());
+    command.args(["--port", &port.to_string(), "--transition-time", "500ms"]);
     if let Some(latency) = latency {
         command.args(["--latency", latency]);
     }

@@ -2,7 +2,7 @@
 
 use super::catalogue;
 use super::freedom::{DeleteUnknown, Freedom, HostOrder, TotalCounts, id_hash};
-use crate::provider::{CreateRent, Endpoint, Host, HostStatus, Image, Package};
+use crate::wire::{CreateRent, Endpoint, Host, HostStatus, Image, Package};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

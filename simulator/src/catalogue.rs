@@ -1,6 +1,6 @@
 //! The simulator's default accounts, packages and images.
 
-use crate::provider::{Image, Package};
+use crate::wire::{Image, Package};
 
 /// Account id and secret of the account every simulator starts with.
 pub const DEMO_ACCOUNT: (&str, &str) = ("demo-account", "demo-secret");

@@ -1,16 +1,19 @@
 //! An in-memory simulator of the Xuandashi host-rental API (see `xds-api.md`), served over
 //! real HTTP, with stateful accounts, catalogues, capacity and host lifecycles, fault
 //! injection per endpoint and per-endpoint call counters. Tests drive it through
-//! [`Simulator`]; users run it with `rentedhost-operator simulate`.
+//! [`Simulator`]; `make demo` and `make bench` run its binary, `xds-simulator`. It is its own
+//! crate so that neither its fault injection nor its demo credentials can reach the
+//! operator's image, and so that it shares none of the client's types.
 
 pub mod catalogue;
 pub mod freedom;
 mod state;
+pub mod wire;
 
 pub use freedom::Freedom;
 pub use state::{Account, Fault, NewHost, SimHost, State, Timing};
+pub use wire::{Endpoint, HostStatus};
 
-use crate::provider::{Endpoint, HostStatus, TOKEN_HEADER};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, State as AxumState};
@@ -26,6 +29,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use wire::TOKEN_HEADER;
 
 /// A handle on a running simulator; clones share the state.
 #[derive(Clone, Default)]
