@@ -1,5 +1,6 @@
 //! rentedhost-operator: rents prepaid hosts from the Xuandashi cloud for `RentedHost` objects.
 
+pub mod account;
 pub mod api;
 pub mod config;
 pub mod controller;

@@ -1,6 +1,6 @@
 use clap::{Args, Parser, Subcommand};
 use rentedhost_operator::config;
-use rentedhost_operator::controller::{self, credentials::SecretRef};
+use rentedhost_operator::controller;
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider;
 use rentedhost_operator::telemetry::{self, LogFormat};
@@ -53,12 +53,6 @@ struct RunArgs {
     /// Use the provider's sandbox instead of production.
     #[arg(long, conflicts_with = "base_url")]
     sandbox: bool,
-    /// Secret holding the default credentials (keys `uuid` and `secret`).
-    #[arg(long, env = "CREDENTIALS_SECRET")]
-    credentials_secret: Option<String>,
-    /// The operator's own namespace: its default credentials Secret and its Lease live here.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    operator_namespace: String,
     /// Address of the HTTP port (/metrics, /healthz, /readyz).
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: std::net::SocketAddr,
@@ -106,19 +100,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let leadership = if args.leader_election {
-        leader::Leadership::elected()
-    } else {
-        leader::Leadership::always()
-    };
-    let mut config = controller::Config {
-        default_credentials: args
-            .credentials_secret
-            .map(|name| SecretRef::new(&args.operator_namespace, &name)),
-        instance: std::env::var("POD_NAME").ok(),
-        leadership: leadership.clone(),
-        ..args.config
-    };
+    let mut config = args.config;
     if args.sandbox {
         config.provider.base_url = provider::SANDBOX_URL.to_string();
     }
@@ -134,12 +116,14 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     tracing::info!(version = VERSION, provider = %config.provider.base_url, "starting controller");
     let election = args.leader_election.then(|| leader::LeaseConfig {
-        namespace: args.operator_namespace.clone(),
+        namespace: config.home.namespace.clone(),
         name: args.lease_name,
-        identity: std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("rentedhost-operator-{}", std::process::id())),
+        identity: config
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("rentedhost-operator-{}", std::process::id())),
         duration: args.lease_duration,
-        leadership,
+        leadership: leader::Leadership::elected(),
     });
     match operator::run_replica(client, config, metrics, election, shutdown_signal()).await {
         leader::Ended::Stopped => ExitCode::SUCCESS,
@@ -199,5 +183,20 @@ mod tests {
             "--default-deletion-policy=Keep",
         ];
         assert!(Cli::try_parse_from(wrong).is_err());
+        let home = [
+            "rentedhost-operator",
+            "run",
+            "--credentials-secret=xds",
+            "--operator-namespace=ops",
+        ];
+        let Command::Run(args) = Cli::parse_from(home).command else {
+            panic!("run")
+        };
+        let secret = args.config.home.default_credentials().unwrap();
+        assert_eq!(
+            (secret.namespace.as_str(), secret.name.as_str()),
+            ("ops", "xds")
+        );
+        assert_eq!(defaults.retry_scale, 1.0, "the retry table at full scale");
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::controller::{self, Config};
 use crate::crd_check::{self, Audience};
-use crate::leader::{self, Ended, LeaseConfig};
+use crate::leader::{self, Ended, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::pool;
 use futures::FutureExt;
@@ -31,7 +31,7 @@ pub async fn run_replica(
     let shutdown = shutdown.boxed().shared();
     let Some(lease) = election else {
         metrics.readiness.leading();
-        run(client, config, metrics, shutdown).await;
+        run(client, config, Leadership::always(), metrics, shutdown).await;
         return Ended::Stopped;
     };
     let audience = Audience::UnlessLed {
@@ -43,9 +43,17 @@ pub async fn run_replica(
     }
     metrics.readiness.standing_by();
     let work_client = client.clone();
+    let leadership = lease.leadership.clone();
     let work = |stop: leader::Shutdown| async move {
         metrics.readiness.leading();
-        run(work_client, config, metrics.clone(), stop.wait()).await;
+        run(
+            work_client,
+            config,
+            leadership,
+            metrics.clone(),
+            stop.wait(),
+        )
+        .await;
         metrics.readiness.stopped_leading();
     };
     leader::run_elected(client, lease, shutdown, work).await
@@ -56,6 +64,7 @@ pub async fn run_replica(
 pub async fn run(
     client: Client,
     config: Config,
+    leadership: Leadership,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -71,10 +80,11 @@ pub async fn run(
             controller::run(
                 client.clone(),
                 config.clone(),
+                leadership.clone(),
                 metrics.clone(),
                 shutdown.clone()
             ),
-            pool::run(client, config, metrics, shutdown.clone()),
+            pool::run(client, config, leadership, metrics, shutdown.clone()),
         )
     };
     let overdue = async {

@@ -6,6 +6,8 @@ use crate::provider::Credentials;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
+use parking_lot::Mutex;
+use std::collections::HashMap;
 
 /// A Secret (namespace/name) holding credentials under two keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,6 +30,30 @@ impl SecretRef {
 
     pub fn is(&self, namespace: &str, name: &str) -> bool {
         self.namespace == namespace && self.name == name
+    }
+}
+
+/// The operator's own namespace and its default credentials Secret (flags of `run`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Home {
+    /// The operator's own namespace: its default credentials Secret and its Lease live here.
+    #[arg(
+        id = "operator_namespace",
+        long = "operator-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+    /// Secret holding the default credentials (keys `uuid` and `secret`), in the operator's
+    /// namespace: used by objects without `credentialsSecretRef`.
+    #[arg(long, env = "CREDENTIALS_SECRET")]
+    pub credentials_secret: Option<String>,
+}
+
+impl Home {
+    pub fn default_credentials(&self) -> Option<SecretRef> {
+        let name = self.credentials_secret.as_deref()?;
+        Some(SecretRef::new(&self.namespace, name))
     }
 }
 
@@ -98,4 +124,27 @@ pub async fn load(client: &Client, r: &SecretRef) -> Result<Credentials, Problem
             })
     };
     Ok(Credentials::new(value(&r.uuid_key)?, value(&r.secret_key)?))
+}
+
+/// Credentials read from Secrets, each read once and kept until the Secret changes.
+#[derive(Default)]
+pub struct Cache(Mutex<HashMap<(String, String), Credentials>>);
+
+impl Cache {
+    /// The credentials in a Secret, read once and kept until the Secret changes.
+    pub async fn get(&self, client: &Client, secret: &SecretRef) -> Result<Credentials, Problem> {
+        let key = (secret.namespace.clone(), secret.name.clone());
+        if let Some(c) = self.0.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let loaded = load(client, secret).await?;
+        self.0.lock().insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The Secret `namespace/name` changed: it is read again when next needed.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let mut cache = self.0.lock();
+        cache.remove(&(namespace.to_string(), name.to_string()));
+    }
 }

@@ -254,7 +254,7 @@ async fn patch_finalizers(
 /// Whether an object in the cache needs `secret`: a cheap answer that may be stale, so
 /// only "yes" is believed (a Secret in use stays so for a while: it is looked at again).
 fn in_use_cached(ctx: &Context, secret: &SecretRef) -> bool {
-    let default = ctx.config.default_credentials.as_ref();
+    let default = ctx.default_credentials.as_ref();
     ctx.store.state().iter().any(|o| {
         credentials::secret_ref(o, default).is_some_and(|r| r.is(&secret.namespace, &secret.name))
             && needs_credentials(o)
@@ -264,7 +264,7 @@ fn in_use_cached(ctx: &Context, secret: &SecretRef) -> bool {
 /// Whether any object may still need `secret` (a quorum list of the objects that can name
 /// it: its namespace's, or every watched one's for the operator's default Secret).
 async fn in_use(ctx: &Context, secret: &SecretRef) -> Result<bool, Error> {
-    let default = ctx.config.default_credentials.as_ref();
+    let default = ctx.default_credentials.as_ref();
     let is_default = default.is_some_and(|d| d == secret);
     let api: Api<RentedHost> = match (&ctx.config.namespace, is_default) {
         (Some(ns), true) => Api::namespaced(ctx.client.clone(), ns),
@@ -291,7 +291,7 @@ async fn release_if_unused(
     routine: bool,
 ) -> Result<(), Error> {
     // The default Secret's keys do not matter here: `is` compares namespace and name.
-    let secret = match ctx.config.default_credentials.as_ref() {
+    let secret = match ctx.default_credentials.as_ref() {
         Some(d) if d.is(namespace, name) => d.clone(),
         _ => SecretRef::new(namespace, name),
     };
@@ -327,7 +327,7 @@ async fn release_if_unused(
         ctx.guard.gone(namespace, name);
         return Ok(());
     };
-    if !ctx.config.leadership.is_leading() || in_use(ctx, &secret).await? {
+    if !ctx.leadership.is_leading() || in_use(ctx, &secret).await? {
         return Ok(());
     }
     let rest: Vec<String> = found

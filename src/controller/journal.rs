@@ -43,7 +43,7 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
     let level = level(note);
     // An ERROR is a credentials problem: name the Secret to fix.
     let secret = (level == Level::ERROR)
-        .then(|| credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()))
+        .then(|| credentials::secret_ref(obj, ctx.default_credentials.as_ref()))
         .flatten()
         .map(|r| format!("{}/{}", r.namespace, r.name));
     let message = note.message.as_str();

@@ -51,28 +51,6 @@ pub enum Reason {
     InvalidHostId,
 }
 
-/// Retry attempts per object (uid) and reason, until a success resets them: a reason met
-/// after others starts at the first step of its own row (a 6005 after transport errors
-/// waits 15 s, not the transport row's fourth step).
-#[derive(Default)]
-pub struct Attempts(parking_lot::Mutex<std::collections::HashMap<(String, Reason), u32>>);
-
-impl Attempts {
-    /// The attempt number (0 first) of this retry, counting it.
-    pub fn next(&self, uid: &str, reason: Reason) -> u32 {
-        let mut attempts = self.0.lock();
-        let n = attempts.entry((uid.to_string(), reason)).or_insert(0);
-        let current = *n;
-        *n = n.saturating_add(1);
-        current
-    }
-
-    pub fn reset(&self, uid: &str) {
-        let mut attempts = self.0.lock();
-        attempts.retain(|(u, _), _| u != uid);
-    }
-}
-
 /// How a reason is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -324,24 +302,6 @@ mod tests {
         }
         let stray = ProviderError::UnsendableId("ID.".into());
         assert_eq!(Reason::of(&stray), Reason::InvalidHostId);
-    }
-
-    #[test]
-    fn attempts_count_per_reason() {
-        let attempts = Attempts::default();
-        for n in 0..4 {
-            assert_eq!(attempts.next("uid", Reason::ProviderUnavailable), n);
-        }
-        let first = attempts.next("uid", Reason::ProviderCreating);
-        assert_eq!(first, 0);
-        assert_eq!(
-            Reason::ProviderCreating.retry().delay(first, 0.5),
-            Some(secs(15)),
-            "a 6005 after transport errors starts at 15 s"
-        );
-        assert_eq!(attempts.next("other", Reason::ProviderUnavailable), 0);
-        attempts.reset("uid");
-        assert_eq!(attempts.next("uid", Reason::ProviderUnavailable), 0);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! host, each host within its create's time window. Only when more such hosts appeared
 //! than creates were waiting for them (someone else rents on the account) is a person asked.
 
+use crate::account::Catalogued;
 use crate::api::{CreateRequest, PeriodUnit};
 use crate::provider::{Host, Image, Package};
 use jiff::Timestamp;
@@ -30,6 +31,16 @@ pub struct PendingCreate {
 pub struct Expected<'a> {
     pub package: Option<&'a Package>,
     pub image: Option<&'a Image>,
+}
+
+impl<'a> Expected<'a> {
+    /// What the account's catalogue says.
+    pub fn of(catalogued: &'a Catalogued) -> Expected<'a> {
+        Expected {
+            package: catalogued.package.as_ref(),
+            image: catalogued.image.as_ref(),
+        }
+    }
 }
 
 /// Time allowances of the window in which a create's host can appear.
@@ -72,7 +83,7 @@ impl PendingCreate {
             .or_else(|| obj.meta().creation_timestamp.as_ref().map(|t| t.0))
             .unwrap_or(Timestamp::UNIX_EPOCH);
         Some(PendingCreate {
-            key: crate::controller::object_key(obj),
+            key: crate::controller::ledger::object_key(obj),
             since,
             call_ended: pending.call_ended.as_deref().and_then(parse),
             deadline: pending.deadline.as_deref().and_then(parse),

@@ -1,11 +1,13 @@
 //! Writes to the API server: status by server-side apply (only when it changed), finalizer
 //! and annotation patches guarded by resourceVersion.
 
-use super::Error;
+use super::error::Error;
 use crate::api::{FINALIZER, RentedHost, RentedHostStatus, conditions_equal};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
+use parking_lot::Mutex;
 use serde_json::json;
+use std::collections::HashSet;
 
 /// Reporting controller of events, and field manager of metadata and Secret writes.
 pub const MANAGER: &str = "rentedhost-operator";
@@ -71,6 +73,31 @@ pub async fn apply_status(
         .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
         .await
         .map_err(Error::from_kube)
+}
+
+/// Objects (uid) whose `lastRebootRequest` the protocol's manager owns in this process's
+/// knowledge (it wrote or shared it: see [`share_reboot_record`]).
+#[derive(Default)]
+pub struct RebootRecords(Mutex<HashSet<String>>);
+
+impl RebootRecords {
+    /// Whether `obj` records a reboot its older operator's status manager may own alone.
+    pub fn need_sharing(&self, obj: &RentedHost) -> bool {
+        let recorded = obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.last_reboot_request.is_some());
+        recorded && !self.0.lock().contains(&obj.uid().unwrap_or_default())
+    }
+
+    /// The protocol's manager owns `obj`'s `lastRebootRequest` (it wrote or shared it).
+    pub fn shared(&self, obj: &RentedHost) {
+        self.0.lock().insert(obj.uid().unwrap_or_default());
+    }
+
+    pub fn forget(&self, obj: &RentedHost) {
+        self.0.lock().remove(&obj.uid().unwrap_or_default());
+    }
 }
 
 /// Makes the protocol's manager an owner of `status.lastRebootRequest` as it stands, which

@@ -63,6 +63,7 @@ impl From<kube::Error> for Error {
 struct Context {
     client: Client,
     config: Config,
+    leadership: crate::leader::Leadership,
     recorder: Recorder,
     /// Child names found taken by an object the pool does not control, per pool uid.
     foreign: Mutex<HashMap<String, HashSet<String>>>,
@@ -74,6 +75,7 @@ struct Context {
 pub async fn run(
     client: Client,
     config: Config,
+    leadership: crate::leader::Leadership,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -113,6 +115,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         client,
         config,
+        leadership,
         foreign: Mutex::default(),
         children: children_store,
     });
@@ -185,7 +188,7 @@ fn child(pool: &RentedHostPool, name: &str) -> RentedHost {
 }
 
 async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.config.leadership.is_leading() {
+    if !ctx.leadership.is_leading() {
         return Err(Error::NotLeading);
     }
     let ns = cached.namespace().unwrap_or_default();
@@ -266,7 +269,7 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
         return Ok(replan);
     }
     for child_name in &plan.create {
-        if !ctx.config.leadership.is_leading() {
+        if !ctx.leadership.is_leading() {
             return Err(Error::NotLeading);
         }
         match api
@@ -290,7 +293,7 @@ async fn reconcile(cached: Arc<RentedHostPool>, ctx: Arc<Context>) -> Result<Act
     }
     let mut deleted = Vec::new();
     for (child_name, uid, version) in &plan.delete {
-        if !ctx.config.leadership.is_leading() {
+        if !ctx.leadership.is_leading() {
             return Err(Error::NotLeading);
         }
         // Each delete releases a host: each is checked against the pool as it is now.

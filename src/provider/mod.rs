@@ -10,10 +10,8 @@ pub use error::{ProviderError, explain, provider_detail};
 pub use wire::{CreateRent, Host, HostPage, HostStatus, Image, Package};
 
 use limiter::RateLimiter;
-use parking_lot::Mutex;
 use reqwest::Method;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use token::TokenCache;
@@ -577,32 +575,6 @@ fn bounded_code_label(outcome: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Clients shared per account, so that every object of one account shares one token cache
-/// and one rate limit.
-#[derive(Default)]
-pub struct ClientPool {
-    clients: Mutex<HashMap<Credentials, Arc<ProviderClient>>>,
-}
-
-impl ClientPool {
-    pub fn get(
-        &self,
-        settings: &ClientSettings,
-        credentials: Credentials,
-        observer: Option<CallObserver>,
-    ) -> Arc<ProviderClient> {
-        let mut clients = self.clients.lock();
-        // Two Secrets may name one account with different app secrets: each keeps its
-        // client (a client of a secret nobody uses any more only costs its memory).
-        clients
-            .entry(credentials.clone())
-            .or_insert_with(|| {
-                Arc::new(ProviderClient::new(settings.clone(), credentials, observer))
-            })
-            .clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,17 +605,6 @@ mod tests {
                 "{stray:?}"
             );
         }
-    }
-
-    #[test]
-    fn two_secrets_of_one_account_keep_their_own_clients() {
-        let pool = ClientPool::default();
-        let settings = ClientSettings::default();
-        let a = pool.get(&settings, Credentials::new("acct", "old"), None);
-        let b = pool.get(&settings, Credentials::new("acct", "new"), None);
-        let a_again = pool.get(&settings, Credentials::new("acct", "old"), None);
-        assert!(!Arc::ptr_eq(&a, &b));
-        assert!(Arc::ptr_eq(&a, &a_again), "neither evicts the other");
     }
 
     #[test]

@@ -222,7 +222,7 @@ async fn wrong_credentials_are_explained_after_one_refresh() {
 #[tokio::test]
 async fn a_missing_secret_is_reported_and_its_arrival_reconciles_at_once() {
     let world = World::start("nosecret", |c| {
-        c.default_credentials = None;
+        c.home.credentials_secret = None;
     })
     .await;
     let mut spec = demo_spec();

@@ -76,9 +76,8 @@ async fn the_default_secret_in_the_operator_namespace_is_watched() {
     };
     let home = operator_ns.clone();
     let world = World::start("elsewhere", move |c| {
-        c.default_credentials = Some(
-            rentedhost_operator::controller::credentials::SecretRef::new(&home, "xds-default"),
-        );
+        c.home.namespace = home;
+        c.home.credentials_secret = Some("xds-default".into());
     })
     .await;
     world.create("rh", demo_spec()).await;

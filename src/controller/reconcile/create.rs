@@ -5,14 +5,15 @@ use super::*;
 
 pub(super) async fn create(
     obj: RentedHost,
-    provider: &ProviderClient,
+    provider: &Access,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
     // A new `retry-requested-at` value goes through whatever the backoff says (once: the
     // create records it).
     let held = ctx
+        .holds
         .create_held_for(&obj)
-        .or_else(|| ctx.pool_held_for(&obj));
+        .or_else(|| ctx.holds.pool_held_for(&obj));
     if let Some(left) = held
         && decision::retry_requested(&obj).is_none()
     {
@@ -20,7 +21,7 @@ pub(super) async fn create(
     }
     // No resolution of this account runs while the call is in flight: its host would look
     // unclaimed until the answer is written.
-    let gate = ctx.hosts.create_gate(provider);
+    let gate = provider.create_gate();
     let _in_flight = gate.read().await;
     // The recording and the call (token and rate limit included) end within this budget,
     // whose end is recorded: the resolution's window for a call whose end never was.
@@ -30,7 +31,7 @@ pub(super) async fn create(
     // The credentials stay while the create needs them (`write_kept`). The guarded write
     // (only while leading) fails if anyone changed the object since the quorum read:
     // createRent is called only after the API server accepted createPending.
-    let obj = match write_kept(ctx, &obj, &recorded, provider.account()).await? {
+    let obj = match write_kept(ctx, &obj, &recorded, provider.id()).await? {
         Kept::Written(written) => *written,
         Kept::Refused(problem) => {
             let t = decision::credentials_missing(&obj, &problem, now());
@@ -45,12 +46,12 @@ pub(super) async fn create(
         period_number: spec.period.count,
         period_type: spec.period.unit.period_type(),
     };
-    if !ctx.config.leadership.is_leading() {
+    if !ctx.leadership.is_leading() {
         // Nothing was sent: the recorded create is resolved (and made again) by the leader.
         tracing::warn!("leadership lapsed before createRent; not calling it");
         return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
     }
-    let answer = tokio::time::timeout_at(deadline, provider.create_rent(&request))
+    let answer = tokio::time::timeout_at(deadline, provider.client.create_rent(&request))
         .await
         .unwrap_or_else(|_| {
             Err(ProviderError::Transport(
@@ -59,17 +60,17 @@ pub(super) async fn create(
         });
     if let Ok(id) = &answer {
         let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
-        ctx.answered(&obj, since.unwrap_or_default(), id);
-        ctx.release_pool(&obj);
+        ctx.ledger.answered(&obj, since.unwrap_or_default(), id);
+        ctx.holds.release_pool(&obj);
         tracing::Span::current().record("hostId", id.as_str());
-        let total = ctx.prices.lookup(provider.account(), spec);
+        let total = provider.price(spec);
         if let Some(total) = total.and_then(|p| p.prepaid_total.parse::<f64>().ok()) {
             ctx.metrics
                 .prepaid(&obj.namespace().unwrap_or_default(), total);
         }
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
-    let written = write_after_create(ctx, obj, &t.status, provider.account()).await?;
+    let written = write_after_create(ctx, obj, &t.status, provider.id()).await?;
     if let Some(note) = &t.note {
         journal::tell(ctx, &written, note, "CreateRent").await;
     }

@@ -13,7 +13,7 @@ pub(super) fn needs_provider_to_finalize(obj: &RentedHost, default: DeletionPoli
 
 pub(super) async fn finalize(
     mut obj: RentedHost,
-    provider: Option<&Arc<ProviderClient>>,
+    provider: Option<&Access>,
     ctx: &Context,
 ) -> Result<Action, Error> {
     let default = ctx.config.default_deletion_policy;
@@ -50,11 +50,11 @@ pub(super) async fn finalize(
             }
         }
     }
-    if provider.is_some() && !ctx.config.leadership.is_leading() {
+    if provider.is_some() && !ctx.leadership.is_leading() {
         return Err(Error::NotLeading);
     }
     let release = match (decision::release_needed(&obj, default), provider) {
-        (Some(id), Some(provider)) => release(provider, ctx, &obj, &id).await,
+        (Some(id), Some(provider)) => release(provider, &obj, &id).await,
         _ => Release::NotNeeded,
     };
     let (transition, note) = decision::after_release(&obj, &release, now());
@@ -65,31 +65,22 @@ pub(super) async fn finalize(
         Some(t) => finish(ctx, &obj, t, "Release").await,
         None => {
             remove_finalizer(ctx, obj.clone(), default).await?;
-            ctx.poller.forget(&obj);
             ctx.forget_object(&obj);
             ctx.wake_claimants_of(&obj);
-            if let Some(secret) =
-                credentials::secret_ref(&obj, ctx.config.default_credentials.as_ref())
-            {
+            if let Some(secret) = credentials::secret_ref(&obj, ctx.default_credentials.as_ref()) {
                 ctx.guard.released(&secret);
             }
-            ctx.reset_attempts(&obj);
             Ok(Action::await_change())
         }
     }
 }
 
-pub(super) async fn release(
-    provider: &ProviderClient,
-    ctx: &Context,
-    obj: &RentedHost,
-    id: &str,
-) -> Release {
+pub(super) async fn release(provider: &Access, obj: &RentedHost, id: &str) -> Release {
     // Releases shift the listing's pages: neither a resolution nor another release's proof
     // of absence reads it meanwhile.
-    let gate = ctx.hosts.create_gate(provider);
+    let gate = provider.create_gate();
     let _releasing = gate.write().await;
-    let error = match provider.delete(id).await {
+    let error = match provider.client.delete(id).await {
         Ok(true) => return Release::Released,
         Ok(false) => None,
         Err(e) => Some(e),
@@ -97,10 +88,10 @@ pub(super) async fn release(
     // "Not deleted" may mean "not there": only `one/{id}` denying the host and a complete
     // listing lacking it, together, prove it gone (a listing alone never does).
     let seen_in_account = obj.status.as_ref().is_some_and(|s| s.account.is_some());
-    match lookup(provider, ctx, id, Duration::ZERO).await {
+    match lookup(provider, id, Duration::ZERO).await {
         Ok(None) if seen_in_account => Release::Released,
         Ok(None) => Release::Unproven {
-            account: provider.account().to_string(),
+            account: provider.id().to_string(),
         },
         Ok(Some(_)) => Release::Failed(error),
         Err(e) => Release::Failed(Some(error.unwrap_or(e))),

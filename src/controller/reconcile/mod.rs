@@ -2,11 +2,13 @@
 //! server, hand it to `decision`, and write back what it decided.
 
 use super::decision::{self, Release, Requeue, Step, Transition};
+use super::ledger::object_key;
 use super::reason::Reason;
-use super::resolution::{self, PendingCreate, Resolution, Window};
-use super::{Context, Error, credentials, credentials_in_use, journal, object_key, writes};
+use super::resolution::{self, Expected, PendingCreate, Resolution, Window};
+use super::{Context, Error, credentials, credentials_in_use, journal, writes};
+use crate::account::Access;
 use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost, RentedHostStatus};
-use crate::provider::{CreateRent, ProviderClient, ProviderError};
+use crate::provider::{CreateRent, ProviderError};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -88,7 +90,7 @@ pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> A
         }
         Error::Kube(_) => {
             let retry = Reason::ProviderUnavailable;
-            let attempt = ctx.next_attempt(&obj, retry);
+            let attempt = ctx.holds.next_attempt(&obj, retry);
             // The first failure, then the 2nd, 3rd, 5th, 9th…: a lasting one stays in sight
             // without a line per retry.
             let attempts = attempt + 1;
@@ -122,12 +124,12 @@ fn retry_after(ctx: &Context, obj: &RentedHost, reason: Reason, attempt: u32) ->
         Some(delay) => {
             let delay = delay.mul_f64(ctx.config.retry_scale);
             if reason.holds_retries() {
-                ctx.hold_creates(obj, Instant::now() + delay);
+                ctx.holds.hold_creates(obj, Instant::now() + delay);
             }
             // A refused create (the object has no host), not a refused power operation.
             let renting = obj.status.as_ref().is_none_or(|s| s.host_id.is_none());
             if reason.holds_siblings() && renting {
-                ctx.hold_pool(obj, Instant::now() + delay);
+                ctx.holds.hold_pool(obj, Instant::now() + delay);
             }
             Action::requeue(delay)
         }
@@ -138,7 +140,7 @@ fn retry_after(ctx: &Context, obj: &RentedHost, reason: Reason, attempt: u32) ->
 fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
     match requeue {
         Requeue::Retry(reason) => {
-            let attempt = ctx.next_attempt(obj, reason);
+            let attempt = ctx.holds.next_attempt(obj, reason);
             if reason == Reason::ReleaseFailed && attempt == RELEASE_ATTEMPTS_BEFORE_ALARM {
                 // The reconcile span names the object and its host.
                 tracing::error!(
@@ -150,7 +152,7 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
             retry_after(ctx, obj, reason, attempt)
         }
         Requeue::Observe { transitional } => {
-            ctx.reset_attempts(obj);
+            ctx.holds.reset(obj);
             // A host at rest is looked at again when the poller sees it change; this is
             // only a resync, and N idle objects must not cost N reconciles a poll.
             let interval = if transitional {
@@ -161,7 +163,7 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
             Action::requeue(interval.mul_f64(0.9 + 0.2 * jitter()))
         }
         Requeue::After(delay) => {
-            ctx.reset_attempts(obj);
+            ctx.holds.reset(obj);
             Action::requeue(delay)
         }
     }
@@ -170,10 +172,10 @@ fn action(ctx: &Context, obj: &RentedHost, requeue: Requeue) -> Action {
 /// A paused object: `Synced=False` (reason `Paused`) and nothing else, no provider call,
 /// and no observation until the annotation goes (its change triggers a reconcile).
 async fn pause(ctx: &Context, obj: &RentedHost) -> Result<Action, Error> {
-    ctx.poller.unregister(obj);
+    ctx.accounts.unwatch(obj);
     // No provider call, but the credentials a release will need stay (a Kubernetes write):
     // a namespace deleted while the object is paused must not take them.
-    let secret = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref());
+    let secret = credentials::secret_ref(obj, ctx.default_credentials.as_ref());
     if let Some(secret) = &secret
         && credentials_in_use::needs_credentials(obj)
     {
@@ -186,9 +188,9 @@ async fn pause(ctx: &Context, obj: &RentedHost) -> Result<Action, Error> {
 /// Makes the protocol's manager an owner of `obj`'s reboot record, once per object and
 /// process (see `writes::share_reboot_record`).
 async fn share_reboot_record(ctx: &Context, obj: &RentedHost) -> Result<(), Error> {
-    if ctx.needs_reboot_record_shared(obj) {
+    if ctx.reboot_records.need_sharing(obj) {
         writes::share_reboot_record(&ctx.client, obj).await?;
-        ctx.reboot_record_shared(obj);
+        ctx.reboot_records.shared(obj);
     }
     Ok(())
 }
@@ -217,7 +219,7 @@ fn with_policy_and_price(
             .deletion_policy_or(ctx.config.default_deletion_policy),
     );
     if let Some(account) = status.account.as_deref()
-        && let Some(price) = ctx.prices.lookup(account, &obj.spec)
+        && let Some(price) = ctx.accounts.price(account, &obj.spec)
     {
         status.price = Some(price);
     }
@@ -247,17 +249,12 @@ async fn finish(
     Ok(action(ctx, &written, t.requeue))
 }
 
-async fn provider_for(
-    obj: &RentedHost,
-    ctx: &Context,
-) -> Result<Arc<ProviderClient>, credentials::Problem> {
-    let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
+async fn provider_for(obj: &RentedHost, ctx: &Context) -> Result<Access, credentials::Problem> {
+    let Some(secret) = credentials::secret_ref(obj, ctx.default_credentials.as_ref()) else {
         return Err(credentials::Problem::Missing("no credentials: set spec.credentialsSecretRef, or start the operator with a default credentials Secret".into()));
     };
-    let creds = ctx.credentials(&secret).await?;
-    Ok(ctx
-        .providers
-        .get(&ctx.config.provider, creds, Some(ctx.observer.clone())))
+    let creds = ctx.credentials.get(&ctx.client, &secret).await?;
+    Ok(ctx.accounts.access(creds))
 }
 
 /// An object as the reconcile has it: from the cache (perhaps stale), or current (a quorum
@@ -331,7 +328,7 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
     }
     // Whatever must settle or release through the credentials keeps them (a create reads
     // its Secret itself, in `create`).
-    let secret = credentials::secret_ref(&obj, ctx.config.default_credentials.as_ref());
+    let secret = credentials::secret_ref(&obj, ctx.default_credentials.as_ref());
     if let Some(secret) = &secret
         && step != Step::Create
         && credentials_in_use::needs_credentials(&obj)
@@ -340,7 +337,7 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
     }
     let unpriced = obj.status.as_ref().is_none_or(|s| s.price.is_none());
     if matches!(step, Step::Create) || (unpriced && matches!(step, Step::Observe(_))) {
-        ctx.prices.refresh(&provider).await;
+        provider.refresh_prices().await;
     }
     let action = match step {
         Step::Create => return create(obj, &provider, ctx).await,
@@ -357,12 +354,12 @@ async fn perform(step: Step, read: Read, ctx: &Context) -> Result<Outcome, Error
 
 /// The refusal of credentials that name another account than the host's (or the pending
 /// create's).
-fn wrong_account(obj: &RentedHost, provider: &ProviderClient) -> Option<Transition> {
+fn wrong_account(obj: &RentedHost, provider: &Access) -> Option<Transition> {
     let status = obj.status.as_ref()?;
     let owner = status.account.as_deref()?;
     let owned = status.host_id.is_some() || status.create_pending.is_some();
-    (owned && owner != provider.account())
-        .then(|| decision::account_changed(obj, owner, provider.account(), now()))
+    (owned && owner != provider.id())
+        .then(|| decision::account_changed(obj, owner, provider.id(), now()))
 }
 
 /// What a protocol write that makes an object need its credentials came to.
@@ -388,7 +385,7 @@ async fn write_kept(
 ) -> Result<Kept, Error> {
     let mut after = obj.clone();
     after.status = Some(status.clone());
-    let secret = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref());
+    let secret = credentials::secret_ref(obj, ctx.default_credentials.as_ref());
     let secret = secret.filter(|_| credentials_in_use::needs_credentials(&after));
     let Some(secret) = secret else {
         let written = write_protocol(ctx, obj, status, account).await?;
@@ -451,7 +448,7 @@ async fn write_protocol(
     status: &RentedHostStatus,
     account: &str,
 ) -> Result<RentedHost, Error> {
-    if !ctx.config.leadership.is_leading() {
+    if !ctx.leadership.is_leading() {
         return Err(Error::NotLeading);
     }
     // The write may end with an apply of the observation part (see `apply_observation`).

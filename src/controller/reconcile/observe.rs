@@ -7,15 +7,13 @@ use super::*;
 /// if missing). `None` only when the listing lacks it **and** `one/{id}` denies it: a
 /// host is never taken as gone from one signal alone.
 pub(super) async fn lookup(
-    provider: &ProviderClient,
-    ctx: &Context,
+    provider: &Access,
     id: &str,
     max_age: Duration,
 ) -> Result<Option<crate::provider::Host>, ProviderError> {
     let start = Instant::now();
-    let listing = ctx
-        .hosts
-        .listing(provider, start.checked_sub(max_age).unwrap_or(start))
+    let listing = provider
+        .listing(start.checked_sub(max_age).unwrap_or(start))
         .await?;
     if let Some(host) = listing.get(id) {
         return Ok(Some(host.clone()));
@@ -23,7 +21,7 @@ pub(super) async fn lookup(
     let listing = if listing.started >= start {
         listing
     } else {
-        ctx.hosts.listing(provider, start).await?
+        provider.listing(start).await?
     };
     if let Some(host) = listing.get(id) {
         return Ok(Some(host.clone()));
@@ -34,10 +32,10 @@ pub(super) async fn lookup(
 /// Asks `one/{id}` about a host a complete listing lacks: the host, or `None` when the
 /// provider denies it.
 pub(super) async fn confirm_absent(
-    provider: &ProviderClient,
+    provider: &Access,
     id: &str,
 ) -> Result<Option<crate::provider::Host>, ProviderError> {
-    match provider.host(id).await {
+    match provider.client.host(id).await {
         Ok(Some(host)) => Ok(Some(host)),
         Err(e) if e.denies_host() => Ok(None),
         Ok(None) => Err(ProviderError::Malformed(format!(
@@ -50,16 +48,15 @@ pub(super) async fn confirm_absent(
 pub(super) async fn observe_and_operate(
     obj: RentedHost,
     id: &str,
-    provider: &Arc<ProviderClient>,
+    provider: &Access,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    ctx.poller.register(provider, &obj);
+    ctx.accounts.watch(provider, &obj);
     // The poller keeps the account's listing fresh: a reconcile reads it, and fetches only
     // when there is none recent (concurrent reconciles share that one fetch).
     let not_before = Instant::now().checked_sub(ctx.config.poll_interval * 2);
-    let listing = ctx
-        .hosts
-        .listing(provider, not_before.unwrap_or_else(Instant::now))
+    let listing = provider
+        .listing(not_before.unwrap_or_else(Instant::now))
         .await;
     let listing = match listing {
         Ok(listing) => listing,
@@ -74,12 +71,17 @@ pub(super) async fn observe_and_operate(
         }
     };
     let mut host = listing.get(id).cloned();
-    if host.is_none() && ctx.learned_at(id).is_some_and(|at| at > listing.started) {
+    if host.is_none()
+        && ctx
+            .ledger
+            .learned_at(id)
+            .is_some_and(|at| at > listing.started)
+    {
         // Rented after this listing was taken: the first look asks for it alone when the
         // rate limit has room for it; otherwise the poller lists the account as soon as it
         // has. Not found yet proves nothing (the listing has not had its chance).
-        let found = match provider.has_headroom().await && ctx.poller.first_look(id) {
-            true => provider.host(id).await.ok().flatten(),
+        let found = match provider.client.has_headroom().await && provider.first_look(id) {
+            true => provider.client.host(id).await.ok().flatten(),
             false => None,
         };
         match found {
@@ -87,13 +89,13 @@ pub(super) async fn observe_and_operate(
             None => {
                 // Once asked alone with success, the host is known: a later reconcile on a
                 // lagging cache needs no listing for it.
-                if !ctx.poller.seen_alone(id) {
-                    ctx.poller.want_listing();
+                if !provider.seen_alone(id) {
+                    ctx.accounts.want_listing();
                 }
                 return Ok(Action::requeue(ctx.config.fast_poll_interval));
             }
         }
-        ctx.poller.found_alone(id);
+        provider.found_alone(id);
     }
     if host.is_none() {
         host = match confirm_absent(provider, id).await {
@@ -111,8 +113,8 @@ pub(super) async fn observe_and_operate(
         (Some(_), true) => match fresh_opt(ctx, &obj).await? {
             Some(current) if decision::plan(&current) == Step::Observe(id.to_string()) => {
                 let mut status = current.status.clone().unwrap_or_default();
-                status.account = Some(provider.account().to_string());
-                write_protocol(ctx, &current, &status, provider.account()).await?
+                status.account = Some(provider.id().to_string());
+                write_protocol(ctx, &current, &status, provider.id()).await?
             }
             _ => return Ok(Action::requeue(Duration::from_secs(1))),
         },
@@ -122,7 +124,7 @@ pub(super) async fn observe_and_operate(
     if let Some(host) = &host {
         let data = decision::connection_data(host);
         let digest = crate::controller::connections::digest(&data);
-        let connections = &ctx.poller.connections;
+        let connections = &ctx.connections;
         if !connections.current(&obj, digest) {
             let name = decision::connection_secret_name(&obj);
             connections.writing(&obj);
@@ -138,8 +140,8 @@ pub(super) async fn observe_and_operate(
             }
         }
         if let Some(start) = decision::power_action(&obj, host) {
-            let answer = provider.operate(id, start).await;
-            ctx.hosts.invalidate(provider);
+            let answer = provider.client.operate(id, start).await;
+            provider.invalidate_listing();
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
@@ -150,14 +152,14 @@ pub(super) async fn observe_and_operate(
             // reconcile on a cache that lags the record conflicts instead of rebooting again.
             let mut record = obj.status.clone().unwrap_or_default();
             record.last_reboot_request = Some(value.clone());
-            let recorded = write_protocol(ctx, &obj, &record, provider.account()).await?;
-            ctx.reboot_record_shared(&recorded);
+            let recorded = write_protocol(ctx, &obj, &record, provider.id()).await?;
+            ctx.reboot_records.shared(&recorded);
             if obj.spec.power_state == crate::api::PowerState::Stopped {
                 let t = decision::reboot_dropped(t, &value);
                 return finish(ctx, &recorded, t, "Observe").await;
             }
-            let answer = provider.reboot(id).await;
-            ctx.hosts.invalidate(provider);
+            let answer = provider.client.reboot(id).await;
+            provider.invalidate_listing();
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
@@ -165,7 +167,7 @@ pub(super) async fn observe_and_operate(
             t = decision::after_reboot(&recorded, op, &value, now());
             if t.status.last_reboot_request.as_deref() != Some(value.as_str()) {
                 // To be tried again: the record goes, guarded as it came.
-                let undone = write_protocol(ctx, &recorded, &t.status, provider.account()).await?;
+                let undone = write_protocol(ctx, &recorded, &t.status, provider.id()).await?;
                 return finish(ctx, &undone, t, "Observe").await;
             }
             return finish(ctx, &recorded, t, "Observe").await;

@@ -7,7 +7,7 @@ use super::*;
 /// status, or this process learned it for it), or one that asks for it too and came
 /// first (older, then by name), so that of two objects naming one host exactly one wins.
 fn holder(ctx: &Context, all: &[RentedHost], me: &RentedHost, id: &str) -> Option<String> {
-    let learned = ctx.claims_of_others(me).into_iter();
+    let learned = ctx.ledger.claims_of_others(me).into_iter();
     if let Some((_, owner)) = learned.into_iter().find(|(claimed, _)| claimed == id) {
         return Some(owner);
     }
@@ -50,6 +50,7 @@ fn claims_for_resolution(
         .map(object_key)
         .collect();
     let mut claimed: HashSet<String> = ctx
+        .ledger
         .claims_of_others(me)
         .into_iter()
         .filter(|(_, owner)| !observers.contains(owner))
@@ -71,7 +72,7 @@ fn claims_for_resolution(
 /// while holding the account's resolver lock. Returns the object as written.
 pub(super) async fn resolve_and_write(
     obj: &RentedHost,
-    provider: &ProviderClient,
+    provider: &Access,
     ctx: &Context,
 ) -> Result<Result<(RentedHost, Transition), ProviderError>, Error> {
     let Some(me) = PendingCreate::of(obj) else {
@@ -79,13 +80,13 @@ pub(super) async fn resolve_and_write(
         return Err(Error::Conflict);
     };
     // One resolver per account, and none while a create of the account is in flight.
-    let gate = ctx.hosts.create_gate(provider);
+    let gate = provider.create_gate();
     let _exclusive = gate.write().await;
-    let listing = match ctx.hosts.listing(provider, Instant::now()).await {
+    let listing = match provider.listing(Instant::now()).await {
         Ok(l) => l,
         Err(e) => return Ok(Err(e)),
     };
-    let expected = match ctx.hosts.expected(provider, &me.request).await {
+    let expected = match provider.expected(&me.request).await {
         Ok(x) => x,
         Err(e) => return Ok(Err(e)),
     };
@@ -115,7 +116,7 @@ pub(super) async fn resolve_and_write(
             continue;
         };
         if same_account(ctx, o, provider).await {
-            let catalogued = match ctx.hosts.expected(provider, &p.request).await {
+            let catalogued = match provider.expected(&p.request).await {
                 Ok(x) => x,
                 Err(e) => return Ok(Err(e)),
             };
@@ -124,7 +125,7 @@ pub(super) async fn resolve_and_write(
     }
     let others: Vec<resolution::Other<'_>> = others
         .iter()
-        .map(|(p, c)| (p.clone(), c.as_ref()))
+        .map(|(p, c)| (p.clone(), Expected::of(c)))
         .collect();
     let window = Window {
         skew: ctx.config.clock_skew,
@@ -133,7 +134,7 @@ pub(super) async fn resolve_and_write(
     };
     // createRent answered this process with a host for this object, but the answer could
     // not be written: that host is the object's, whatever pairing would say.
-    let answered = ctx.answer_for(&obj);
+    let answered = ctx.ledger.answer_for(&obj);
     let decide = |hosts: &[crate::provider::Host]| {
         let found = match &answered {
             Some(id) => Resolution::Adopt(id.clone()),
@@ -145,10 +146,9 @@ pub(super) async fn resolve_and_write(
                     observed: &observed,
                     window,
                     now: now(),
-                    pairing: ctx.config.sees_every_claim()
-                        && !ctx.poller.someone_else_rents(provider.account()),
+                    pairing: ctx.config.sees_every_claim() && !provider.someone_else_rents(),
                 };
-                resolution::resolve(&me, expected.as_ref(), account)
+                resolution::resolve(&me, Expected::of(&expected), account)
             }
         };
         let grace = decision::Grace {
@@ -162,26 +162,26 @@ pub(super) async fn resolve_and_write(
         // About to create again: a listing read while hosts were released or expired may
         // have skipped one as the pages shifted. Only a second complete listing, started
         // after the first, that agrees allows it.
-        match ctx.hosts.listing(provider, Instant::now()).await {
+        match provider.listing(Instant::now()).await {
             Ok(again) => t = decide(&again.hosts),
             Err(e) => return Ok(Err(e)),
         }
     }
     let paired = t.status.host_id.clone().filter(|_| answered.is_none());
     if let Some(id) = &paired {
-        ctx.claim(&obj, id);
+        ctx.ledger.claim(&obj, id);
     }
     // The span began without a host id (a pending create has none): it has one now. Once,
     // since a field recorded twice is logged twice.
     if let Some(id) = &t.status.host_id {
         tracing::Span::current().record("hostId", id.as_str());
     }
-    match write_protocol(ctx, &obj, &t.status, provider.account()).await {
+    match write_protocol(ctx, &obj, &t.status, provider.id()).await {
         Ok(written) => Ok(Ok((written, t))),
         Err(e) => {
             // The pairing is made again next time, perhaps differently.
             if let Some(id) = &paired {
-                ctx.release_claim(id);
+                ctx.ledger.release_claim(id);
             }
             Err(e)
         }
@@ -190,25 +190,22 @@ pub(super) async fn resolve_and_write(
 
 /// Whether `obj` rents on the same account as `provider`: by the account its status
 /// records, else by its credentials.
-pub(super) async fn same_account(
-    ctx: &Context,
-    obj: &RentedHost,
-    provider: &ProviderClient,
-) -> bool {
+pub(super) async fn same_account(ctx: &Context, obj: &RentedHost, provider: &Access) -> bool {
     if let Some(account) = obj.status.as_ref().and_then(|s| s.account.as_deref()) {
-        return account == provider.account();
+        return account == provider.id();
     }
-    let Some(secret) = credentials::secret_ref(obj, ctx.config.default_credentials.as_ref()) else {
+    let Some(secret) = credentials::secret_ref(obj, ctx.default_credentials.as_ref()) else {
         return false;
     };
-    ctx.credentials(&secret)
+    ctx.credentials
+        .get(&ctx.client, &secret)
         .await
-        .is_ok_and(|c| c.uuid == provider.account())
+        .is_ok_and(|c| c.uuid == provider.id())
 }
 
 pub(super) async fn resolve_pending(
     obj: RentedHost,
-    provider: &ProviderClient,
+    provider: &Access,
     ctx: &Context,
 ) -> Result<Action, Error> {
     match resolve_and_write(&obj, provider, ctx).await? {
@@ -239,17 +236,17 @@ pub(super) async fn resolve_pending(
 pub(super) async fn adopt(
     obj: RentedHost,
     id: &str,
-    provider: &Arc<ProviderClient>,
+    provider: &Access,
     ctx: &Context,
 ) -> Result<Action, Error> {
     // Not while a create of the account is in flight: its host is not claimed yet.
-    let gate = ctx.hosts.create_gate(provider);
+    let gate = provider.create_gate();
     let _exclusive = gate.write().await;
     let all = quorum_list(ctx).await?;
     let other = holder(ctx, &all, &obj, id);
     let host = match other {
         Some(_) => None,
-        None => match lookup(provider, ctx, id, Duration::ZERO).await {
+        None => match lookup(provider, id, Duration::ZERO).await {
             Ok(host) => host,
             Err(e) => {
                 let t = decision::provider_failed(&obj, &e, now());
@@ -264,23 +261,23 @@ pub(super) async fn adopt(
     };
     let t = decision::after_adopt(&obj, id, found, now());
     let written = if t.status.host_id.is_some() {
-        ctx.claim(&obj, id);
-        ctx.poller.register(provider, &obj);
+        ctx.ledger.claim(&obj, id);
+        ctx.accounts.watch(provider, &obj);
         // A host to release: adopted only while its credentials are kept (`write_kept`).
-        match write_kept(ctx, &obj, &t.status, provider.account()).await {
+        match write_kept(ctx, &obj, &t.status, provider.id()).await {
             Ok(Kept::Written(written)) => *written,
             Ok(Kept::Refused(problem)) => {
-                ctx.release_claim(id);
-                ctx.poller.unregister(&obj);
+                ctx.ledger.release_claim(id);
+                ctx.accounts.unwatch(&obj);
                 let t = decision::credentials_missing(&obj, &problem, now());
                 return finish(ctx, &obj, t, "Adopt").await;
             }
             Ok(Kept::TooSlow) => {
-                ctx.release_claim(id);
+                ctx.ledger.release_claim(id);
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
             Err(e) => {
-                ctx.release_claim(id);
+                ctx.ledger.release_claim(id);
                 return Err(e);
             }
         }

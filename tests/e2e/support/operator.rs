@@ -7,7 +7,7 @@ use super::install_crd;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rentedhost_operator::api::{LastError, RentedHost};
-use rentedhost_operator::controller::{Config, credentials::SecretRef};
+use rentedhost_operator::controller::{Config, credentials::Home};
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider::ClientSettings;
 use std::collections::BTreeMap;
@@ -42,7 +42,10 @@ pub fn test_config(sim_url: &str, ns: &str) -> Config {
             burst: 200,
             concurrency: 16,
         },
-        default_credentials: Some(SecretRef::new(ns, CREDENTIALS)),
+        home: Home {
+            namespace: ns.to_string(),
+            credentials_secret: Some(CREDENTIALS.to_string()),
+        },
         namespace: Some(ns.to_string()),
         // Each world's simulator account is its own: every claim on it is in sight.
         shared_account: Some(false),
@@ -54,7 +57,6 @@ pub fn test_config(sim_url: &str, ns: &str) -> Config {
         concurrency: 16,
         default_deletion_policy: rentedhost_operator::api::DeletionPolicy::Delete,
         instance: None,
-        leadership: rentedhost_operator::leader::Leadership::always(),
     }
 }
 
@@ -164,7 +166,6 @@ impl World {
         use rentedhost_operator::leader::{Leadership, LeaseConfig};
         let leadership = Leadership::elected();
         let mut config = self.config.clone();
-        config.leadership = leadership.clone();
         config.instance = Some(identity.to_string());
         let lease = LeaseConfig {
             namespace: self.ns.clone(),

@@ -1,0 +1,279 @@
+//! One room per provider account: its clients (each with its token cache and rate limit),
+//! its listing, its catalogue and the prices derived from it, the create gate, and the
+//! objects that observe their hosts on it. Whatever is per account (sharding, a budget, a
+//! priority limiter) is a field of [`Account`] or a filter on [`Accounts`].
+
+mod catalogue;
+mod listing;
+
+pub use catalogue::{CURRENCY, Catalogued, REFRESH, price_of};
+pub use listing::Listing;
+
+use crate::api::{CreateRequest, Price, RentedHost, RentedHostSpec};
+use crate::provider::{CallObserver, ClientSettings, Credentials, ProviderClient, ProviderError};
+use kube::runtime::reflector::ObjectRef;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// What this process knows of one provider account.
+#[derive(Default)]
+pub struct Account {
+    listings: listing::Listings,
+    catalogue: catalogue::Catalogue,
+    /// Creates hold it shared for as long as their call is in flight; a resolution or a
+    /// release holds it exclusively, so that it never sees a host whose create has not
+    /// answered yet (nor pages shifted by a release).
+    create_gate: tokio::sync::RwLock<()>,
+    watched: Mutex<Watched>,
+    /// Hosts rented after a listing that were asked for alone (`one/{id}`), once each, and
+    /// whether the answer showed the host.
+    asked_alone: Mutex<HashMap<String, bool>>,
+    /// Someone else was seen renting here (hosts no create of ours made).
+    someone_else_rents: AtomicBool,
+}
+
+/// The objects that observe their hosts on an account, and the client the poller lists it
+/// with (the last one they registered through).
+#[derive(Default)]
+struct Watched {
+    client: Option<Arc<ProviderClient>>,
+    objects: HashSet<ObjectRef<RentedHost>>,
+}
+
+/// An account reached through one Secret's credentials: the client that calls, and the
+/// account's shared state.
+#[derive(Clone)]
+pub struct Access {
+    pub client: Arc<ProviderClient>,
+    account: Arc<Account>,
+}
+
+impl Access {
+    /// The provider's account id.
+    pub fn id(&self) -> &str {
+        self.client.account()
+    }
+
+    /// A listing whose fetch started no earlier than `not_before`.
+    pub async fn listing(&self, not_before: Instant) -> Result<Arc<Listing>, ProviderError> {
+        self.account.listings.fresh(&self.client, not_before).await
+    }
+
+    /// The newest listing, if one was fetched.
+    pub fn latest_listing(&self) -> Option<Arc<Listing>> {
+        self.account.listings.latest()
+    }
+
+    /// Drops the listing: after an operation changed a host, the next look must be fresh.
+    pub fn invalidate_listing(&self) {
+        self.account.listings.invalidate()
+    }
+
+    /// The create gate (see [`Account::create_gate`]).
+    pub fn create_gate(&self) -> &tokio::sync::RwLock<()> {
+        &self.account.create_gate
+    }
+
+    /// The package and image a request names, from catalogues at most [`REFRESH`] old.
+    pub async fn expected(&self, request: &CreateRequest) -> Result<Catalogued, ProviderError> {
+        self.account.catalogue.expected(&self.client, request).await
+    }
+
+    /// Fetches the package list for prices when it is due (see `Catalogue::refresh`).
+    pub async fn refresh_prices(&self) {
+        self.account.catalogue.refresh(&self.client).await
+    }
+
+    /// The price of `spec` from the package list as last fetched, without waiting.
+    pub fn price(&self, spec: &RentedHostSpec) -> Option<Price> {
+        self.account.catalogue.price(spec)
+    }
+
+    /// Whether someone else was seen renting on the account: then no lost create of the
+    /// account is paired automatically.
+    pub fn someone_else_rents(&self) -> bool {
+        self.account.someone_else_rents.load(Ordering::Relaxed)
+    }
+
+    /// Says that someone else rents on the account; whether it was news.
+    pub fn found_someone_else(&self) -> bool {
+        !self
+            .account
+            .someone_else_rents
+            .swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether a host rented after the last listing may be asked for alone: the first
+    /// time only (a reconcile on a cache that lags our own writes must not ask again).
+    pub fn first_look(&self, id: &str) -> bool {
+        let mut asked = self.account.asked_alone.lock();
+        asked.insert(id.to_string(), false).is_none()
+    }
+
+    pub fn found_alone(&self, id: &str) {
+        self.account.asked_alone.lock().insert(id.to_string(), true);
+    }
+
+    /// Whether asking for the host alone showed it.
+    pub fn seen_alone(&self, id: &str) -> bool {
+        let asked = self.account.asked_alone.lock();
+        asked.get(id).copied().unwrap_or(false)
+    }
+}
+
+/// Every account this process reaches, by account id.
+pub struct Accounts {
+    settings: ClientSettings,
+    observer: Option<CallObserver>,
+    /// One client per credentials: two Secrets may name one account with different app
+    /// secrets, and each keeps its client (one nobody uses any more only costs its memory).
+    clients: Mutex<HashMap<Credentials, Arc<ProviderClient>>>,
+    accounts: Mutex<HashMap<String, Arc<Account>>>,
+    /// An object waits for a host rented after the last listing.
+    listing_wanted: AtomicBool,
+}
+
+impl Accounts {
+    pub fn new(settings: ClientSettings, observer: Option<CallObserver>) -> Accounts {
+        Accounts {
+            settings,
+            observer,
+            clients: Mutex::default(),
+            accounts: Mutex::default(),
+            listing_wanted: AtomicBool::new(false),
+        }
+    }
+
+    fn account(&self, id: &str) -> Arc<Account> {
+        let mut accounts = self.accounts.lock();
+        accounts.entry(id.to_string()).or_default().clone()
+    }
+
+    /// The account these credentials name, reached through them.
+    pub fn access(&self, credentials: Credentials) -> Access {
+        let client = {
+            let mut clients = self.clients.lock();
+            let (settings, observer) = (&self.settings, &self.observer);
+            clients
+                .entry(credentials.clone())
+                .or_insert_with(|| {
+                    let client =
+                        ProviderClient::new(settings.clone(), credentials, observer.clone());
+                    Arc::new(client)
+                })
+                .clone()
+        };
+        let account = self.account(client.account());
+        Access { client, account }
+    }
+
+    /// The price of `spec` on account `id` from its package list as last fetched.
+    pub fn price(&self, id: &str, spec: &RentedHostSpec) -> Option<Price> {
+        let account = self.accounts.lock().get(id).cloned()?;
+        account.catalogue.price(spec)
+    }
+
+    /// `obj` observes its host on `access`'s account (and on no other).
+    pub fn watch(&self, access: &Access, obj: &RentedHost) {
+        let reference = ObjectRef::from_obj(obj);
+        for (id, account) in self.accounts.lock().iter() {
+            if id != access.id() {
+                account.watched.lock().objects.remove(&reference);
+            }
+        }
+        let mut watched = access.account.watched.lock();
+        watched.client = Some(access.client.clone());
+        watched.objects.insert(reference);
+    }
+
+    /// Stops observing an object's host (a paused object), until it registers again.
+    pub fn unwatch(&self, obj: &RentedHost) {
+        let reference = ObjectRef::from_obj(obj);
+        for account in self.accounts.lock().values() {
+            account.watched.lock().objects.remove(&reference);
+        }
+    }
+
+    /// An object that is gone: unwatched, and its host's first look forgotten.
+    pub fn forget(&self, obj: &RentedHost) {
+        self.unwatch(obj);
+        if let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_ref()) {
+            for account in self.accounts.lock().values() {
+                account.asked_alone.lock().remove(id);
+            }
+        }
+    }
+
+    /// Each account that objects observe hosts on, with those objects.
+    pub fn watched(&self) -> Vec<(Access, Vec<ObjectRef<RentedHost>>)> {
+        let accounts = self.accounts.lock();
+        accounts
+            .values()
+            .filter_map(|account| {
+                let watched = account.watched.lock();
+                let client = watched.client.clone()?;
+                let objects: Vec<_> = watched.objects.iter().cloned().collect();
+                let access = Access {
+                    client,
+                    account: account.clone(),
+                };
+                (!objects.is_empty()).then_some((access, objects))
+            })
+            .collect()
+    }
+
+    /// Stops `obj` being observed on `access`'s account (it is gone from the cache).
+    pub fn drop_watched(&self, access: &Access, obj: &ObjectRef<RentedHost>) {
+        access.account.watched.lock().objects.remove(obj);
+    }
+
+    /// Asks for a poll as soon as every account's rate limit has room for it.
+    pub fn want_listing(&self) {
+        self.listing_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a wanted poll can run now (and is then no longer wanted).
+    pub async fn take_wanted_listing(&self) -> bool {
+        if !self.listing_wanted.load(Ordering::Relaxed) {
+            return false;
+        }
+        for (access, _) in self.watched() {
+            if !access.client.has_headroom().await {
+                return false;
+            }
+        }
+        self.listing_wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether any watched object satisfies `pred` (say, a host in motion).
+    pub fn any_watched(&self, mut pred: impl FnMut(&ObjectRef<RentedHost>) -> bool) -> bool {
+        let accounts = self.accounts.lock();
+        accounts
+            .values()
+            .any(|account| account.watched.lock().objects.iter().any(&mut pred))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_secrets_of_one_account_keep_their_own_clients_and_share_the_account() {
+        let accounts = Accounts::new(ClientSettings::default(), None);
+        let a = accounts.access(Credentials::new("acct", "old"));
+        let b = accounts.access(Credentials::new("acct", "new"));
+        let a_again = accounts.access(Credentials::new("acct", "old"));
+        assert!(!Arc::ptr_eq(&a.client, &b.client));
+        assert!(
+            Arc::ptr_eq(&a.client, &a_again.client),
+            "neither evicts the other"
+        );
+        assert!(Arc::ptr_eq(&a.account, &b.account), "one account, one room");
+        let other = accounts.access(Credentials::new("other", "old"));
+        assert!(!Arc::ptr_eq(&a.account, &other.account));
+    }
+}

@@ -1,0 +1,41 @@
+//! Errors of a reconcile that the reconciler could not turn into status.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object changed while it was being written; it is reconciled again")]
+    Conflict,
+    #[error("Kubernetes API error: {}", kube_message(.0))]
+    Kube(#[source] Box<kube::Error>),
+    /// Leadership lapsed: protocol writes and releases wait for the next leader.
+    #[error("this replica no longer leads; the leader carries on")]
+    NotLeading,
+}
+
+/// A Kubernetes error for people: the API server's own message, without kube's Debug dump of
+/// the Status.
+fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Error {
+    pub fn from_kube(e: kube::Error) -> Error {
+        match &e {
+            kube::Error::Api(status) if status.code == 409 => Error::Conflict,
+            _ => Error::Kube(Box::new(e)),
+        }
+    }
+
+    /// Bounded label for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Conflict => "Conflict",
+            Error::Kube(_) => "KubernetesApiError",
+            Error::NotLeading => "NotLeading",
+        }
+    }
+}
