@@ -225,7 +225,7 @@ impl Metrics {
 /// is the controller's, but a label must stay bounded whatever a status holds).
 fn bounded_reason(reason: &str) -> &'static str {
     use std::str::FromStr;
-    match crate::controller::reason::Reason::from_str(reason) {
+    match crate::api::Reason::from_str(reason) {
         Ok(r) => r.as_str(),
         Err(_) => "Other",
     }

@@ -3,9 +3,11 @@
 
 mod conditions;
 mod pool;
+mod reason;
 
 pub use conditions::{ConditionType, Conditions, conditions_equal};
 pub use pool::*;
+pub use reason::{Act, EventReason, Reason};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -333,6 +335,14 @@ pub struct RentedHostStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl RentedHostStatus {
+    /// The reason of condition `t`, when it is one this operator writes.
+    pub fn reason(&self, t: ConditionType) -> Option<Reason> {
+        let condition = self.conditions.iter().find(|c| c.type_ == t.as_str())?;
+        condition.reason.parse().ok()
+    }
+}
+
 /// The price of the host, from the provider's rental package list (`packAge/1`). Amounts
 /// are decimal strings in the provider's currency, Chinese yuan (CNY), as its console bills.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -425,7 +435,8 @@ pub struct LastError {
     /// Provider error code, when the provider gave one.
     pub code: Option<i64>,
     /// Reason, as in the Ready condition.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: Reason,
     /// Explanation; the provider's `msg` verbatim is kept in `providerMessage`.
     pub message: String,
     /// The provider's own message, verbatim.

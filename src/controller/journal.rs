@@ -5,27 +5,18 @@
 //! INFO: the normal story (created, running, stopped, released). Notes come once per
 //! transition, not once per retry, and so do these lines.
 
-use super::decision::Note;
-use super::reason::Reason;
+use super::decision::{Note, Severity};
 use super::{Context, credentials};
-use crate::api::RentedHost;
+use crate::api::{EventReason, RentedHost};
 use kube::runtime::events::{Event, EventType};
 use tracing::Level;
 
-/// Notes that are not reasons of a condition but decide money: logged as warnings.
-const MONEY_NOTES: [&str; 4] = [
-    "AdoptedHost",
-    "CreateNotCommitted",
-    "CreateNotRented",
-    "Orphaned",
-];
-
-/// The log level of a note.
+/// The log level of a note: what its severity means.
 pub fn level(note: &Note) -> Level {
-    match note.reason.parse::<Reason>() {
-        Ok(Reason::CredentialsInvalid | Reason::CredentialsMissing) => Level::ERROR,
-        _ if note.warning || MONEY_NOTES.contains(&note.reason) => Level::WARN,
-        _ => Level::INFO,
+    match note.severity {
+        Severity::Alarm => Level::ERROR,
+        Severity::Warning | Severity::Money => Level::WARN,
+        Severity::Info => Level::INFO,
     }
 }
 
@@ -37,7 +28,7 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
     let status = obj.status.as_ref();
     let reported = status
         .and_then(|s| s.last_error.as_ref())
-        .filter(|e| e.reason == note.reason);
+        .filter(|e| EventReason::State(e.reason) == note.reason);
     let trace_id = reported.and_then(|e| e.trace_id.as_deref());
     let code = reported.and_then(|e| e.code);
     let level = level(note);
@@ -47,7 +38,7 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
         .flatten()
         .map(|r| format!("{}/{}", r.namespace, r.name));
     let message = note.message.as_str();
-    let reason = note.reason;
+    let reason = note.reason.as_str();
     let secret = secret.as_deref();
     // tracing wants the level as a constant: one arm per level, one line each.
     macro_rules! tell_at {
@@ -74,12 +65,12 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
 /// Queues a note as an Event on the object; kube's recorder folds repeats into a series.
 async fn publish(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
     let event = Event {
-        type_: if note.warning {
+        type_: if note.is_warning() {
             EventType::Warning
         } else {
             EventType::Normal
         },
-        reason: note.reason.to_string(),
+        reason: note.reason.as_str().to_string(),
         note: Some(note.message.chars().take(1000).collect()),
         action: action.to_string(),
         secondary: None,
@@ -90,34 +81,43 @@ async fn publish(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn note(warning: bool, reason: &'static str) -> Note {
-        Note {
-            warning,
-            reason,
-            message: String::new(),
-        }
-    }
+    use crate::api::{Act, Reason};
 
     #[test]
     fn levels_say_what_a_note_means() {
+        let note = |severity, reason: EventReason| Note {
+            severity,
+            reason,
+            message: String::new(),
+        };
+        let (alarm, warning) = (Severity::Alarm, Severity::Warning);
+        let (money, info) = (Severity::Money, Severity::Info);
         for (n, want) in [
-            (note(true, "CredentialsInvalid"), Level::ERROR),
-            (note(true, "CredentialsMissing"), Level::ERROR),
-            (note(true, "AwaitingCreateOutcome"), Level::WARN),
-            (note(true, "CreateOutcomeUnknown"), Level::WARN),
-            (note(true, "HostNotFound"), Level::WARN),
-            (note(true, "Expired"), Level::WARN),
-            (note(true, "ReleaseFailed"), Level::WARN),
-            (note(true, "InsufficientBalance"), Level::WARN),
-            (note(false, "AdoptedHost"), Level::WARN),
-            (note(false, "CreateNotCommitted"), Level::WARN),
-            (note(false, "Created"), Level::INFO),
-            (note(false, "Running"), Level::INFO),
-            (note(false, "PowerOff"), Level::INFO),
-            (note(false, "Released"), Level::INFO),
+            (note(alarm, Reason::CredentialsInvalid.into()), Level::ERROR),
+            (note(alarm, Reason::CredentialsMissing.into()), Level::ERROR),
+            (
+                note(warning, Reason::AwaitingCreateOutcome.into()),
+                Level::WARN,
+            ),
+            (
+                note(warning, Reason::CreateOutcomeUnknown.into()),
+                Level::WARN,
+            ),
+            (note(warning, Reason::HostNotFound.into()), Level::WARN),
+            (note(warning, Reason::Expired.into()), Level::WARN),
+            (note(warning, Reason::ReleaseFailed.into()), Level::WARN),
+            (
+                note(warning, Reason::InsufficientBalance.into()),
+                Level::WARN,
+            ),
+            (note(money, Act::AdoptedHost.into()), Level::WARN),
+            (note(money, Act::CreateNotCommitted.into()), Level::WARN),
+            (note(info, Act::Created.into()), Level::INFO),
+            (note(info, Reason::Running.into()), Level::INFO),
+            (note(info, Act::PowerOff.into()), Level::INFO),
+            (note(info, Act::Released.into()), Level::INFO),
         ] {
-            assert_eq!(level(&n), want, "{}", n.reason);
+            assert_eq!(level(&n), want, "{}", n.reason.as_str());
         }
     }
 }

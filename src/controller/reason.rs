@@ -1,55 +1,9 @@
-//! Reasons (condition, event and `lastError` reasons) and the one retry table.
+//! What the controller makes of each reason: the provider refusal it stands for, what a
+//! person can do about it, and the one retry table.
 
+pub use crate::api::Reason;
 use crate::provider::ProviderError;
 use std::time::Duration;
-
-/// Why an object is in its state. `as_str` is a bounded label (metrics, events, conditions):
-/// the variant's name.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-    strum::EnumString,
-)]
-pub enum Reason {
-    Creating,
-    ProviderCreating,
-    InsufficientResources,
-    RealNameVerificationRequired,
-    WalletError,
-    InsufficientBalance,
-    TypeMismatch,
-    CredentialsInvalid,
-    CredentialsMissing,
-    ProviderUnavailable,
-    ProviderError,
-    CreateOutcomeUnknown,
-    AwaitingCreateOutcome,
-    HostNotFound,
-    HostClaimed,
-    Provisioning,
-    Running,
-    Stopped,
-    Stopping,
-    Starting,
-    Expired,
-    ReleaseFailed,
-    Rented,
-    Observed,
-    HostNotRunning,
-    HostUnavailable,
-    ConnectionSecretConflict,
-    CredentialsAccountChanged,
-    /// The user paused the object (annotation `xuandashi.dev/paused`).
-    Paused,
-    /// A host id the provider's alphabet cannot hold: never sent, never rewritten.
-    InvalidHostId,
-}
 
 /// How a reason is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +19,6 @@ const fn secs(s: u64) -> Duration {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     /// The reason for a provider error (the reasons table of docs/design.md).
     pub fn of(error: &ProviderError) -> Reason {
         if let ProviderError::UnsendableId(_) = error {

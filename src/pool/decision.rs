@@ -1,12 +1,12 @@
 //! What a pool does next, as a pure function of the pool and its children (read by a quorum
 //! list): which children to create, which to delete, and the status.
 
+use crate::api::Reason;
 use crate::api::{
     ConditionType, Conditions, DeletionPolicy, POOL_LABEL, RentedHost, RentedHostPool,
     RentedHostPoolStatus,
 };
 use crate::controller::decision::is_paused;
-use crate::controller::reason::Reason;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -32,8 +32,8 @@ fn renting_reason(child: &RentedHost) -> Option<Option<Reason>> {
     if host_id(child).is_some() || is_paused(child) {
         return None;
     }
-    let reason = condition(child, ConditionType::Ready).and_then(|(_, r)| r.parse().ok());
-    Some(reason)
+    let status = child.status.as_ref();
+    Some(status.and_then(|s| s.reason(ConditionType::Ready)))
 }
 
 /// Whether a child stops the pool from adding children: the provider refused its create

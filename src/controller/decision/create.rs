@@ -60,14 +60,14 @@ pub fn after_create(
     match answer {
         Ok(id) => {
             let s = &obj.spec;
-            let note = Note {
-                warning: false,
-                reason: "Created",
-                message: format!(
+            let note = Note::new(
+                Severity::Info,
+                Act::Created,
+                format!(
                     "rented host {id} (package {}, image {}, {} x {})",
                     s.package_id, s.image_id, s.period.count, s.period.unit
                 ),
-            };
+            );
             Transition {
                 status: rented(&view, id, "rented", now),
                 note: Some(note),
@@ -145,13 +145,9 @@ pub fn after_resolution(
 ) -> Transition {
     let mut status = base(obj);
     // Nothing was rented (by the user's word, or after the grace period): create again.
-    let create_again = |mut status: RentedHostStatus, reason: &'static str, message: String| {
+    let create_again = |mut status: RentedHostStatus, act: Act, message: String| {
         status.create_pending = None;
-        let note = Note {
-            warning: false,
-            reason,
-            message,
-        };
+        let note = Note::new(Severity::Money, act, message);
         Transition {
             status,
             note: Some(note),
@@ -162,15 +158,15 @@ pub fn after_resolution(
         let message = format!(
             "{CREATE_NOT_RENTED_ANNOTATION} names this pending create: a new createRent is allowed"
         );
-        return create_again(status, "CreateNotRented", message);
+        return create_again(status, Act::CreateNotRented, message);
     }
     match found {
         Resolution::Adopt(id) => {
-            let note = Note {
-                warning: false,
-                reason: "AdoptedHost",
-                message: format!("adopted host {id}, created by an unanswered createRent"),
-            };
+            let note = Note::new(
+                Severity::Money,
+                Act::AdoptedHost,
+                format!("adopted host {id}, created by an unanswered createRent"),
+            );
             let status = rented(obj, id, "adopted after an unanswered createRent", now);
             Transition {
                 status,
@@ -184,7 +180,7 @@ pub fn after_resolution(
                     "no new host appeared within {}s of the unanswered createRent: creating again",
                     grace.length.as_secs()
                 );
-                return create_again(status, "CreateNotCommitted", message);
+                return create_again(status, Act::CreateNotCommitted, message);
             };
             let msg = "waiting for the provider to show the host of an unanswered createRent";
             let r = Reason::AwaitingCreateOutcome.as_str();
@@ -266,7 +262,7 @@ mod tests {
             ("False".into(), "Provisioning".into())
         );
         assert_eq!(cond(&t.status, ConditionType::Synced).0, "True");
-        assert_eq!(t.note.unwrap().reason, "Created");
+        assert_eq!(t.note.unwrap().reason.as_str(), "Created");
         assert_eq!(t.requeue, Requeue::Observe { transitional: true });
     }
 
@@ -319,8 +315,8 @@ mod tests {
             }
             assert_eq!(t.requeue, Requeue::Retry(reason));
             let note = t.note.expect("a first error is an event");
-            assert!(note.warning);
-            assert_eq!(note.reason, reason.as_str());
+            assert!(note.is_warning());
+            assert_eq!(note.reason.as_str(), reason.as_str());
         }
     }
 
@@ -333,7 +329,7 @@ mod tests {
         assert!(again.note.is_none());
         let o3 = obj(Some(again.status));
         let other = after_create(&o3, &pending(&o3), &Err(business(9001)), later(60));
-        assert_eq!(other.note.unwrap().reason, "InsufficientBalance");
+        assert_eq!(other.note.unwrap().reason.as_str(), "InsufficientBalance");
     }
 
     #[test]
@@ -355,7 +351,7 @@ mod tests {
             );
             assert!(t.status.host_id.is_none());
             assert_eq!(
-                t.status.last_error.as_ref().unwrap().reason,
+                t.status.last_error.as_ref().unwrap().reason.as_str(),
                 "AwaitingCreateOutcome"
             );
             assert_eq!(
@@ -381,7 +377,9 @@ mod tests {
         let one = after_resolution(&o, &Resolution::Adopt("h1".into()), grace, later(10));
         assert_eq!(one.status.host_id.as_deref(), Some("h1"));
         assert!(one.status.create_pending.is_none());
-        assert_eq!(one.note.unwrap().reason, "AdoptedHost");
+        let adopted = one.note.unwrap();
+        assert_eq!(adopted.reason.as_str(), "AdoptedHost");
+        assert_eq!(adopted.severity, Severity::Money, "money at stake: WARN");
 
         let early = after_resolution(&o, &Resolution::NoHost, grace, later(30));
         assert!(
@@ -397,7 +395,13 @@ mod tests {
         let late = after_resolution(&o, &Resolution::NoHost, grace, later(121));
         assert!(late.status.create_pending.is_none());
         assert!(late.status.host_id.is_none());
-        assert_eq!(late.note.unwrap().reason, "CreateNotCommitted");
+        let not_committed = late.note.unwrap();
+        assert_eq!(not_committed.reason.as_str(), "CreateNotCommitted");
+        assert_eq!(
+            not_committed.severity,
+            Severity::Money,
+            "money at stake: WARN"
+        );
         assert_eq!(plan(&obj(Some(late.status))), Step::Create);
 
         let many = after_resolution(

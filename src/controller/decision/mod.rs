@@ -5,9 +5,9 @@
 use super::reason::Reason;
 use super::resolution::Resolution;
 use crate::api::{
-    CREATE_NOT_RENTED_ANNOTATION, Conditions, CreatePending, CreateRequest, DeletionPolicy,
-    FINALIZER, LastError, ObservedHost, PAUSED_ANNOTATION, Phase, PowerState, REBOOT_ANNOTATION,
-    RETRY_ANNOTATION, RentedHost, RentedHostStatus,
+    Act, CREATE_NOT_RENTED_ANNOTATION, Conditions, CreatePending, CreateRequest, DeletionPolicy,
+    EventReason, FINALIZER, LastError, ObservedHost, PAUSED_ANNOTATION, Phase, PowerState,
+    REBOOT_ANNOTATION, RETRY_ANNOTATION, RentedHost, RentedHostStatus,
 };
 use crate::provider::{Host, HostStatus, ProviderError, explain, provider_detail};
 use jiff::Timestamp;
@@ -55,12 +55,42 @@ pub enum Step {
     Create,
 }
 
-/// An event to publish.
+/// An event to publish, and the log line that goes with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
-    pub warning: bool,
-    pub reason: &'static str,
+    pub severity: Severity,
+    pub reason: EventReason,
     pub message: String,
+}
+
+impl Note {
+    pub fn new(severity: Severity, reason: impl Into<EventReason>, message: String) -> Note {
+        Note {
+            severity,
+            reason: reason.into(),
+            message,
+        }
+    }
+
+    /// Whether the event is a Warning (else Normal).
+    pub fn is_warning(&self) -> bool {
+        matches!(self.severity, Severity::Warning | Severity::Alarm)
+    }
+}
+
+/// What a note means, which decides its event type and log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The normal story (created, running, stopped, released): a Normal event, INFO.
+    Info,
+    /// Nothing failed, but money is at stake (a host adopted, a create not committed or not
+    /// rented, a host orphaned): a Normal event, WARN.
+    Money,
+    /// Something failed, is unknown or gone: a Warning event, WARN.
+    Warning,
+    /// The operator cannot do its job for the object until a person acts: a Warning event,
+    /// ERROR.
+    Alarm,
 }
 
 /// When to reconcile again.
@@ -137,7 +167,7 @@ pub fn plan(obj: &RentedHost) -> Step {
     let refused_for_this_spec = status
         .last_error
         .as_ref()
-        .is_some_and(|e| e.reason == Reason::TypeMismatch.as_str())
+        .is_some_and(|e| e.reason == Reason::TypeMismatch)
         && status.observed_generation == obj.metadata.generation;
     if refused_for_this_spec {
         return Step::WaitForSpecChange;

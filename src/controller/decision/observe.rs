@@ -87,11 +87,12 @@ pub fn after_observe(
         .rented(true, Reason::Rented.as_str(), &format!("host {id}"))
         .ready(ready, reason.as_str(), &msg)
         .synced(true, Reason::Observed.as_str(), "host observed");
-    let note = (before.phase != Some(phase) && before.phase.is_some()).then(|| Note {
-        warning: phase == Phase::Expired,
-        reason: reason.as_str(),
-        message: msg.clone(),
-    });
+    let severity = match phase {
+        Phase::Expired => Severity::Warning,
+        _ => Severity::Info,
+    };
+    let note = (before.phase != Some(phase) && before.phase.is_some())
+        .then(|| Note::new(severity, reason, msg.clone()));
     let transitional = matches!(
         host_status,
         Some(HostStatus::Starting | HostStatus::Stopping) | None
@@ -135,11 +136,11 @@ pub fn after_adopt(obj: &RentedHost, id: &str, found: Adoptable<'_>, now: Timest
             status.phase = Some(Phase::Provisioning);
             view.status = Some(status);
             let mut t = after_observe(&view, id, Some(host), now);
-            t.note = Some(Note {
-                warning: false,
-                reason: "AdoptedHost",
-                message: format!("adopted existing host {id} from spec.hostId"),
-            });
+            t.note = Some(Note::new(
+                Severity::Money,
+                Act::AdoptedHost,
+                format!("adopted existing host {id} from spec.hostId"),
+            ));
             t
         }
     }
@@ -167,7 +168,7 @@ pub fn host_changed(obj: &RentedHost, host: Option<&Host>) -> bool {
         Some(host) => status.and_then(|s| s.host.as_ref()) != Some(&observed(host)),
         None => status
             .and_then(|s| s.last_error.as_ref())
-            .is_none_or(|e| e.reason != Reason::HostNotFound.as_str()),
+            .is_none_or(|e| e.reason != Reason::HostNotFound),
     }
 }
 
@@ -384,7 +385,7 @@ mod tests {
         );
         assert_eq!(t.status.host_id.as_deref(), Some("h1"));
         assert_eq!(plan(&obj(Some(t.status))), Step::Observe("h1".into()));
-        assert_eq!(t.note.unwrap().reason, "HostNotFound");
+        assert_eq!(t.note.unwrap().reason.as_str(), "HostNotFound");
     }
 
     #[test]
@@ -402,6 +403,6 @@ mod tests {
         let h = host("h1", t0(), 8);
         let adopted = after_adopt(&o, "h1", Adoptable::Yes(&h), t0());
         assert_eq!(adopted.status.host_id.as_deref(), Some("h1"));
-        assert_eq!(adopted.note.unwrap().reason, "AdoptedHost");
+        assert_eq!(adopted.note.unwrap().reason.as_str(), "AdoptedHost");
     }
 }

@@ -49,11 +49,8 @@ pub fn after_power(obj: &RentedHost, op: Operated<'_>, start: bool, now: Timesta
             );
             conditions_of(&mut t.status, obj, now).ready(false, reason.as_str(), &msg);
             if answer.is_ok() {
-                t.note = Some(Note {
-                    warning: false,
-                    reason: if start { "PowerOn" } else { "PowerOff" },
-                    message: msg,
-                });
+                let act = if start { Act::PowerOn } else { Act::PowerOff };
+                t.note = Some(Note::new(Severity::Info, act, msg));
             }
             t.requeue = Requeue::Observe { transitional: true };
         }
@@ -88,7 +85,7 @@ pub(super) fn operation_failed(
     e: LastError,
     now: Timestamp,
 ) -> (Reason, String) {
-    let reason = reason_of(&e);
+    let reason = e.reason;
     let msg = error_message(&e);
     t.note = error_note(&obj.status.clone().unwrap_or_default(), &e);
     t.status.last_error = Some(e);
@@ -112,13 +109,13 @@ pub fn reboot_due(obj: &RentedHost) -> Option<String> {
 /// sent (the provider would refuse it with 7004), with a note.
 pub fn reboot_dropped(mut t: Transition, value: &str) -> Transition {
     t.status.last_reboot_request = Some(value.to_string());
-    t.note = Some(Note {
-        warning: true,
-        reason: "RebootDropped",
-        message: format!(
+    t.note = Some(Note::new(
+        Severity::Warning,
+        Act::RebootDropped,
+        format!(
             "the reboot requested at {value} was dropped: spec.powerState is Stopped (set it to Running, then ask again)"
         ),
-    });
+    ));
     t
 }
 
@@ -130,11 +127,7 @@ pub fn after_reboot(obj: &RentedHost, op: Operated<'_>, value: &str, now: Timest
             t.status.last_reboot_request = Some(value.to_string());
             let msg = format!("rebooting host {id} (requested at {value})");
             conditions_of(&mut t.status, obj, now).ready(false, Reason::Starting.as_str(), &msg);
-            t.note = Some(Note {
-                warning: false,
-                reason: "Rebooting",
-                message: msg,
-            });
+            t.note = Some(Note::new(Severity::Info, Act::Rebooting, msg));
             t.requeue = Requeue::Observe { transitional: true };
         }
         Err(error) => {
@@ -173,7 +166,7 @@ mod tests {
         assert_eq!(power_action(&o, &h), Some(true));
         let seen = || after_observe(&o, "h1", Some(&h), t0());
         let started = after_power(&o, operated(seen(), &Ok(true)), true, t0());
-        assert_eq!(started.note.unwrap().reason, "PowerOn");
+        assert_eq!(started.note.unwrap().reason.as_str(), "PowerOn");
         assert_eq!(started.requeue, Requeue::Observe { transitional: true });
         let busy = after_power(&o, operated(seen(), &Err(business(6000))), true, t0());
         assert!(

@@ -43,20 +43,19 @@ pub fn after_release(
                 true => "managementPolicy ObserveOnly",
                 false => "deletionPolicy Orphan",
             };
-            let note = (!id.is_empty()).then(|| Note {
-                warning: false,
-                reason: "Orphaned",
-                message: format!("host {id} kept on the provider ({why})"),
+            let note = (!id.is_empty()).then(|| {
+                let message = format!("host {id} kept on the provider ({why})");
+                Note::new(Severity::Money, Act::Orphaned, message)
             });
             (None, note)
         }
         Release::Released => (
             None,
-            Some(Note {
-                warning: false,
-                reason: "Released",
-                message: format!("host {id} released"),
-            }),
+            Some(Note::new(
+                Severity::Info,
+                Act::Released,
+                format!("host {id} released"),
+            )),
         ),
         Release::Unproven { account } => {
             let e = local_error(
@@ -70,7 +69,7 @@ pub fn after_release(
         Release::Failed(error) => {
             let e = match error {
                 Some(err) => LastError {
-                    reason: Reason::ReleaseFailed.as_str().into(),
+                    reason: Reason::ReleaseFailed,
                     message: format!("releasing host {id} failed: {err}"),
                     ..last_error(Reason::ReleaseFailed, err)
                 },
@@ -91,7 +90,7 @@ fn not_released(
     now: Timestamp,
 ) -> (Option<Transition>, Option<Note>) {
     let mut status = base(obj);
-    let reason = reason_of(&e);
+    let reason = e.reason;
     let msg = error_message(&e);
     let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
     status.last_error = Some(e);
@@ -123,7 +122,7 @@ mod tests {
         assert_eq!(release_needed(&o, orphan), None, "the operator's default");
         let (t, note) = after_release(&o, &Release::Released, t0());
         assert!(t.is_none());
-        assert_eq!(note.unwrap().reason, "Released");
+        assert_eq!(note.unwrap().reason.as_str(), "Released");
         let (t, note) = after_release(
             &o,
             &Release::Failed(Some(ProviderError::HttpStatus(502))),
@@ -132,7 +131,7 @@ mod tests {
         let t = t.expect("the finalizer stays");
         assert_eq!(cond(&t.status, ConditionType::Synced).1, "ReleaseFailed");
         assert_eq!(t.requeue, Requeue::Retry(Reason::ReleaseFailed));
-        assert!(note.unwrap().warning);
+        assert!(note.unwrap().is_warning());
         o.spec.deletion_policy = Some(delete);
         assert_eq!(
             release_needed(&o, orphan),
@@ -152,7 +151,7 @@ mod tests {
         assert_eq!(release_needed(&o, delete), None);
         let (t, note) = after_release(&o, &Release::NotNeeded, t0());
         assert!(t.is_none());
-        assert_eq!(note.unwrap().reason, "Orphaned");
+        assert_eq!(note.unwrap().reason.as_str(), "Orphaned");
         assert_eq!(release_needed(&obj(None), delete), None);
         let unproven = Release::Unproven {
             account: "acct-2".into(),

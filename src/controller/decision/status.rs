@@ -25,7 +25,7 @@ pub(super) fn conditions_of<'s>(
 pub(super) fn last_error(reason: Reason, error: &ProviderError) -> LastError {
     LastError {
         code: error.code(),
-        reason: reason.as_str().to_string(),
+        reason,
         // What the provider said is added by `error_message`, once.
         message: match (error, error.code()) {
             (ProviderError::Business { .. }, Some(code)) => {
@@ -48,7 +48,7 @@ pub(super) fn last_error(reason: Reason, error: &ProviderError) -> LastError {
 pub(super) fn local_error(reason: Reason, message: impl Into<String>) -> LastError {
     LastError {
         code: None,
-        reason: reason.as_str().into(),
+        reason,
         message: message.into(),
         provider_message: None,
         trace_id: None,
@@ -62,7 +62,7 @@ pub(super) fn fail_all(
     e: LastError,
     now: Timestamp,
 ) -> Transition {
-    let reason = reason_of(&e);
+    let reason = e.reason;
     let msg = error_message(&e);
     let note = error_note(&obj.status.clone().unwrap_or_default(), &e);
     status.last_error = Some(e);
@@ -89,17 +89,12 @@ pub(super) fn stopped_for(
     fail_all(obj, status, e, now)
 }
 
-/// The reason an error reports (a reason this operator wrote, or ProviderError).
-pub(super) fn reason_of(e: &LastError) -> Reason {
-    e.reason.parse().unwrap_or(Reason::ProviderError)
-}
-
 /// The message of a condition and an event: what happened, what the provider said, and
 /// what a person can do about it.
 pub(super) fn error_message(e: &LastError) -> String {
     let said = e.provider_message.as_deref().unwrap_or_default();
     let mut message = e.message.clone() + &provider_detail(said, e.trace_id.as_deref());
-    if let Some(remedy) = reason_of(e).remedy() {
+    if let Some(remedy) = e.reason.remedy() {
         message.push_str(". What to do: ");
         message.push_str(remedy);
     }
@@ -112,17 +107,11 @@ pub(super) fn error_note(before: &RentedHostStatus, error: &LastError) -> Option
         .last_error
         .as_ref()
         .is_some_and(|b| b.reason == error.reason && b.code == error.code);
-    (!repeated).then(|| Note {
-        warning: true,
-        reason: reason_label(&error.reason),
-        message: error_message(error),
-    })
-}
-
-pub(super) fn reason_label(reason: &str) -> &'static str {
-    reason
-        .parse::<Reason>()
-        .map_or(Reason::ProviderError.as_str(), Reason::as_str)
+    let severity = match error.reason {
+        Reason::CredentialsInvalid | Reason::CredentialsMissing => Severity::Alarm,
+        _ => Severity::Warning,
+    };
+    (!repeated).then(|| Note::new(severity, error.reason, error_message(error)))
 }
 
 /// A provider call failed while observing, adopting or resolving: report it, keep the rest.
@@ -217,7 +206,7 @@ mod tests {
         );
         let msg = &t.status.last_error.as_ref().unwrap().message;
         assert!(msg.contains("acct-1") && msg.contains("acct-2") && msg.contains("host h1"));
-        assert_eq!(t.note.unwrap().reason, "CredentialsAccountChanged");
+        assert_eq!(t.note.unwrap().reason.as_str(), "CredentialsAccountChanged");
     }
 
     #[test]
@@ -231,7 +220,10 @@ mod tests {
             "CredentialsMissing"
         );
         assert_eq!(t.requeue, Requeue::Retry(Reason::CredentialsMissing));
+        let note = t.note.unwrap();
+        assert_eq!(note.severity, Severity::Alarm, "a person must act: ERROR");
         let t = provider_failed(&o, &ProviderError::Transport("timed out".into()), t0());
+        assert_eq!(t.note.unwrap().severity, Severity::Warning);
         assert_eq!(t.status.host_id.as_deref(), Some("h1"));
         assert_eq!(
             cond(&t.status, ConditionType::Synced).1,
