@@ -6,6 +6,7 @@ pub mod config;
 pub mod controller;
 pub mod crd_check;
 pub mod http;
+pub mod kit;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;

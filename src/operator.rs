@@ -75,6 +75,11 @@ pub async fn run(
     if !crd_check::wait_until_served(&client, &metrics, audience, shutdown.clone()).await {
         return;
     }
+    let pool_settings = pool::Settings {
+        namespace: config.namespace.clone(),
+        instance: config.instance.clone(),
+        default_deletion_policy: config.default_deletion_policy,
+    };
     let controllers = async {
         tokio::join!(
             controller::run(
@@ -84,7 +89,7 @@ pub async fn run(
                 metrics.clone(),
                 shutdown.clone()
             ),
-            pool::run(client, config, leadership, metrics, shutdown.clone()),
+            pool::run(client, pool_settings, leadership, metrics, shutdown.clone()),
         )
     };
     let overdue = async {

@@ -335,6 +335,15 @@ pub struct RentedHostStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Whether the object carries `xuandashi.dev/paused: "true"`.
+pub fn is_paused(obj: &RentedHost) -> bool {
+    obj.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSED_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 impl RentedHostStatus {
     /// The reason of condition `t`, when it is one this operator writes.
     pub fn reason(&self, t: ConditionType) -> Option<Reason> {

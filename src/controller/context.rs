@@ -3,11 +3,13 @@
 use super::connections::Connections;
 use super::holds::Holds;
 use super::ledger::Ledger;
-use super::{Config, credentials, credentials_in_use, events, writes};
+use super::{Config, credentials, credentials_in_use, writes};
 use crate::account::Accounts;
 use crate::api::RentedHost;
+use crate::kit::events;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use crate::pool::throttle::SiblingHolds;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::sync::Arc;
@@ -21,6 +23,8 @@ pub struct Context {
     pub ledger: Ledger,
     /// Retry counts and the holds on creates.
     pub holds: Holds,
+    /// The holds a child of a pool puts on its siblings' creates.
+    pub siblings: SiblingHolds,
     pub credentials: credentials::Cache,
     /// The connection Secrets as this process wrote them.
     pub connections: Connections,

@@ -267,8 +267,7 @@ async fn in_use(ctx: &Context, secret: &SecretRef) -> Result<bool, Error> {
     let default = ctx.default_credentials.as_ref();
     let is_default = default.is_some_and(|d| d == secret);
     let api: Api<RentedHost> = match (&ctx.config.namespace, is_default) {
-        (Some(ns), true) => Api::namespaced(ctx.client.clone(), ns),
-        (None, true) => Api::all(ctx.client.clone()),
+        (ns, true) => crate::kit::scoped(&ctx.client, ns.as_deref()),
         (_, false) => Api::namespaced(ctx.client.clone(), &secret.namespace),
     };
     let objects = api

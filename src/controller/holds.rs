@@ -1,6 +1,6 @@
 //! What holds an object's next createRent back: the retry count per reason (the backoff's
-//! attempt number), a backoff that holds even when another trigger reconciles the object
-//! first, and a pool's hold after a refusal every sibling would meet.
+//! attempt number), and a backoff that holds even when another trigger reconciles the
+//! object first. (A pool's hold on siblings is the pool's: `pool::throttle`.)
 
 use super::reason::Reason;
 use crate::api::RentedHost;
@@ -9,42 +9,21 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The pool (uid) that controls `obj`, if one does.
-fn pool_of(obj: &RentedHost) -> Option<String> {
-    obj.owner_references()
-        .iter()
-        .find(|o| o.kind == "RentedHostPool" && o.controller == Some(true))
-        .map(|o| o.uid.clone())
-}
-
 fn uid(obj: &RentedHost) -> String {
     obj.uid().unwrap_or_default()
 }
 
+#[derive(Default)]
 pub struct Holds {
-    /// The longest a create's call may take (a sibling that tries first is waited for).
-    call_limit: Duration,
     /// Retries so far per object (uid) and reason, until a success resets them: a reason
     /// met after others starts at the first step of its own row (a 6005 after transport
     /// errors waits 15 s, not the transport row's fourth step).
     attempts: Mutex<HashMap<(String, Reason), u32>>,
     /// No createRent before this instant for this (uid, generation).
     creates: Mutex<HashMap<String, (Option<i64>, Instant)>>,
-    /// Creates of a pool's children held: the pool (uid), until when, and the child (uid)
-    /// that tries again first.
-    pools: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl Holds {
-    pub fn new(call_limit: Duration) -> Holds {
-        Holds {
-            call_limit,
-            attempts: Mutex::default(),
-            creates: Mutex::default(),
-            pools: Mutex::default(),
-        }
-    }
-
     /// The next retry attempt number for an object and reason (0 first), counting it.
     pub fn next_attempt(&self, obj: &RentedHost, reason: Reason) -> u32 {
         let mut attempts = self.attempts.lock();
@@ -74,33 +53,6 @@ impl Holds {
         let left = until.checked_duration_since(Instant::now())?;
         (*generation == obj.metadata.generation).then_some(left)
     }
-
-    /// Holds the creates of `obj`'s pool siblings until `until`; `obj` tries first.
-    pub fn hold_pool(&self, obj: &RentedHost, until: Instant) {
-        if let Some(pool) = pool_of(obj) {
-            self.pools.lock().insert(pool, (until, uid(obj)));
-        }
-    }
-
-    /// Ends the hold of `obj`'s pool (a create of the pool succeeded).
-    pub fn release_pool(&self, obj: &RentedHost) {
-        if let Some(pool) = pool_of(obj) {
-            self.pools.lock().remove(&pool);
-        }
-    }
-
-    /// How long `obj` waits for a sibling that tries first: past the hold, plus the time
-    /// that sibling's create may take (it extends the hold if refused again, ends it if not).
-    pub fn pool_held_for(&self, obj: &RentedHost) -> Option<Duration> {
-        let pool = pool_of(obj)?;
-        let pools = self.pools.lock();
-        let (until, first) = pools.get(&pool)?;
-        if *first == uid(obj) {
-            return None;
-        }
-        let end = *until + self.call_limit;
-        end.checked_duration_since(Instant::now())
-    }
 }
 
 #[cfg(test)]
@@ -109,7 +61,7 @@ mod tests {
 
     #[test]
     fn attempts_count_per_reason_and_reset_per_object() {
-        let holds = Holds::new(Duration::from_secs(30));
+        let holds = Holds::default();
         let obj = |uid: &str| {
             let mut o = crate::controller::decision::testing::obj(None);
             o.metadata.uid = Some(uid.into());

@@ -6,8 +6,6 @@ mod context;
 pub mod credentials;
 pub mod credentials_in_use;
 pub mod decision;
-mod error;
-pub mod events;
 pub mod foreign;
 mod holds;
 pub mod journal;
@@ -18,11 +16,12 @@ mod reconcile;
 pub mod resolution;
 pub mod writes;
 
+pub use crate::kit::Error;
 pub use context::Context;
-pub use error::Error;
 
 use crate::account::Accounts;
 use crate::api::RentedHost;
+use crate::kit;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::provider::ClientSettings;
@@ -118,14 +117,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<RentedHost> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let secrets: Api<PartialObjectMeta<Secret>> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api: Api<RentedHost> = kit::scoped(&client, config.namespace.as_deref());
+    let secrets: Api<PartialObjectMeta<Secret>> = kit::scoped(&client, config.namespace.as_deref());
     let (store, writer) = reflector::store();
     let ready_metrics = metrics.clone();
     // Only changes of spec (generation), annotations, finalizers and deletion trigger a
@@ -162,11 +155,12 @@ pub async fn run(
         guard,
         wake: wake_tx.clone(),
         started: jiff::Timestamp::now(),
-        events: events::EventQueue::start(&client, &reporter),
+        events: crate::kit::events::EventQueue::start(&client, &reporter),
         client,
         accounts: Accounts::new(config.provider.clone(), Some(metrics.provider_observer())),
         ledger: ledger::Ledger::new(store.clone()),
-        holds: holds::Holds::new(call_limit),
+        holds: holds::Holds::default(),
+        siblings: crate::pool::throttle::SiblingHolds::new(call_limit),
         credentials: credentials::Cache::default(),
         connections: connections::Connections::default(),
         reboot_records: writes::RebootRecords::default(),

@@ -1,8 +1,8 @@
 //! Writes to the API server: status by server-side apply (only when it changed), finalizer
 //! and annotation patches guarded by resourceVersion.
 
-use super::error::Error;
-use crate::api::{FINALIZER, RentedHost, RentedHostStatus, conditions_equal};
+use crate::api::{FINALIZER, RentedHost, RentedHostStatus};
+use crate::kit::{Error, status};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
@@ -37,18 +37,8 @@ fn observation_part(status: &RentedHostStatus) -> RentedHostStatus {
     }
 }
 
-/// Whether two statuses differ in more than condition timestamps.
-pub fn status_changed(before: Option<&RentedHostStatus>, after: &RentedHostStatus) -> bool {
-    let Some(before) = before else { return true };
-    let strip = |s: &RentedHostStatus| RentedHostStatus {
-        conditions: Vec::new(),
-        ..s.clone()
-    };
-    strip(before) != strip(after) || !conditions_equal(&before.conditions, &after.conditions)
-}
-
 fn api(obj: &RentedHost, client: &kube::Client) -> Api<RentedHost> {
-    Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
+    crate::kit::beside(client, obj)
 }
 
 /// Applies the observation part of `status` when it differs from the object's. The
@@ -60,19 +50,10 @@ pub async fn apply_status(
 ) -> Result<RentedHost, Error> {
     let wanted = observation_part(status);
     let current = obj.status.as_ref().map(observation_part);
-    if !status_changed(current.as_ref(), &wanted) {
+    if !status::changed(current.as_ref(), &wanted) {
         return Ok(obj.clone());
     }
-    let patch = json!({
-        "apiVersion": "xuandashi.dev/v1alpha1",
-        "kind": "RentedHost",
-        "status": wanted,
-    });
-    let params = PatchParams::apply(STATUS_MANAGER).force();
-    api(obj, client)
-        .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
-        .await
-        .map_err(Error::from_kube)
+    status::apply(&api(obj, client), obj, STATUS_MANAGER, &wanted).await
 }
 
 /// Objects (uid) whose `lastRebootRequest` the protocol's manager owns in this process's

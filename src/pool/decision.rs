@@ -1,20 +1,18 @@
-//! What a pool does next, as a pure function of the pool and its children (read by a quorum
-//! list): which children to create, which to delete, and the status.
+//! What a pool does next, as a pure function of the pool and the objects its label lists (a
+//! quorum list): which of them are its children, which it may adopt, which children to
+//! create and which to delete, and the status.
 
-use crate::api::Reason;
+use super::throttle::{CREATING_AT_ONCE, holding_reason, takes_a_slot};
 use crate::api::{
     ConditionType, Conditions, DeletionPolicy, POOL_LABEL, RentedHost, RentedHostPool,
-    RentedHostPoolStatus,
+    RentedHostPoolStatus, is_paused,
 };
-use crate::controller::decision::is_paused;
+use crate::kit;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::core::PartialObjectMeta;
+use kube::{Resource, ResourceExt};
 use std::collections::HashSet;
-
-/// Children a pool lets rent at once (created, no host yet): a pool of many never sends
-/// more createRent calls than this into a provider that may refuse them all.
-pub const CREATING_AT_ONCE: usize = 5;
 
 /// What to do with a pool now.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,25 +25,89 @@ pub struct Scale {
     pub status: RentedHostPoolStatus,
 }
 
-/// The reason a child without a host waits, if it is renting (not paused).
-fn renting_reason(child: &RentedHost) -> Option<Option<Reason>> {
-    if host_id(child).is_some() || is_paused(child) {
-        return None;
-    }
-    let status = child.status.as_ref();
-    Some(status.and_then(|s| s.reason(ConditionType::Ready)))
+/// An object the pool's label lists.
+#[derive(Debug, Clone)]
+pub enum Listed {
+    /// The pool controls it.
+    Child(RentedHost),
+    /// Nothing controls it and it may become the pool's (see [`adoptable`]).
+    Orphan(RentedHost),
+    /// Someone else's: children cannot have its name.
+    Other(RentedHost),
 }
 
-/// Whether a child stops the pool from adding children: the provider refused its create
-/// for a reason every sibling would meet too.
-fn holding_reason(child: &RentedHost) -> Option<Reason> {
-    renting_reason(child)?.filter(|r| r.holds_siblings())
+/// The objects a pool's label lists, in their order.
+pub fn sort(
+    pool: &RentedHostPool,
+    listed: Vec<RentedHost>,
+    default: DeletionPolicy,
+) -> Vec<Listed> {
+    listed
+        .into_iter()
+        .map(|item| match () {
+            _ if controlled_by(&item, pool) => Listed::Child(item),
+            _ if adoptable(&item, pool, default) => Listed::Orphan(item),
+            _ => Listed::Other(item),
+        })
+        .collect()
 }
 
-/// Whether a child takes one of the slots of children renting at once: it is renting and
-/// not stopped until a person acts (7005, CreateOutcomeUnknown, …).
-fn takes_a_slot(child: &RentedHost) -> bool {
-    renting_reason(child).is_some_and(|r| !r.is_some_and(Reason::is_terminal))
+pub fn controlled_by(child: &RentedHost, pool: &RentedHostPool) -> bool {
+    kit::controlled_by(child, pool.uid().as_deref())
+}
+
+/// Whether a labelled object without a controller may become the pool's child: one of its
+/// names, renting its own host and releasing it when removed (adopting anything else would
+/// let a scale-down drop a host, or count a host the pool cannot release).
+pub fn adoptable(obj: &RentedHost, pool: &RentedHostPool, default: DeletionPolicy) -> bool {
+    let named = obj
+        .name_any()
+        .strip_prefix(&format!("{}-", pool.name_any()))
+        .is_some_and(|i| i.parse::<u32>().is_ok());
+    !kit::has_controller(obj)
+        && named
+        && obj.metadata.deletion_timestamp.is_none()
+        && obj.spec.deletion_policy_or(default) == DeletionPolicy::Delete
+}
+
+/// Children of the pool (by their owner, in the metadata cache) that its label list missed:
+/// their label was removed, and they are still the pool's and still billed.
+pub fn strays<'a>(
+    pool: &RentedHostPool,
+    cached: impl IntoIterator<Item = &'a PartialObjectMeta<RentedHost>>,
+    children: &[RentedHost],
+) -> Vec<String> {
+    let listed: HashSet<String> = children.iter().map(|c| c.name_any()).collect();
+    let (ns, uid) = (pool.namespace(), pool.uid());
+    cached
+        .into_iter()
+        .filter(|m| m.namespace() == ns)
+        .filter(|m| kit::controlled_by(*m, uid.as_deref()))
+        .map(|m| m.name_any())
+        .filter(|n| !listed.contains(n))
+        .collect()
+}
+
+/// Child `name` of `pool`, as the pool creates it.
+pub fn child(pool: &RentedHostPool, name: &str) -> RentedHost {
+    let template = &pool.spec.template;
+    let metadata = template.metadata.clone().unwrap_or_default();
+    let mut labels = metadata.labels;
+    labels.insert(POOL_LABEL.into(), pool.name_any());
+    let mut spec = template.spec.clone();
+    // Scaling down must release: the pool bills as many hosts as its replicas, whatever
+    // the operator's default deletion policy.
+    spec.deletion_policy = Some(DeletionPolicy::Delete);
+    let mut obj = RentedHost::new(name, spec);
+    obj.metadata = ObjectMeta {
+        name: Some(name.into()),
+        namespace: pool.namespace(),
+        labels: Some(labels),
+        annotations: (!metadata.annotations.is_empty()).then_some(metadata.annotations),
+        owner_references: pool.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
+    obj
 }
 
 fn condition(child: &RentedHost, t: ConditionType) -> Option<(String, String)> {
@@ -244,6 +306,49 @@ mod tests {
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    #[test]
+    fn listed_objects_are_children_orphans_or_others_and_strays_are_found_by_owner() {
+        let mut p = pool(3);
+        p.metadata.uid = Some("pool-uid".into());
+        p.metadata.namespace = Some("ns".into());
+        let owned = |mut c: RentedHost| {
+            c.metadata.namespace = Some("ns".into());
+            c.metadata.owner_references = p.controller_owner_ref(&()).map(|o| vec![o]);
+            c
+        };
+        let mine = owned(child(0, None, None));
+        let orphan = child(1, None, None);
+        let mut kept = child(2, None, None);
+        kept.spec.deletion_policy = Some(DeletionPolicy::Orphan);
+        let mut stranger = RentedHost::new("someone-else", pool(0).spec.template.spec);
+        stranger.metadata.owner_references = Some(vec![Default::default()]);
+        stranger.metadata.owner_references.as_mut().unwrap()[0].controller = Some(true);
+        let listed = vec![mine.clone(), orphan, kept, stranger];
+        let sorted: Vec<&str> = sort(&p, listed, DeletionPolicy::Delete)
+            .iter()
+            .map(|l| match l {
+                Listed::Child(_) => "child",
+                Listed::Orphan(_) => "orphan",
+                Listed::Other(_) => "other",
+            })
+            .collect();
+        assert_eq!(
+            sorted,
+            ["child", "orphan", "other", "other"],
+            "an orphan that would not release its host is never adopted"
+        );
+        let unlabelled = owned(child(7, None, None));
+        let meta = |c: &RentedHost| {
+            use kube::core::PartialObjectMetaExt;
+            c.metadata.clone().into_response_partial::<RentedHost>()
+        };
+        let cached = [meta(&mine), meta(&unlabelled), meta(&child(8, None, None))];
+        assert_eq!(
+            strays(&p, cached.iter(), std::slice::from_ref(&mine)),
+            ["render-7"]
+        );
     }
 
     #[test]

@@ -3,14 +3,7 @@
 use super::status::*;
 use super::*;
 
-/// Whether the object carries `xuandashi.dev/paused: "true"`.
-pub fn is_paused(obj: &RentedHost) -> bool {
-    obj.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PAUSED_ANNOTATION))
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-}
+pub use crate::api::is_paused;
 
 /// The status of a paused object: as it was, but `Synced=False` with reason `Paused`.
 pub fn paused(obj: &RentedHost, now: Timestamp) -> RentedHostStatus {
@@ -48,6 +41,7 @@ pub(super) fn new_request(obj: &RentedHost, key: &str, handled: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PAUSED_ANNOTATION;
     use crate::controller::decision::testing::*;
 
     fn annotated(mut o: RentedHost, key: &str, value: &str) -> RentedHost {

@@ -6,8 +6,8 @@ use super::reason::Reason;
 use super::resolution::Resolution;
 use crate::api::{
     Act, CREATE_NOT_RENTED_ANNOTATION, Conditions, CreatePending, CreateRequest, DeletionPolicy,
-    EventReason, FINALIZER, LastError, ObservedHost, PAUSED_ANNOTATION, Phase, PowerState,
-    REBOOT_ANNOTATION, RETRY_ANNOTATION, RentedHost, RentedHostStatus,
+    EventReason, FINALIZER, LastError, ObservedHost, Phase, PowerState, REBOOT_ANNOTATION,
+    RETRY_ANNOTATION, RentedHost, RentedHostStatus,
 };
 use crate::provider::{Host, HostStatus, ProviderError, explain, provider_detail};
 use jiff::Timestamp;
@@ -206,6 +206,7 @@ pub fn create_not_rented_allowed(obj: &RentedHost) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PAUSED_ANNOTATION;
     use crate::controller::decision::testing::*;
 
     #[test]

@@ -13,7 +13,7 @@ pub(super) async fn create(
     let held = ctx
         .holds
         .create_held_for(&obj)
-        .or_else(|| ctx.holds.pool_held_for(&obj));
+        .or_else(|| ctx.siblings.held_for(&obj));
     if let Some(left) = held
         && decision::retry_requested(&obj).is_none()
     {
@@ -61,7 +61,7 @@ pub(super) async fn create(
     if let Ok(id) = &answer {
         let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
         ctx.ledger.answered(&obj, since.unwrap_or_default(), id);
-        ctx.holds.release_pool(&obj);
+        ctx.siblings.release(&obj);
         tracing::Span::current().record("hostId", id.as_str());
         let total = provider.price(spec);
         if let Some(total) = total.and_then(|p| p.prepaid_total.parse::<f64>().ok()) {

@@ -129,7 +129,7 @@ fn retry_after(ctx: &Context, obj: &RentedHost, reason: Reason, attempt: u32) ->
             // A refused create (the object has no host), not a refused power operation.
             let renting = obj.status.as_ref().is_none_or(|s| s.host_id.is_none());
             if reason.holds_siblings() && renting {
-                ctx.holds.hold_pool(obj, Instant::now() + delay);
+                ctx.siblings.hold(obj, Instant::now() + delay);
             }
             Action::requeue(delay)
         }
@@ -422,17 +422,13 @@ async fn write_kept(
 
 /// A quorum read: decisions that could spend money are never made on a cached object.
 async fn fresh_opt(ctx: &Context, obj: &RentedHost) -> Result<Option<RentedHost>, Error> {
-    let api: Api<RentedHost> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let api: Api<RentedHost> = crate::kit::beside(&ctx.client, obj);
     api.get_opt(&obj.name_any()).await.map_err(Error::from_kube)
 }
 
 /// Every RentedHost the operator manages, by a quorum list (not the cache).
 async fn quorum_list(ctx: &Context) -> Result<Vec<RentedHost>, Error> {
-    let api: Api<RentedHost> = match &ctx.config.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let api: Api<RentedHost> = crate::kit::scoped(&ctx.client, ctx.config.namespace.as_deref());
     let list = api
         .list(&kube::api::ListParams::default())
         .await

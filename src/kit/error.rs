@@ -1,4 +1,7 @@
-//! Errors of a reconcile that the reconciler could not turn into status.
+//! Errors of a reconcile that the reconciler could not turn into status, either
+//! controller's, and how soon the routine ones are retried.
+
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,6 +33,17 @@ impl Error {
         }
     }
 
+    /// How soon a reconcile that ended so is tried again when that is routine (a write raced
+    /// another; another replica leads). `None` for a Kubernetes error, which each
+    /// controller backs off from in its own way.
+    pub fn routine_retry(&self) -> Option<Duration> {
+        match self {
+            Error::Conflict => Some(Duration::from_millis(200)),
+            Error::NotLeading => Some(Duration::from_secs(5)),
+            Error::Kube(_) => None,
+        }
+    }
+
     /// Bounded label for metrics and events.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -37,5 +51,11 @@ impl Error {
             Error::Kube(_) => "KubernetesApiError",
             Error::NotLeading => "NotLeading",
         }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::from_kube(e)
     }
 }

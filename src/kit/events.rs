@@ -3,7 +3,6 @@
 //! (kube's recorder folds an object's repeats into a series, so an object always goes
 //! through the same shard).
 
-use crate::api::RentedHost;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, Recorder, Reporter};
@@ -28,7 +27,12 @@ pub struct EventQueue {
 impl EventQueue {
     /// Starts the publishing tasks; they end when the queue is dropped.
     pub fn start(client: &kube::Client, reporter: &Reporter) -> EventQueue {
-        let shards = (0..SHARDS)
+        EventQueue::with_shards(client, reporter, SHARDS)
+    }
+
+    /// [`EventQueue::start`] with `shards` tasks.
+    pub fn with_shards(client: &kube::Client, reporter: &Reporter, shards: usize) -> EventQueue {
+        let shards = (0..shards.max(1))
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
                 let recorder = Recorder::new(client.clone(), reporter.clone());
@@ -54,7 +58,7 @@ impl EventQueue {
     }
 
     /// Queues `event` about `obj`.
-    pub async fn publish(&self, obj: &RentedHost, event: Event) {
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, event: Event) {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         obj.meta().uid.hash(&mut h);
