@@ -3,6 +3,7 @@
 //! package list.
 
 use crate::api::{CreateRequest, Price, RentalPeriod, RentedHostSpec};
+use crate::provider::period::billed_hours;
 use crate::provider::{Image, Package, ProviderClient, ProviderError};
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
@@ -139,7 +140,8 @@ pub fn price_of(package: &Package, period: &RentalPeriod) -> Option<Price> {
         None => Decimal::ONE,
     };
     let hourly = amount.checked_mul(discount)?;
-    let hours = Decimal::from(period.unit.hours()).checked_mul(Decimal::from(period.count))?;
+    let hours = Decimal::from(billed_hours(period.unit));
+    let hours = hours.checked_mul(Decimal::from(period.count))?;
     let total = hourly.checked_mul(hours)?;
     Some(Price {
         hourly: hourly.normalize().to_string(),

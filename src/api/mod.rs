@@ -199,7 +199,7 @@ pub struct RentalPeriod {
     pub unit: PeriodUnit,
 }
 
-/// Unit of a rental period; the provider's `periodType` 0..5.
+/// Unit of a rental period (the provider's codes for them: `provider::period`).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
 pub enum PeriodUnit {
     Hour,
@@ -208,32 +208,6 @@ pub enum PeriodUnit {
     Month,
     Quarter,
     Year,
-}
-
-impl PeriodUnit {
-    /// Hours in one unit, as the prepaid total counts them.
-    pub fn hours(self) -> u32 {
-        match self {
-            PeriodUnit::Hour => 1,
-            PeriodUnit::Day => 24,
-            PeriodUnit::Week => 168,
-            PeriodUnit::Month => 720,
-            PeriodUnit::Quarter => 2160,
-            PeriodUnit::Year => 8760,
-        }
-    }
-
-    /// The provider's `periodType` code for this unit.
-    pub fn period_type(self) -> u8 {
-        match self {
-            PeriodUnit::Hour => 0,
-            PeriodUnit::Day => 1,
-            PeriodUnit::Week => 2,
-            PeriodUnit::Month => 3,
-            PeriodUnit::Quarter => 4,
-            PeriodUnit::Year => 5,
-        }
-    }
 }
 
 /// What deleting the object does to its host.
@@ -539,19 +513,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn period_types_follow_the_provider() {
-        let units = [
-            PeriodUnit::Hour,
-            PeriodUnit::Day,
-            PeriodUnit::Week,
-            PeriodUnit::Month,
-            PeriodUnit::Quarter,
-            PeriodUnit::Year,
-        ];
-        let codes: Vec<u8> = units.iter().map(|u| u.period_type()).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
     }
 }

@@ -2,7 +2,7 @@
 //! person can do about it, and the one retry table.
 
 pub use crate::api::Reason;
-use crate::provider::ProviderError;
+use crate::provider::{ProviderError, Refusal};
 use std::time::Duration;
 
 /// How a reason is retried.
@@ -21,23 +21,21 @@ const fn secs(s: u64) -> Duration {
 impl Reason {
     /// The reason for a provider error (the reasons table of docs/design.md).
     pub fn of(error: &ProviderError) -> Reason {
-        if let ProviderError::UnsendableId(_) = error {
-            return Reason::InvalidHostId;
-        }
-        match error.code() {
-            Some(6005) => Reason::ProviderCreating,
-            Some(6002) => Reason::InsufficientResources,
-            Some(1037) => Reason::RealNameVerificationRequired,
-            Some(9000) => Reason::WalletError,
-            Some(9001 | 6003) => Reason::InsufficientBalance,
-            Some(6000) => Reason::Starting,
-            Some(6001) => Reason::Stopping,
-            Some(7002 | 7004) => Reason::HostNotRunning,
-            Some(7003) => Reason::HostUnavailable,
-            Some(7005) => Reason::TypeMismatch,
-            Some(401) => Reason::CredentialsInvalid,
-            Some(_) => Reason::ProviderError,
-            None => Reason::ProviderUnavailable,
+        match error.refusal() {
+            Refusal::StillCreating => Reason::ProviderCreating,
+            Refusal::NoCapacity => Reason::InsufficientResources,
+            Refusal::VerificationRequired => Reason::RealNameVerificationRequired,
+            Refusal::Wallet => Reason::WalletError,
+            Refusal::NoBalance => Reason::InsufficientBalance,
+            Refusal::HostStarting => Reason::Starting,
+            Refusal::HostStopping => Reason::Stopping,
+            Refusal::HostNotRunning => Reason::HostNotRunning,
+            Refusal::HostUnavailable => Reason::HostUnavailable,
+            Refusal::TypeMismatch => Reason::TypeMismatch,
+            Refusal::Unauthenticated => Reason::CredentialsInvalid,
+            Refusal::Other => Reason::ProviderError,
+            Refusal::Unknown => Reason::ProviderUnavailable,
+            Refusal::UnsendableId => Reason::InvalidHostId,
         }
     }
 

@@ -7,8 +7,8 @@
 //! than creates were waiting for them (someone else rents on the account) is a person asked.
 
 use crate::account::Catalogued;
-use crate::api::{CreateRequest, PeriodUnit};
-use crate::provider::{Host, Image, Package};
+use crate::api::CreateRequest;
+use crate::provider::{Billing, Host, Image, Package};
 use jiff::Timestamp;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -117,18 +117,6 @@ impl PendingCreate {
     }
 }
 
-/// Hours of a period as the provider may count them: (shortest, longest).
-fn period_hours(unit: PeriodUnit) -> (f64, f64) {
-    match unit {
-        PeriodUnit::Hour => (1.0, 1.0),
-        PeriodUnit::Day => (24.0, 24.0),
-        PeriodUnit::Week => (168.0, 168.0),
-        PeriodUnit::Month => (28.0 * 24.0, 31.0 * 24.0),
-        PeriodUnit::Quarter => (89.0 * 24.0, 92.0 * 24.0),
-        PeriodUnit::Year => (365.0 * 24.0, 366.0 * 24.0),
-    }
-}
-
 fn differ_text(a: &Option<String>, b: &Option<String>) -> bool {
     matches!((a.as_deref(), b.as_deref()), (Some(a), Some(b)) if a.trim() != b.trim())
 }
@@ -137,7 +125,7 @@ fn differ_text(a: &Option<String>, b: &Option<String>) -> bool {
 /// the request (a field the provider left out cannot rule a host out).
 pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> bool {
     let differ = |a: Option<i64>, b: Option<i64>| matches!((a, b), (Some(a), Some(b)) if a != b);
-    if host.use_type.as_deref().is_some_and(|u| u.trim() != "1") {
+    if host.billing().is_some_and(|b| b != Billing::Prepaid) {
         return false;
     }
     if let Some(p) = expected.package
@@ -162,7 +150,7 @@ pub fn matches(host: &Host, request: &CreateRequest, expected: Expected<'_>) -> 
         }
     }
     if let (Some(created), Some(expires)) = (host.create_time, host.expiration_time) {
-        let (short, long) = period_hours(request.period.unit);
+        let (short, long) = crate::provider::period::span_hours(request.period.unit);
         let count = f64::from(request.period.count);
         let hours = (expires - created) as f64 / 3_600_000.0;
         // An hour of slack for the provider's rounding.
@@ -259,7 +247,7 @@ pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>)
     // Any rental host that appeared since `since`, whatever it looks like (a field the
     // catalogue words differently, a commit later than the call).
     let appeared_since = |h: &Host, since: i64| {
-        h.use_type.as_deref().is_none_or(|u| u.trim() != "0")
+        h.billing() != Some(Billing::PayAsYouGo)
             && h.create_time
                 .is_none_or(|t| t >= since && t <= now.as_millisecond() + millis(window.skew))
     };
@@ -347,7 +335,7 @@ pub fn resolve(me: &PendingCreate, expected: Expected<'_>, account: Account<'_>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::RentalPeriod;
+    use crate::api::{PeriodUnit, RentalPeriod};
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()

@@ -31,7 +31,62 @@ pub enum ProviderError {
     NotSent(Box<ProviderError>),
 }
 
+/// What an error means, in the operator's words rather than the provider's codes (a second
+/// API version maps its own answers here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The provider is still creating the account's hosts (6005): retried shortly.
+    StillCreating,
+    /// No capacity for the package (6002).
+    NoCapacity,
+    /// The account owner has not completed real-name verification (1037).
+    VerificationRequired,
+    /// The account's wallet failed (9000).
+    Wallet,
+    /// The balance is too low (9001, 6003).
+    NoBalance,
+    /// The host is starting (6000) or stopping (6001).
+    HostStarting,
+    HostStopping,
+    /// The host is not running, so it cannot be rebooted (7002, 7004).
+    HostNotRunning,
+    /// The host is unavailable for now (7003).
+    HostUnavailable,
+    /// The package's and the image's types differ (7005).
+    TypeMismatch,
+    /// The credentials are wrong (401).
+    Unauthenticated,
+    /// Any other refusal: nothing happened.
+    Other,
+    /// No usable answer: the call may have taken effect.
+    Unknown,
+    /// The host id cannot be sent (see [`ProviderError::UnsendableId`]).
+    UnsendableId,
+}
+
 impl ProviderError {
+    /// What this error means (see [`Refusal`]).
+    pub fn refusal(&self) -> Refusal {
+        if let ProviderError::UnsendableId(_) = self {
+            return Refusal::UnsendableId;
+        }
+        match self.code() {
+            Some(6005) => Refusal::StillCreating,
+            Some(6002) => Refusal::NoCapacity,
+            Some(1037) => Refusal::VerificationRequired,
+            Some(9000) => Refusal::Wallet,
+            Some(9001 | 6003) => Refusal::NoBalance,
+            Some(6000) => Refusal::HostStarting,
+            Some(6001) => Refusal::HostStopping,
+            Some(7002 | 7004) => Refusal::HostNotRunning,
+            Some(7003) => Refusal::HostUnavailable,
+            Some(7005) => Refusal::TypeMismatch,
+            Some(401) => Refusal::Unauthenticated,
+            Some(_) => Refusal::Other,
+            None => Refusal::Unknown,
+        }
+    }
+
     /// True when the provider proved the call had no effect; false when it may have had one.
     pub fn is_proven_refusal(&self) -> bool {
         matches!(

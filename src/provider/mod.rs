@@ -3,11 +3,12 @@
 
 mod error;
 mod limiter;
+pub mod period;
 mod token;
 pub mod wire;
 
-pub use error::{ProviderError, explain, provider_detail};
-pub use wire::{CreateRent, Host, HostPage, HostStatus, Image, Package};
+pub use error::{ProviderError, Refusal, explain, provider_detail};
+pub use wire::{Billing, CreateRent, Host, HostPage, HostStatus, Image, Package};
 
 use limiter::RateLimiter;
 use reqwest::Method;

@@ -180,9 +180,29 @@ impl HostStatus {
     }
 }
 
+/// How a host is billed (its `useType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Billing {
+    /// Rented for a prepaid period (`"1"`): what createRent makes.
+    Prepaid,
+    /// Pay-as-you-go (`"0"`): never what createRent makes.
+    PayAsYouGo,
+    /// A value the documentation does not give.
+    Other,
+}
+
 impl Host {
     pub fn host_status(&self) -> Option<HostStatus> {
         self.status.as_deref().and_then(HostStatus::from_code)
+    }
+
+    /// How the host is billed, when the answer says.
+    pub fn billing(&self) -> Option<Billing> {
+        Some(match self.use_type.as_deref()?.trim() {
+            "1" => Billing::Prepaid,
+            "0" => Billing::PayAsYouGo,
+            _ => Billing::Other,
+        })
     }
 }
 

@@ -44,7 +44,7 @@ pub(super) async fn create(
         package_id: spec.package_id.clone(),
         image_id: spec.image_id.clone(),
         period_number: spec.period.count,
-        period_type: spec.period.unit.period_type(),
+        period_type: crate::provider::period::period_type(spec.period.unit),
     };
     if !ctx.leadership.is_leading() {
         // Nothing was sent: the recorded create is resolved (and made again) by the leader.
