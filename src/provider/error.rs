@@ -87,6 +87,23 @@ impl ProviderError {
         }
     }
 
+    /// What happened, in English, without the provider's own message (see
+    /// [`provider_detail`]).
+    pub fn summary(&self) -> String {
+        match (self, self.code()) {
+            (ProviderError::Business { .. }, Some(code)) => {
+                format!("provider code {code}: {}", explain(code))
+            }
+            (ProviderError::NotSent(_), Some(code)) => {
+                format!(
+                    "no token, so nothing was sent: getToken answered code {code}: {}",
+                    explain(code)
+                )
+            }
+            (other, _) => other.to_string(),
+        }
+    }
+
     /// True when the provider proved the call had no effect; false when it may have had one.
     pub fn is_proven_refusal(&self) -> bool {
         matches!(

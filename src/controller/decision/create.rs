@@ -218,6 +218,7 @@ pub fn after_resolution(
 mod tests {
     use super::*;
     use crate::controller::decision::testing::*;
+    use crate::provider::explain;
 
     #[test]
     fn creating_records_pending_before_the_call() {

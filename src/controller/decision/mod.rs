@@ -9,7 +9,7 @@ use crate::api::{
     EventReason, FINALIZER, LastError, ObservedHost, Phase, PowerState, REBOOT_ANNOTATION,
     RETRY_ANNOTATION, RentedHost, RentedHostStatus,
 };
-use crate::provider::{Host, HostStatus, ProviderError, explain, provider_detail};
+use crate::provider::{Host, HostStatus, ProviderError, provider_detail};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;

@@ -27,18 +27,7 @@ pub(super) fn last_error(reason: Reason, error: &ProviderError) -> LastError {
         code: error.code(),
         reason,
         // What the provider said is added by `error_message`, once.
-        message: match (error, error.code()) {
-            (ProviderError::Business { .. }, Some(code)) => {
-                format!("provider code {code}: {}", explain(code))
-            }
-            (ProviderError::NotSent(_), Some(code)) => {
-                format!(
-                    "no token, so nothing was sent: getToken answered code {code}: {}",
-                    explain(code)
-                )
-            }
-            (other, _) => other.to_string(),
-        },
+        message: error.summary(),
         provider_message: error.provider_message().map(str::to_string),
         trace_id: error.trace_id().map(str::to_string),
     }
