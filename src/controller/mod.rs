@@ -237,9 +237,5 @@ pub async fn run(
             }
         })
         .await;
-    // What the last reconciles said reaches the objects before the process ends.
-    let flushed = tokio::time::timeout(Duration::from_secs(5), ctx.events.flush()).await;
-    if flushed.is_err() {
-        tracing::warn!("some events were not published before shutdown");
-    }
+    ctx.events.flush_at_shutdown().await;
 }

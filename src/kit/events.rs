@@ -70,6 +70,15 @@ impl EventQueue {
             .await;
     }
 
+    /// At shutdown: what the last reconciles said reaches the objects before the process
+    /// ends, within a few seconds.
+    pub async fn flush_at_shutdown(&self) {
+        let flushed = tokio::time::timeout(std::time::Duration::from_secs(5), self.flush()).await;
+        if flushed.is_err() {
+            tracing::warn!("some events were not published before shutdown");
+        }
+    }
+
     /// Waits until every event queued so far is published (or failed to be).
     pub async fn flush(&self) {
         let mut waits = Vec::new();

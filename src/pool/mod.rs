@@ -29,7 +29,6 @@ use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use reconcile::{Context, error_policy, reconcile};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What the pool controller needs of the operator's settings.
 #[derive(Debug, Clone)]
@@ -108,9 +107,5 @@ pub async fn run(
             }
         })
         .await;
-    // What the last reconciles said reaches the pools before the process ends.
-    let flushed = tokio::time::timeout(Duration::from_secs(5), ctx.events.flush()).await;
-    if flushed.is_err() {
-        tracing::warn!("some pool events were not published before shutdown");
-    }
+    ctx.events.flush_at_shutdown().await;
 }
