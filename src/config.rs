@@ -24,6 +24,15 @@ pub fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses a factor: a finite number above zero (a zero or negative one would do away with
+/// every backoff).
+pub fn positive_factor(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err(format!("{text:?}: a factor must be a number above zero")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::positive_duration as positive;
@@ -37,6 +46,10 @@ mod tests {
         assert_eq!(positive("1h 30m"), Ok(Duration::from_secs(5400)));
         for refused in ["3 fortnights", "0s", "0", "-5s", "3", ""] {
             assert!(positive(refused).is_err(), "{refused}");
+        }
+        assert_eq!(super::positive_factor("0.02"), Ok(0.02));
+        for refused in ["0", "-1", "NaN", "inf", "fast"] {
+            assert!(super::positive_factor(refused).is_err(), "{refused}");
         }
     }
 }

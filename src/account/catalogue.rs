@@ -34,22 +34,34 @@ struct Packages {
     by_id: Arc<HashMap<String, Package>>,
 }
 
+impl Packages {
+    /// Fetched successfully less than [`REFRESH`] ago.
+    fn fresh(&self) -> bool {
+        self.at.is_some_and(|(at, ok)| ok && at.elapsed() < REFRESH)
+    }
+
+    /// Fetched less than [`REFRESH`] ago, or failed less than [`RETRY`] ago.
+    fn tried_lately(&self) -> bool {
+        let limit = |ok| if ok { REFRESH } else { RETRY };
+        self.at.is_some_and(|(at, ok)| at.elapsed() < limit(ok))
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Catalogue {
-    /// Held while the package list is fetched, so that concurrent callers share one fetch.
-    packages: tokio::sync::Mutex<Packages>,
-    /// The package list as last fetched, read without waiting (for prices).
-    latest: Mutex<Arc<HashMap<String, Package>>>,
+    /// The package list as last fetched: read without waiting.
+    packages: Mutex<Packages>,
+    /// Held while the package list is fetched, so that concurrent callers share one fetch
+    /// (and nobody waits for it when the list is fresh).
+    fetching: tokio::sync::Mutex<()>,
     images: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Image>>)>>,
 }
 
 impl Catalogue {
-    async fn fetch_packages(
-        &self,
-        listed: &mut Packages,
-        client: &ProviderClient,
-    ) -> Result<(), ProviderError> {
-        match client.packages(1).await {
+    async fn fetch_packages(&self, client: &ProviderClient) -> Result<(), ProviderError> {
+        let answer = client.packages(1).await;
+        let mut listed = self.packages.lock();
+        match answer {
             Ok(packages) => {
                 let mut by_id = HashMap::with_capacity(packages.len());
                 for package in packages {
@@ -59,7 +71,6 @@ impl Catalogue {
                 }
                 listed.by_id = Arc::new(by_id);
                 listed.at = Some((Instant::now(), true));
-                *self.latest.lock() = listed.by_id.clone();
                 Ok(())
             }
             Err(error) => {
@@ -72,14 +83,14 @@ impl Catalogue {
     /// Fetches the package list when it is older than [`REFRESH`] (a minute after a
     /// failure). A failure keeps the last good list.
     pub(super) async fn refresh(&self, client: &ProviderClient) {
-        let mut listed = self.packages.lock().await;
-        let fresh = listed
-            .at
-            .is_some_and(|(at, ok)| at.elapsed() < if ok { REFRESH } else { RETRY });
-        if fresh {
+        if self.packages.lock().tried_lately() {
             return;
         }
-        if let Err(error) = self.fetch_packages(&mut listed, client).await {
+        let _fetching = self.fetching.lock().await;
+        if self.packages.lock().tried_lately() {
+            return;
+        }
+        if let Err(error) = self.fetch_packages(client).await {
             tracing::debug!(%error, "reading the package list for prices failed");
         }
     }
@@ -90,14 +101,18 @@ impl Catalogue {
         client: &ProviderClient,
         package_id: &str,
     ) -> Result<Option<Package>, ProviderError> {
-        let mut listed = self.packages.lock().await;
-        let fresh = listed
-            .at
-            .is_some_and(|(at, ok)| ok && at.elapsed() < REFRESH);
-        if !fresh {
-            self.fetch_packages(&mut listed, client).await?;
+        let from_list = |listed: &Packages| listed.by_id.get(package_id).cloned();
+        {
+            let listed = self.packages.lock();
+            if listed.fresh() {
+                return Ok(from_list(&listed));
+            }
         }
-        Ok(listed.by_id.get(package_id).cloned())
+        let _fetching = self.fetching.lock().await;
+        if !self.packages.lock().fresh() {
+            self.fetch_packages(client).await?;
+        }
+        Ok(from_list(&self.packages.lock()))
     }
 
     /// The package and image a request names.
@@ -125,7 +140,7 @@ impl Catalogue {
 
     /// The price of `spec` from the package list as last fetched, without waiting.
     pub(super) fn price(&self, spec: &RentedHostSpec) -> Option<Price> {
-        let packages = self.latest.lock().clone();
+        let packages = self.packages.lock().by_id.clone();
         price_of(packages.get(&spec.package_id)?, &spec.period)
     }
 }

@@ -179,7 +179,9 @@ impl Accounts {
     /// `obj` observes its host on `access`'s account (and on no other).
     pub fn watch(&self, access: &Access, obj: &RentedHost) {
         let reference = ObjectRef::from_obj(obj);
-        for (id, account) in self.accounts.lock().iter() {
+        // Under the map's lock throughout: a poll never sees the object on no account.
+        let accounts = self.accounts.lock();
+        for (id, account) in accounts.iter() {
             if id != access.id() {
                 account.watched.lock().objects.remove(&reference);
             }

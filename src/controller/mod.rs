@@ -67,7 +67,7 @@ pub struct Config {
     #[arg(long, default_value = "30s", value_parser = crate::config::positive_duration)]
     pub clock_skew: Duration,
     /// Multiplies every delay of the retry table (tests shorten it; 1.0 in production).
-    #[arg(long, default_value_t = 1.0, hide = true)]
+    #[arg(long, default_value_t = 1.0, hide = true, value_parser = crate::config::positive_factor)]
     pub retry_scale: f64,
     /// Deletion policy of objects that leave `spec.deletionPolicy` unset.
     #[arg(long, value_enum, ignore_case = true, default_value_t = crate::api::DeletionPolicy::Delete, env = "DEFAULT_DELETION_POLICY")]
