@@ -14,6 +14,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Leader election (flags of `run`; the defaults live here).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Election {
+    /// Elect a leader on a Lease, so that of several replicas one reconciles.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease (in the operator's namespace).
+    #[arg(long, default_value = "rentedhost-operator")]
+    pub lease_name: String,
+    /// Lease duration: a replica that stops renewing loses the lease this long after.
+    #[arg(long, default_value = "15s", value_parser = crate::config::positive_duration)]
+    pub lease_duration: Duration,
+}
+
+impl Election {
+    /// The Lease this replica stands for in `namespace` as `identity`, if it is elected.
+    pub fn lease(&self, namespace: &str, identity: &str) -> Option<LeaseConfig> {
+        self.leader_election.then(|| LeaseConfig {
+            namespace: namespace.to_string(),
+            name: self.lease_name.clone(),
+            identity: identity.to_string(),
+            duration: self.lease_duration,
+            leadership: Leadership::elected(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
     pub namespace: String,

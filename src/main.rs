@@ -1,5 +1,4 @@
 use clap::{Args, Parser, Subcommand};
-use rentedhost_operator::config;
 use rentedhost_operator::controller;
 use rentedhost_operator::metrics::Metrics;
 use rentedhost_operator::provider;
@@ -7,7 +6,6 @@ use rentedhost_operator::telemetry::{self, LogFormat};
 use rentedhost_operator::{http, leader, operator};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The version and the commit it was built from.
 const VERSION: &str = concat!(
@@ -50,21 +48,14 @@ enum Command {
 struct RunArgs {
     #[command(flatten)]
     config: controller::Config,
+    #[command(flatten)]
+    election: leader::Election,
     /// Use the provider's sandbox instead of production.
     #[arg(long, conflicts_with = "base_url")]
     sandbox: bool,
     /// Address of the HTTP port (/metrics, /healthz, /readyz).
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: std::net::SocketAddr,
-    /// Elect a leader on a Lease, so that of several replicas one reconciles.
-    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    leader_election: bool,
-    /// Name of the Lease (in the operator's namespace).
-    #[arg(long, default_value = "rentedhost-operator")]
-    lease_name: String,
-    /// Lease duration: a replica that stops renewing loses the lease this long after.
-    #[arg(long, default_value = "15s", value_parser = config::positive_duration)]
-    lease_duration: Duration,
 }
 
 fn main() -> ExitCode {
@@ -115,16 +106,11 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     }
     tracing::info!(version = VERSION, provider = %config.provider.base_url, "starting controller");
-    let election = args.leader_election.then(|| leader::LeaseConfig {
-        namespace: config.home.namespace.clone(),
-        name: args.lease_name,
-        identity: config
-            .instance
-            .clone()
-            .unwrap_or_else(|| format!("rentedhost-operator-{}", std::process::id())),
-        duration: args.lease_duration,
-        leadership: leader::Leadership::elected(),
-    });
+    let identity = match &config.instance {
+        Some(pod) => pod.clone(),
+        None => format!("rentedhost-operator-{}", std::process::id()),
+    };
+    let election = args.election.lease(&config.home.namespace, &identity);
     match operator::run_replica(client, config, metrics, election, shutdown_signal()).await {
         leader::Ended::Stopped => ExitCode::SUCCESS,
         leader::Ended::LostLease => ExitCode::FAILURE,
@@ -145,6 +131,7 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::time::Duration;
 
     #[test]
     fn the_command_line_is_consistent_and_defaults_live_in_one_place() {
@@ -198,5 +185,16 @@ mod tests {
             ("ops", "xds")
         );
         assert_eq!(defaults.retry_scale, 1.0, "the retry table at full scale");
+        let lease = args.election.lease("ops", "pod-0").unwrap();
+        assert_eq!(
+            (lease.name.as_str(), lease.namespace.as_str()),
+            ("rentedhost-operator", "ops")
+        );
+        assert_eq!(lease.duration, Duration::from_secs(15));
+        let alone = ["rentedhost-operator", "run", "--leader-election=false"];
+        let Command::Run(args) = Cli::parse_from(alone).command else {
+            panic!("run")
+        };
+        assert!(args.election.lease("ops", "pod-0").is_none());
     }
 }
