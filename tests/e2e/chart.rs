@@ -503,14 +503,7 @@ async fn a_crd_upgrade_follows_the_documented_path() {
     let mut old = new.clone();
     let spec = &mut old["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert!(spec.as_object_mut().unwrap().remove("powerState").is_some());
-    let old_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(old_file.path(), serde_json::to_string(&old).unwrap()).unwrap();
-    run_ok(
-        plane
-            .kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(old_file.path()),
-    );
+    plane.apply(&old);
     let has_power_state = || {
         let crd = run_ok(plane.kubectl().args([
             "get",

@@ -162,14 +162,7 @@ async fn an_outdated_crd_is_refused_until_the_new_one_is_applied() {
     assert!(fields.remove("lastRebootRequest").is_some());
     assert!(fields.remove("lastRetryRequest").is_some());
     assert!(fields.remove("deletionPolicy").is_some());
-    let old_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(old_file.path(), serde_json::to_string(&old).unwrap()).unwrap();
-    run_ok(
-        plane
-            .kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(old_file.path()),
-    );
+    plane.apply(&old);
     run_ok(
         plane
             .kubectl()

@@ -524,6 +524,18 @@ impl ControlPlane {
         command
     }
 
+    /// `kubectl apply --server-side` of `manifest` (through a file, as a person would).
+    pub fn apply(&self, manifest: &serde_json::Value) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), serde_json::to_string(manifest).unwrap()).unwrap();
+        let mut apply = self.kubectl();
+        super::run_ok(
+            apply
+                .args(["apply", "--server-side", "-f"])
+                .arg(file.path()),
+        );
+    }
+
     /// `helm` pointed at this control plane, with its caches inside the control plane's directory.
     pub fn helm(&self) -> Command {
         let mut command = Command::new(self.assets.join("helm"));
