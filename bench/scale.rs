@@ -9,8 +9,15 @@
 //! object (from its own `/metrics`). The largest N then idles for a while: provider calls
 //! per minute, CPU % and RSS. The table goes to stdout and to `bench/results.md`.
 //!
-//! Settings (environment): `BENCH_N` (`100,1000,5000`), `BENCH_RATE_LIMITED_N` (`100`, the
-//! row at the default provider rate limit; `0` leaves it out), `BENCH_LATENCY` (`50ms`),
+//! Then the large-account row: an account that already has `BENCH_LARGE_ACCOUNT` hosts
+//! (20,000) at the provider's default 5 requests/s, and `BENCH_LARGE_NEW` (100) objects
+//! created at once: the time until all are rented (their creates, against the share the
+//! limiter gives creates: all of the rate, before any listing page), until all are Ready,
+//! the listing's age, and a power change made meanwhile (which must not wait for a listing).
+//!
+//! Settings (environment): `BENCH_N` (`100,1000,5000`), `BENCH_RATE_LIMITED_N` (`1000`, the
+//! row at the default provider rate limit; `0` leaves it out), `BENCH_LARGE_ACCOUNT`
+//! (`20000`; `0` leaves the row out), `BENCH_LARGE_NEW` (`100`), `BENCH_LATENCY` (`50ms`),
 //! `BENCH_CONCURRENCY` (`8`), `BENCH_STEADY_SECONDS` (`180`), `BENCH_OPERATOR` (the
 //! release binary), `BENCH_SIMULATOR` (`xds-simulator`, built optimised), `BENCH_RESULTS` (`bench/results.md`; empty: not written).
 
@@ -34,6 +41,10 @@ use support::process::{Process, free_port, wait_http};
 struct Settings {
     sizes: Vec<usize>,
     rate_limited: usize,
+    /// Hosts already on the account of the large-account row (0: no such row).
+    large_account: usize,
+    /// Objects created in the large-account row.
+    large_new: usize,
     latency: String,
     concurrency: usize,
     steady: Duration,
@@ -65,7 +76,9 @@ impl Settings {
                         .expect("BENCH_N: numbers separated by commas")
                 })
                 .collect(),
-            rate_limited: number("BENCH_RATE_LIMITED_N", "100"),
+            rate_limited: number("BENCH_RATE_LIMITED_N", "1000"),
+            large_account: number("BENCH_LARGE_ACCOUNT", "20000"),
+            large_new: number("BENCH_LARGE_NEW", "100"),
             latency: env_or("BENCH_LATENCY", "50ms"),
             concurrency: number("BENCH_CONCURRENCY", "8"),
             steady: Duration::from_secs(number("BENCH_STEADY_SECONDS", "180") as u64),
@@ -102,6 +115,9 @@ struct Row {
     limit: ProviderLimit,
     ready: Duration,
     floor: Duration,
+    /// The protocol's minimum at the same concurrency and latency (rows with the limit
+    /// lifted).
+    protocol: Option<Duration>,
     cpu: f64,
     peak_rss_kib: u64,
     provider: BTreeMap<String, f64>,
@@ -179,6 +195,156 @@ async fn floor(client: &kube::Client, ns: &str, n: usize, concurrency: usize) ->
         .await
         .expect("the floor's writes");
     let took = start.elapsed();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("floor objects deleted");
+    took
+}
+
+/// The protocol floor: what the never-rent-twice protocol needs per object, and nothing
+/// else, done by a bare client at the controller's concurrency against the same API server
+/// and a simulator with the same latency. Objects are created as in a row (N creates at
+/// `concurrency`), and each, as soon as it exists: the guarded finalizer patch, the guarded
+/// `createPending` write, createRent, the guarded `hostId` write beside `one/{id}`, the
+/// connection Secret beside the `Running` status apply, and one event. Statuses come from
+/// the controller's own pure decision, so every write carries what the controller's does.
+async fn protocol_floor(
+    client: &kube::Client,
+    sim_url: &str,
+    ns: &str,
+    n: usize,
+    concurrency: usize,
+) -> Duration {
+    use rentedhost_operator::controller::decision;
+    use rentedhost_operator::provider::{ClientSettings, CreateRent, Credentials, ProviderClient};
+    namespace(client, ns).await;
+    let provider = ProviderClient::new(
+        ClientSettings {
+            base_url: sim_url.to_string(),
+            timeout: Duration::from_secs(15),
+            requests_per_second: 100_000.0,
+            burst: 100_000,
+            concurrency,
+        },
+        Credentials::new("demo-account", "demo-secret"),
+        None,
+    );
+    let provider = &provider;
+    let api: Api<RentedHost> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let (api, secrets, events) = (&api, &secrets, &events);
+    let merge = PatchParams::default();
+    let merge = &merge;
+    let (created_tx, created_rx) = tokio::sync::mpsc::channel::<RentedHost>(n.max(1));
+    let start = Instant::now();
+    let user = async move {
+        futures::stream::iter(0..n)
+            .map(|i| async move { api.create(&PostParams::default(), &object(&name(i))).await })
+            .buffer_unordered(concurrency)
+            .try_for_each(|obj| {
+                let tx = created_tx.clone();
+                async move {
+                    tx.send(obj).await.expect("the protocol takes every object");
+                    Ok(())
+                }
+            })
+            .await
+            .expect("the objects are created");
+    };
+    let protocol = tokio_stream::wrappers::ReceiverStream::new(created_rx)
+        .map(|obj| async move {
+            let name = obj.metadata.name.clone().expect("a name");
+            let rv = |o: &RentedHost| o.metadata.resource_version.clone();
+            let finalized = api
+                .patch(
+                    &name,
+                    merge,
+                    &Patch::Merge(serde_json::json!({"metadata": {
+                        "finalizers": ["xuandashi.dev/release-host"],
+                        "resourceVersion": rv(&obj),
+                    }})),
+                )
+                .await?;
+            let now = jiff::Timestamp::now;
+            let recorded = decision::creating(&finalized, now(), Duration::from_secs(30));
+            let guarded = |o: &RentedHost, status: &rentedhost_operator::api::RentedHostStatus| {
+                Patch::Merge(serde_json::json!({
+                    "metadata": {"resourceVersion": rv(o)},
+                    "status": status,
+                }))
+            };
+            let pending = api
+                .patch_status(&name, merge, &guarded(&finalized, &recorded))
+                .await?;
+            let spec = &pending.spec;
+            let request = CreateRent {
+                package_id: spec.package_id.clone(),
+                image_id: spec.image_id.clone(),
+                period_number: spec.period.count,
+                period_type: rentedhost_operator::provider::period::period_type(spec.period.unit),
+            };
+            let answer = provider.create_rent(&request).await;
+            let id = answer.as_ref().expect("the simulator rents").clone();
+            let rented = decision::after_create(&pending, &recorded, &answer, now());
+            let id_write = guarded(&pending, &rented.status);
+            let (written, host) = tokio::join!(
+                api.patch_status(&name, merge, &id_write),
+                provider.host(&id)
+            );
+            let written = written?;
+            let host = host.expect("one/{id}").expect("the host");
+            let running = decision::after_observe(&written, &id, Some(&host), now());
+            let connection: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{name}-connection")},
+                "stringData": decision::connection_data(&host),
+            }))
+            .expect("a Secret");
+            let apply = serde_json::json!({
+                "apiVersion": "xuandashi.dev/v1alpha1",
+                "kind": "RentedHost",
+                "status": running.status,
+            });
+            let applied = PatchParams::apply("bench-protocol-floor").force();
+            let (post, apply) = (PostParams::default(), Patch::Apply(&apply));
+            let (secret, status) = tokio::join!(
+                secrets.create(&post, &connection),
+                api.patch_status(&name, &applied, &apply)
+            );
+            secret?;
+            status?;
+            let event: k8s_openapi::api::events::v1::Event =
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("{name}.floor")},
+                    "eventTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now()),
+                    "reportingController": "bench-protocol-floor",
+                    "reportingInstance": "bench-protocol-floor",
+                    "action": "CreateRent",
+                    "reason": "Created",
+                    "type": "Normal",
+                    "note": format!("rented host {id}; running"),
+                    "regarding": {"apiVersion": "xuandashi.dev/v1alpha1", "kind": "RentedHost",
+                        "namespace": ns, "name": name, "uid": obj.metadata.uid},
+                }))
+                .expect("an Event");
+            events.create(&PostParams::default(), &event).await?;
+            Ok::<(), kube::Error>(())
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>();
+    let ((), done) = tokio::join!(user, protocol);
+    done.expect("the protocol floor's writes");
+    let took = start.elapsed();
+    // Untimed: the objects go (their finalizer first).
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let patch = serde_json::json!({"metadata": {"finalizers": null}});
+            api.patch(&name(i), merge, &Patch::Merge(&patch)).await
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("floor finalizers removed");
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
         .expect("floor objects deleted");
@@ -293,6 +459,34 @@ struct Running {
     metrics_url: String,
 }
 
+/// The simulator as its own process (hosts boot at once, the row's latency), logging to
+/// `log`; and its URL.
+async fn simulator(settings: &Settings, log: &Path) -> (Process, String) {
+    simulator_with_hosts(settings, log, 0).await
+}
+
+/// [`simulator`] whose demo account already has `hosts` running hosts.
+async fn simulator_with_hosts(settings: &Settings, log: &Path, hosts: usize) -> (Process, String) {
+    let sim_port = free_port();
+    let simulator = Process(
+        Command::new(&settings.simulator)
+            .args(["--port", &sim_port.to_string()])
+            .args(["--hosts", &hosts.to_string()])
+            .args(["--transition-time", "1ms", "--latency", &settings.latency])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("the simulator starts"),
+    );
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    wait_http(
+        &format!("{sim_url}/v1/pve/open/image"),
+        Duration::from_secs(60),
+    )
+    .await;
+    (simulator, sim_url)
+}
+
 /// The simulator and the controller for one row, in namespace `ns`.
 async fn start(
     plane: &ControlPlane,
@@ -300,24 +494,11 @@ async fn start(
     ns: &str,
     limit: ProviderLimit,
     logs: &Path,
+    hosts: usize,
 ) -> Running {
-    let sim_port = free_port();
     let log = |name: &str| std::fs::File::create(logs.join(format!("{ns}-{name}.log"))).unwrap();
-    let simulator = Process(
-        Command::new(&settings.simulator)
-            .args(["--port", &sim_port.to_string()])
-            .args(["--transition-time", "1ms", "--latency", &settings.latency])
-            .stdout(Stdio::null())
-            .stderr(log("simulator"))
-            .spawn()
-            .expect("the simulator starts"),
-    );
-    let sim_url = format!("http://127.0.0.1:{sim_port}");
-    wait_http(
-        &format!("{sim_url}/v1/pve/open/image"),
-        Duration::from_secs(10),
-    )
-    .await;
+    let sim_log = logs.join(format!("{ns}-simulator.log"));
+    let (simulator, sim_url) = simulator_with_hosts(settings, &sim_log, hosts).await;
 
     let client = plane.client().await;
     let secrets: Api<Secret> = Api::namespaced(client, ns);
@@ -375,15 +556,20 @@ async fn row(
         ProviderLimit::Default => "-limited",
     };
     let ns = format!("bench-{n}{suffix}");
-    let floor = match limit {
+    let (floor, protocol) = match limit {
         ProviderLimit::Lifted => {
-            floor(&client, &format!("floor-{n}"), n, settings.concurrency).await
+            let floor = floor(&client, &format!("floor-{n}"), n, settings.concurrency).await;
+            let ns = format!("protocol-floor-{n}");
+            let (_simulator, url) =
+                simulator(settings, &logs.join(format!("{ns}-simulator.log"))).await;
+            let protocol = protocol_floor(&client, &url, &ns, n, settings.concurrency).await;
+            (floor, Some(protocol))
         }
         // The provider's floor: N creates at 5 requests a second.
-        ProviderLimit::Default => Duration::from_secs_f64(n as f64 / 5.0),
+        ProviderLimit::Default => (Duration::from_secs_f64(n as f64 / 5.0), None),
     };
     namespace(&client, &ns).await;
-    let running = start(plane, settings, &ns, limit, logs).await;
+    let running = start(plane, settings, &ns, limit, logs, 0).await;
     let pid = running.controller.0.id();
     let (cpu_before, _, _) = usage(pid);
 
@@ -415,12 +601,155 @@ async fn row(
         limit,
         ready,
         floor,
+        protocol,
         cpu: cpu_after - cpu_before,
         peak_rss_kib,
         provider: per_object(&provider, n),
         kubernetes: per_object(&kubernetes, n),
     };
     (row, running)
+}
+
+/// The large-account row: what 100 new objects cost on an account that already has 20,000
+/// hosts, at the provider's default rate limit.
+struct Large {
+    hosts: usize,
+    n: usize,
+    rented: Duration,
+    ready: Duration,
+    power: Duration,
+    powered: usize,
+    listing_age: f64,
+    provider: BTreeMap<String, f64>,
+}
+
+/// A gauge of the controller's `/metrics` (0 when absent).
+async fn gauge(metrics_url: &str, name: &str) -> f64 {
+    let text = reqwest::get(metrics_url)
+        .await
+        .expect("the controller's /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `n` objects of `ns` match `done`; how long that took from `start`.
+async fn wait_all(
+    client: &kube::Client,
+    ns: &str,
+    n: usize,
+    start: Instant,
+    done: impl Fn(&RentedHost) -> bool,
+) -> Duration {
+    let api: Api<RentedHost> = Api::namespaced(client.clone(), ns);
+    let mut matched = HashSet::new();
+    let stream = watcher(api, watcher::Config::default()).applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    while matched.len() < n {
+        match stream.try_next().await {
+            Ok(Some(obj)) if done(&obj) => {
+                matched.insert(obj.metadata.name.clone().unwrap_or_default());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the watch ended"),
+            Err(error) => eprintln!("watch: {error}; retrying"),
+        }
+    }
+    start.elapsed()
+}
+
+fn is_ready(obj: &RentedHost) -> bool {
+    obj.status.as_ref().is_some_and(|s| {
+        s.host_id.is_some()
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+async fn large_account(plane: &ControlPlane, settings: &Settings, logs: &Path) -> Large {
+    let (hosts, n) = (settings.large_account, settings.large_new);
+    let client = plane.client().await;
+    let ns = "bench-large-account";
+    namespace(&client, ns).await;
+    let running = start(plane, settings, ns, ProviderLimit::Default, logs, hosts).await;
+    let (before, _) = counters(&running.metrics_url).await;
+    let api: Api<RentedHost> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    let rented = tokio::spawn({
+        let client = client.clone();
+        async move {
+            wait_all(&client, ns, n, start, |o| {
+                o.status.as_ref().is_some_and(|s| s.host_id.is_some())
+            })
+            .await
+        }
+    });
+    let ready = tokio::spawn({
+        let client = client.clone();
+        async move { wait_all(&client, ns, n, start, is_ready).await }
+    });
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &object(&name(i))).await }
+        })
+        .buffer_unordered(settings.concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("the objects are created");
+    let limit = Duration::from_secs(900);
+    let rented = tokio::time::timeout(limit, rented)
+        .await
+        .expect("all rented in time")
+        .expect("the watch task");
+    let ready = tokio::time::timeout(limit, ready)
+        .await
+        .expect("all Ready in time")
+        .expect("the watch task");
+    // A power change on a tenth of them, while the account's listing is as it is.
+    let powered = (n / 10).max(1);
+    let power_start = Instant::now();
+    let stopped = tokio::spawn({
+        let client = client.clone();
+        async move {
+            wait_all(&client, ns, powered, power_start, |o| {
+                o.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Some(rentedhost_operator::api::Phase::Stopped))
+            })
+            .await
+        }
+    });
+    for i in 0..powered {
+        let patch = serde_json::json!({"spec": {"powerState": "Stopped"}});
+        api.patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("powerState patched");
+    }
+    let power = tokio::time::timeout(limit, stopped)
+        .await
+        .expect("all stopped in time")
+        .expect("the watch task");
+    let listing_age = gauge(&running.metrics_url, "rentedhost_listing_age_seconds").await;
+    let (after, _) = counters(&running.metrics_url).await;
+    let provider = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).unwrap_or(&0.0)))
+        .collect();
+    Large {
+        hosts,
+        n,
+        rented,
+        ready,
+        power,
+        powered,
+        listing_age,
+        provider,
+    }
 }
 
 async fn steady(running: &Running, n: usize, period: Duration) -> Steady {
@@ -481,16 +810,25 @@ fn machine() -> String {
     )
 }
 
-fn report(settings: &Settings, rows: &[Row], steady: Option<&Steady>) -> String {
+fn report(
+    settings: &Settings,
+    rows: &[Row],
+    steady: Option<&Steady>,
+    large: Option<&Large>,
+) -> String {
     let mut out = String::new();
     let commit = support::run_ok(Command::new("git").args(["rev-parse", "--short", "HEAD"]));
     let _ = writeln!(out, "# Benchmark: `make bench`\n");
     let _ = writeln!(
         out,
         "Machine: {}. Commit {}. Provider latency {} per call; hosts boot at once; {} reconciles at once. \
-         The floor is a bare kube client creating N objects and patching N statuses at the same \
-         concurrency against the same API server (for the rate-limited row: N creates at the \
-         provider's 5 requests/s).\n",
+         The API-server floor is a bare kube client creating N objects and patching N statuses \
+         at the same concurrency against the same API server (for the rate-limited row: N \
+         creates at the provider's 5 requests/s). The protocol floor is a bare client doing the \
+         protocol's minimum per object at the same concurrency, against the same API server and \
+         a simulator with the same latency: the user's create, the guarded finalizer patch, the \
+         guarded createPending write, createRent, the guarded hostId write beside one/{{id}}, \
+         the connection Secret beside the Running status apply, one event.\n",
         machine(),
         commit.trim(),
         settings.latency,
@@ -498,17 +836,17 @@ fn report(settings: &Settings, rows: &[Row], steady: Option<&Steady>) -> String 
     );
     let _ = writeln!(
         out,
-        "| N | provider limit | all Ready | floor | ratio | CPU s | CPU ms/object | peak RSS | provider calls/object | API requests/object |"
+        "| N | provider limit | all Ready | API-server floor | ratio | protocol floor | ratio | CPU s | CPU ms/object | peak RSS | provider calls/object | API requests/object |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for r in rows {
         let total: f64 = r.kubernetes.values().sum();
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} s | {:.1} s | {:.2} | {:.1} | {:.2} | {:.1} MiB | {:.2} | {:.2} |",
+            "| {} | {} | {:.1} s | {:.1} s | {:.2} | {} | {} | {:.1} | {:.2} | {:.1} MiB | {:.2} | {:.2} |",
             r.n,
             match r.limit {
                 ProviderLimit::Lifted => "lifted",
@@ -517,6 +855,12 @@ fn report(settings: &Settings, rows: &[Row], steady: Option<&Steady>) -> String 
             r.ready.as_secs_f64(),
             r.floor.as_secs_f64(),
             r.ready.as_secs_f64() / r.floor.as_secs_f64(),
+            r.protocol
+                .map_or("–".into(), |p| format!("{:.1} s", p.as_secs_f64())),
+            r.protocol.map_or("–".into(), |p| format!(
+                "{:.2}",
+                r.ready.as_secs_f64() / p.as_secs_f64()
+            )),
             r.cpu,
             r.cpu * 1000.0 / r.n as f64,
             r.peak_rss_kib as f64 / 1024.0,
@@ -539,6 +883,31 @@ fn report(settings: &Settings, rows: &[Row], steady: Option<&Steady>) -> String 
             },
             brief(&r.provider),
             brief(&r.kubernetes)
+        );
+    }
+    if let Some(l) = large {
+        let pages_per_listing = l.hosts.div_ceil(25);
+        let _ = writeln!(
+            out,
+            "\nLarge account: {} hosts already on the account, the provider's 5 requests/s (burst 10), \
+             {} objects created at once: all rented in {:.1} s ({} creates at 5/s take {:.1} s: \
+             creates go before any listing page), all Ready in {:.1} s; {} power changes made \
+             then were seen done in {:.1} s; listing age at the end {:.0} s (a listing is {} pages: \
+             {:.0} s at the pages' share of 2.5/s, {:.0} s at the whole rate). Provider calls in \
+             the row: {}.",
+            l.hosts,
+            l.n,
+            l.rented.as_secs_f64(),
+            l.n,
+            l.n as f64 / 5.0,
+            l.ready.as_secs_f64(),
+            l.powered,
+            l.power.as_secs_f64(),
+            l.listing_age,
+            pages_per_listing,
+            pages_per_listing as f64 / 2.5,
+            pages_per_listing as f64 / 5.0,
+            brief(&l.provider),
         );
     }
     if let Some(s) = steady {
@@ -580,9 +949,10 @@ async fn main() {
         eprintln!("bench: N = {n}…");
         let (row, running) = row(&plane, &settings, n, limit, &logs).await;
         eprintln!(
-            "bench: N = {n}: all Ready in {:.1} s (floor {:.1} s), CPU {:.1} s",
+            "bench: N = {n}: all Ready in {:.1} s (API-server floor {:.1} s, protocol floor {:?}), CPU {:.1} s",
             row.ready.as_secs_f64(),
             row.floor.as_secs_f64(),
+            row.protocol,
             row.cpu
         );
         if limit == ProviderLimit::Lifted && Some(n) == largest && !settings.steady.is_zero() {
@@ -592,7 +962,21 @@ async fn main() {
         rows.push(row);
         drop(running);
     }
-    let table = report(&settings, &rows, steady_state.as_ref());
+    let large = match settings.large_account {
+        0 => None,
+        hosts => {
+            eprintln!("bench: large account ({hosts} hosts)…");
+            let large = large_account(&plane, &settings, &logs).await;
+            eprintln!(
+                "bench: large account: rented in {:.1} s, Ready in {:.1} s, power in {:.1} s",
+                large.rented.as_secs_f64(),
+                large.ready.as_secs_f64(),
+                large.power.as_secs_f64()
+            );
+            Some(large)
+        }
+    };
+    let table = report(&settings, &rows, steady_state.as_ref(), large.as_ref());
     println!("{table}");
     if let Some(path) = &settings.results {
         std::fs::write(path, &table).expect("results written");

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub prepaid_spend: Family<NamespaceLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub foreign_hosts: Gauge,
     pub hosts_expiring: Gauge,
+    /// Age of the oldest account listing observation reads (seconds).
+    pub listing_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The controller's object cache, once it runs (for the object gauges).
     pub store: std::sync::OnceLock<Store<RentedHost>>,
     /// What `/readyz` and `rentedhost_leader` say.
@@ -105,6 +107,7 @@ impl Default for Metrics {
             prepaid_spend: Family::default(),
             foreign_hosts: Gauge::default(),
             hosts_expiring: Gauge::default(),
+            listing_age: Gauge::default(),
             store: std::sync::OnceLock::new(),
             readiness: Readiness::default(),
             registry: Registry::default(),
@@ -123,6 +126,7 @@ impl Default for Metrics {
             "prepaid_spend", "Prepaid rental (CNY) committed by successful createRent calls, by namespace" => m.prepaid_spend;
             "foreign_hosts", "Hosts that appeared on the accounts since the operator started with no create of its own to explain them (someone else rents there)" => m.foreign_hosts;
             "hosts_expiring", "Hosts whose prepaid period ends within the next 24 hours (renew them, or let them go)" => m.hosts_expiring;
+            "listing_age_seconds", "Age of the oldest account listing that observation reads: it grows past the poll interval when an account's hosts take longer to list than the poll allows (the listing's share of the rate limit)" => m.listing_age;
             "leader", "1 while this replica leads (reconciles, and so spends), 0 while it stands by" => m.readiness.leader;
         }
         Metrics { registry, ..m }

@@ -3,7 +3,7 @@
 //! reading from a seed so that every one is exercised across runs.
 
 /// The order of hosts in `mypage` (the documentation names none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HostOrder {
     NewestFirst,
     OldestFirst,

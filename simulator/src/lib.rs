@@ -81,6 +81,37 @@ impl Simulator {
             .with_state(self.clone())
     }
 
+    /// Puts `n` running rental hosts on `account`, rented an hour ago for a month, as a
+    /// large account that someone already uses would have.
+    pub fn populate(&self, account: &str, n: usize) {
+        let mut state = self.state();
+        let package = state
+            .packages
+            .iter()
+            .find(|p| p.use_type.as_deref() != Some("0"))
+            .cloned()
+            .expect("the catalogue has a rental package");
+        let image = state
+            .images
+            .iter()
+            .find(|i| i.type_ == package.type_)
+            .cloned()
+            .expect("the catalogue has an image for it");
+        let created = state::now_ms() - 3_600_000;
+        let start_delay = std::mem::take(&mut state.timing.start_delay);
+        for _ in 0..n {
+            let new = state::NewHost {
+                package: &package,
+                image: &image,
+                period_number: 1,
+                period_type: 3,
+                created,
+            };
+            state.add_host(account, new);
+        }
+        state.timing.start_delay = start_delay;
+    }
+
     /// Calls made to an endpoint so far (faulted ones included).
     pub fn calls(&self, endpoint: Endpoint) -> u64 {
         self.state().calls.get(&endpoint).copied().unwrap_or(0)
@@ -153,7 +184,7 @@ impl Simulator {
 
     /// Removes a host as if released outside the operator.
     pub fn remove_host(&self, id: &str) {
-        self.state().hosts.remove(id);
+        self.state().remove_host(id);
     }
 }
 

@@ -19,6 +19,9 @@ struct Cli {
     /// Time every answer takes (a provider far away).
     #[arg(long, value_parser = duration)]
     latency: Option<Duration>,
+    /// Running hosts the demo account already has at start (a large account).
+    #[arg(long, default_value_t = 0)]
+    hosts: usize,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -40,6 +43,7 @@ async fn main() -> ExitCode {
         latency: cli.latency.unwrap_or_default(),
         ..fast_timing(cli.transition_time)
     };
+    sim.populate(DEMO_ACCOUNT.0, cli.hosts);
     let (addr, task) = match sim.serve(cli.port).await {
         Ok(served) => served,
         Err(error) => {

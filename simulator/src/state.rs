@@ -112,10 +112,15 @@ pub struct State {
     pub calls: HashMap<Endpoint, u64>,
     /// When each call arrived, in order.
     pub call_log: Vec<(Endpoint, Instant)>,
+    /// Listings begun: `mypage` calls for the first page.
+    pub listings: u64,
     pub timing: Timing,
     /// Which reading of the documentation's freedoms this provider follows.
     pub freedom: Freedom,
     trace: u64,
+    /// Each account's host ids in listing order, kept between pages (a listing of N hosts
+    /// must not sort N hosts N/25 times); cleared when hosts come or go.
+    listing_order: HashMap<(String, HostOrder), Vec<String>>,
 }
 
 /// What a handler answers: the envelope's code, msg and data.
@@ -142,7 +147,7 @@ impl Answer {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -194,9 +199,11 @@ impl Default for State {
             faults: HashMap::new(),
             calls: HashMap::new(),
             call_log: Vec::new(),
+            listings: 0,
             timing: Timing::default(),
             freedom: Freedom::default(),
             trace: 0,
+            listing_order: HashMap::new(),
         }
     }
 }
@@ -248,6 +255,13 @@ impl State {
 
     pub fn take_fault(&mut self, endpoint: Endpoint) -> Option<Fault> {
         self.faults.get_mut(&endpoint).and_then(VecDeque::pop_front)
+    }
+
+    /// Removes a host (released, or gone outside the operator).
+    pub fn remove_host(&mut self, id: &str) {
+        if self.hosts.remove(id).is_some() {
+            self.listing_order.clear();
+        }
     }
 
     pub fn settle_hosts(&mut self) {
@@ -442,6 +456,7 @@ impl State {
             self.timing.start_delay,
         );
         self.hosts.insert(id.clone(), sim_host);
+        self.listing_order.clear();
         id
     }
 
@@ -511,26 +526,41 @@ impl State {
             .filter(|p| *p >= 1)
             .unwrap_or(10)
             .min(25);
-        self.settle_hosts();
-        let mut mine: Vec<&SimHost> = self.hosts.values().filter(|h| h.owner == account).collect();
-        match self.freedom.order {
-            HostOrder::NewestFirst => {
-                mine.sort_by_key(|h| (std::cmp::Reverse(h.host.create_time), h.host.id.clone()))
-            }
-            HostOrder::OldestFirst => mine.sort_by_key(|h| (h.host.create_time, h.host.id.clone())),
-            HostOrder::Unrelated => {
-                mine.sort_by_key(|h| id_hash(h.host.id.as_deref().unwrap_or_default()))
-            }
+        if page == 1 {
+            self.listings += 1;
         }
-        let total = mine.len();
+        self.settle_hosts();
+        let order = self.freedom.order;
+        let key = (account.to_string(), order);
+        if !self.listing_order.contains_key(&key) {
+            let mut mine: Vec<&SimHost> =
+                self.hosts.values().filter(|h| h.owner == account).collect();
+            fn id(h: &SimHost) -> &str {
+                h.host.id.as_deref().unwrap_or_default()
+            }
+            match order {
+                HostOrder::NewestFirst => mine.sort_unstable_by(|a, b| {
+                    (b.host.create_time, id(a)).cmp(&(a.host.create_time, id(b)))
+                }),
+                HostOrder::OldestFirst => mine.sort_unstable_by(|a, b| {
+                    (a.host.create_time, id(a)).cmp(&(b.host.create_time, id(b)))
+                }),
+                HostOrder::Unrelated => mine.sort_by_cached_key(|h| id_hash(id(h))),
+            }
+            let ids = mine.iter().map(|h| id(h).to_string()).collect();
+            self.listing_order.insert(key.clone(), ids);
+        }
+        let ids = &self.listing_order[&key];
+        let total = ids.len();
         let per_item = matches!(
             self.freedom.totals,
             TotalCounts::PerItemString | TotalCounts::Both
         );
-        let items: Vec<Value> = mine
-            .into_iter()
+        let items: Vec<Value> = ids
+            .iter()
             .skip((page - 1) * size)
             .take(size)
+            .filter_map(|id| self.hosts.get(id))
             .map(|h| {
                 let mut item = serde_json::to_value(&h.host).unwrap_or_default();
                 if per_item {
@@ -613,7 +643,7 @@ impl State {
                 data: Value::Bool(false),
             };
         }
-        self.hosts.remove(id);
+        self.remove_host(id);
         Answer::ok(Value::Bool(true))
     }
 }

@@ -1,7 +1,11 @@
 //! The account's hosts as `mypage` lists them: one listing serves every object of the
-//! account, and concurrent requests for a fresh listing share one fetch.
+//! account, and concurrent requests for a fresh listing share one fetch. Hosts rented after
+//! the newest listing began are not in it: each is asked for alone (`one/{id}`), once, and
+//! its answer serves every look until a listing that began after its rent shows it.
 
 use crate::provider::{Host, ProviderClient, ProviderError};
+
+const PAGE_SIZE: usize = crate::provider::PAGE_SIZE as usize;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,13 +39,39 @@ impl Listing {
     }
 }
 
-/// The newest listing of an account, and the fetch of the next.
+/// A host rented (or changed by an operation) after the newest listing began, until a
+/// listing that began later shows it.
+struct Newer {
+    /// When its id was learned (createRent answered it).
+    learned: Instant,
+    /// Whether `one/{id}` was asked about it.
+    asked: bool,
+    /// What `one/{id}` answered.
+    host: Option<Host>,
+}
+
+/// What is known of a host beside a listing.
+#[derive(Debug)]
+pub enum Unlisted {
+    /// Nothing happened to it since the listing began: the listing is the word on it (and
+    /// its absence there means something).
+    Older,
+    /// Rented or changed after the listing began, and `one/{id}` showed it since.
+    Seen(Box<Host>),
+    /// Rented or changed after the listing began and not seen since; `asked`: `one/{id}`
+    /// was asked.
+    Unseen { asked: bool },
+}
+
+/// The newest listing of an account, the fetch of the next, and the hosts rented since.
 #[derive(Default)]
 pub(super) struct Listings {
     /// The newest listing: read without waiting, even while a fetch is under way.
     latest: Mutex<Option<Arc<Listing>>>,
     /// Held while a listing is fetched, so that concurrent requests share one fetch.
     fetching: tokio::sync::Mutex<()>,
+    /// Hosts rented after the newest listing began, by id.
+    newer: Mutex<HashMap<String, Newer>>,
 }
 
 impl Listings {
@@ -66,6 +96,8 @@ impl Listings {
         let hosts = client.all_hosts().await?;
         let listing = Arc::new(Listing::new(started, hosts));
         *self.latest.lock() = Some(listing.clone());
+        // What this listing shows (or proves gone) needs no answer of its own any more.
+        self.newer.lock().retain(|_, n| n.learned > started);
         Ok(listing)
     }
 
@@ -73,7 +105,67 @@ impl Listings {
         self.latest.lock().clone()
     }
 
-    pub(super) fn invalidate(&self) {
-        *self.latest.lock() = None;
+    /// Host `id` was rented, or changed by an operation, just now (what was asked or
+    /// answered of it before is forgotten).
+    pub(super) fn rented(&self, id: &str) {
+        self.newer.lock().insert(
+            id.to_string(),
+            Newer {
+                learned: Instant::now(),
+                asked: false,
+                host: None,
+            },
+        );
+    }
+
+    /// What is known of host `id` since `listing` (if any) began.
+    pub(super) fn unlisted(&self, id: &str, listing: Option<&Listing>) -> Unlisted {
+        let newer = self.newer.lock();
+        let after = |n: &&Newer| listing.is_none_or(|l| n.learned > l.started);
+        match newer.get(id).filter(after) {
+            None => Unlisted::Older,
+            Some(Newer {
+                host: Some(host), ..
+            }) => Unlisted::Seen(Box::new(host.clone())),
+            Some(n) => Unlisted::Unseen { asked: n.asked },
+        }
+    }
+
+    /// Whether asking for the hosts rented since the newest listing one by one costs fewer
+    /// calls than listing the account again.
+    pub(super) fn cheaper_alone(&self) -> bool {
+        let pages = self.latest().map_or(1, |l| l.hosts.len() / PAGE_SIZE + 1);
+        let unseen = self
+            .newer
+            .lock()
+            .values()
+            .filter(|n| n.host.is_none())
+            .count();
+        unseen < pages
+    }
+
+    /// Marks host `id` as asked about: whether it is a host rented after the newest
+    /// listing began that nobody asked about yet (then the caller asks).
+    pub(super) fn take_ask(&self, id: &str) -> bool {
+        let mut newer = self.newer.lock();
+        match newer.get_mut(id) {
+            Some(n) if !n.asked => {
+                n.asked = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What `one/{id}` answered about a host rented after the newest listing began.
+    pub(super) fn answered(&self, id: &str, host: Host) {
+        if let Some(n) = self.newer.lock().get_mut(id) {
+            n.host = Some(host);
+        }
+    }
+
+    /// Host `id` is gone from this process's sight (its object is).
+    pub(super) fn forget(&self, id: &str) {
+        self.newer.lock().remove(id);
     }
 }

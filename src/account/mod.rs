@@ -7,10 +7,12 @@ mod catalogue;
 mod listing;
 
 pub use catalogue::{CURRENCY, Catalogued, REFRESH, price_of};
-pub use listing::Listing;
+pub use listing::{Listing, Unlisted};
 
 use crate::api::{CreateRequest, Price, RentedHost, RentedHostSpec};
-use crate::provider::{CallObserver, ClientSettings, Credentials, ProviderClient, ProviderError};
+use crate::provider::{
+    CallObserver, ClientSettings, Credentials, Host, ProviderClient, ProviderError,
+};
 use kube::runtime::reflector::ObjectRef;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -28,9 +30,6 @@ pub struct Account {
     /// answered yet (nor pages shifted by a release).
     create_gate: tokio::sync::RwLock<()>,
     watched: Mutex<Watched>,
-    /// Hosts rented after a listing that were asked for alone (`one/{id}`), once each, and
-    /// whether the answer showed the host.
-    asked_alone: Mutex<HashMap<String, bool>>,
     /// Someone else was seen renting here (hosts no create of ours made).
     someone_else_rents: AtomicBool,
 }
@@ -67,11 +66,6 @@ impl Access {
         self.account.listings.latest()
     }
 
-    /// Drops the listing: after an operation changed a host, the next look must be fresh.
-    pub fn invalidate_listing(&self) {
-        self.account.listings.invalidate()
-    }
-
     /// The create gate (see [`Account::create_gate`]).
     pub fn create_gate(&self) -> &tokio::sync::RwLock<()> {
         &self.account.create_gate
@@ -106,21 +100,34 @@ impl Access {
             .swap(true, Ordering::Relaxed)
     }
 
-    /// Whether a host rented after the last listing may be asked for alone: the first
-    /// time only (a reconcile on a cache that lags our own writes must not ask again).
-    pub fn first_look(&self, id: &str) -> bool {
-        let mut asked = self.account.asked_alone.lock();
-        asked.insert(id.to_string(), false).is_none()
+    /// Host `id` was rented, or changed by an operation, just now: until a listing that
+    /// began later shows it, it is seen alone (`one/{id}`), never as an older listing
+    /// shows it.
+    pub fn rented(&self, id: &str) {
+        self.account.listings.rented(id)
     }
 
-    pub fn found_alone(&self, id: &str) {
-        self.account.asked_alone.lock().insert(id.to_string(), true);
+    /// Whether `listing` (if there is one) is the newest word on host `id`, or what is
+    /// known of it since.
+    pub fn unlisted(&self, id: &str, listing: Option<&Listing>) -> Unlisted {
+        self.account.listings.unlisted(id, listing)
     }
 
-    /// Whether asking for the host alone showed it.
-    pub fn seen_alone(&self, id: &str) -> bool {
-        let asked = self.account.asked_alone.lock();
-        asked.get(id).copied().unwrap_or(false)
+    /// Asks `one/{id}` about a host rented after the newest listing began, once, when the
+    /// rate limit has room for it, or when asking for the new hosts one by one costs fewer
+    /// calls than listing the account (none listed yet, or a large account): the host, if
+    /// the answer showed it. A listing serves it otherwise.
+    pub async fn ask_alone(&self, id: &str) -> Option<Host> {
+        let listings = &self.account.listings;
+        let worth = listings.latest().is_none()
+            || listings.cheaper_alone()
+            || self.client.has_headroom().await;
+        if !worth || !listings.take_ask(id) {
+            return None;
+        }
+        let host = self.client.host(id).await.ok().flatten()?;
+        self.account.listings.answered(id, host.clone());
+        Some(host)
     }
 }
 
@@ -204,7 +211,7 @@ impl Accounts {
         self.unwatch(obj);
         if let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_ref()) {
             for account in self.accounts.lock().values() {
-                account.asked_alone.lock().remove(id);
+                account.listings.forget(id);
             }
         }
     }
@@ -227,26 +234,36 @@ impl Accounts {
             .collect()
     }
 
+    /// Each account that objects observe hosts on (without the objects).
+    pub fn watched_accounts(&self) -> Vec<Access> {
+        let accounts = self.accounts.lock();
+        accounts
+            .values()
+            .filter_map(|account| {
+                let watched = account.watched.lock();
+                let client = watched
+                    .client
+                    .clone()
+                    .filter(|_| !watched.objects.is_empty())?;
+                let account = account.clone();
+                Some(Access { client, account })
+            })
+            .collect()
+    }
+
     /// Stops `obj` being observed on `access`'s account (it is gone from the cache).
     pub fn drop_watched(&self, access: &Access, obj: &ObjectRef<RentedHost>) {
         access.account.watched.lock().objects.remove(obj);
     }
 
-    /// Asks for a poll as soon as every account's rate limit has room for it.
+    /// Asks for a poll as soon as the fast poll interval allows.
     pub fn want_listing(&self) {
         self.listing_wanted.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a wanted poll can run now (and is then no longer wanted).
-    pub async fn take_wanted_listing(&self) -> bool {
-        if !self.listing_wanted.load(Ordering::Relaxed) {
-            return false;
-        }
-        for (access, _) in self.watched() {
-            if !access.client.has_headroom().await {
-                return false;
-            }
-        }
+    /// Whether a poll was wanted (and is then no longer). Listing pages wait behind every
+    /// other call of their account, so a wanted poll never delays one.
+    pub fn take_wanted_listing(&self) -> bool {
         self.listing_wanted.swap(false, Ordering::Relaxed)
     }
 

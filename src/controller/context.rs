@@ -36,6 +36,8 @@ pub struct Context {
     pub store: Store<RentedHost>,
     /// Events, published off the reconcile's path.
     pub events: events::EventQueue,
+    /// Events a step held back for the next step of its reconcile to fold into its own.
+    pub held: super::journal::Held,
     pub metrics: Arc<Metrics>,
     /// The finalizer of the credentials Secrets objects still need.
     pub guard: credentials_in_use::Guard,

@@ -191,8 +191,36 @@ impl Guard {
         Ok(standing)
     }
 
-    /// The Secret's standing by a read made now, protected first if it is not yet: what a
-    /// create goes by (within [`Guard::create_window`] of its `createPending` write).
+    /// What a create goes by (within [`Guard::create_window`] of its `createPending`
+    /// write, holding [`Guard::creating`]): `Protected` as this leadership read it, while
+    /// the Secret watch shows the finalizer and no deletion (a removal, under the lock this
+    /// create holds, forgets it first); otherwise a read made now, which protects it. So
+    /// creates cost no read each, and one whose view of a deletion lags the watch still
+    /// records its `createPending` before any removal's quorum list.
+    pub async fn for_create(
+        &self,
+        client: &kube::Client,
+        secret: &SecretRef,
+    ) -> Result<Standing, Error> {
+        let key = key(secret);
+        let known = self.seen.lock().get(&key).copied();
+        if known == Some(Standing::Protected) && self.held.lock().contains(&key) {
+            return Ok(Standing::Protected);
+        }
+        let standing = self.read(client, secret).await?;
+        // A deletion the watch reported meanwhile stays: this read may predate it.
+        self.seen.lock().entry(key).or_insert(standing);
+        Ok(standing)
+    }
+
+    /// The Secret watch listed again (it restarted): what it reported before may have
+    /// missed a change (a deletion while it was away reports nothing), so every create
+    /// reads its Secret again until it has.
+    pub fn relisted(&self) {
+        self.seen.lock().clear();
+    }
+
+    /// The Secret's standing by a read made now, protected first if it is not yet.
     pub async fn read(&self, client: &kube::Client, secret: &SecretRef) -> Result<Standing, Error> {
         let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
         let found = api

@@ -7,9 +7,38 @@
 
 use super::decision::{Note, Severity};
 use super::{Context, credentials};
-use crate::api::{EventReason, RentedHost};
+use crate::api::{EventReason, Reason, RentedHost};
+use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use tracing::Level;
+
+/// Events a step held back for the next step of the same reconcile to fold into its own:
+/// a create's `Created` and the `Running` its first look finds are one event (one request
+/// to the API server instead of two), and two log lines as ever.
+#[derive(Default)]
+pub struct Held(Mutex<HashMap<String, HeldNote>>);
+
+/// A note held back: the note, its action, and the object as the step wrote it.
+type HeldNote = (Note, &'static str, Box<RentedHost>);
+
+/// Logs `note` now and holds its event for the reconcile's next note (see [`Held`]); the
+/// reconcile publishes it at its end if no note came ([`publish_held`]).
+pub fn hold(ctx: &Context, obj: &RentedHost, note: &Note, action: &'static str) {
+    log(ctx, obj, note, action);
+    let uid = obj.uid().unwrap_or_default();
+    let held = (note.clone(), action, Box::new(obj.clone()));
+    ctx.held.0.lock().insert(uid, held);
+}
+
+/// Publishes the event a step of the reconcile of object `uid` held and no later note took.
+pub async fn publish_held(ctx: &Context, uid: &str) {
+    let held = ctx.held.0.lock().remove(uid);
+    if let Some((note, action, obj)) = held {
+        publish(ctx, &obj, &note, action).await;
+    }
+}
 
 /// The log level of a note: what its severity means.
 pub fn level(note: &Note) -> Level {
@@ -25,6 +54,26 @@ pub fn level(note: &Note) -> Level {
 /// `reason`, the provider's `traceId` when the note reports its error, and the credentials
 /// Secret when that is what a person must fix.
 pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
+    log(ctx, obj, note, action);
+    let held = ctx.held.0.lock().remove(&obj.uid().unwrap_or_default());
+    match held {
+        Some((first, first_action, _)) if note.reason == Reason::Running.into() => {
+            let folded = Note {
+                message: format!("{}; {}", first.message, note.message),
+                ..first
+            };
+            publish(ctx, obj, &folded, first_action).await;
+        }
+        Some((first, first_action, first_obj)) => {
+            publish(ctx, &first_obj, &first, first_action).await;
+            publish(ctx, obj, note, action).await;
+        }
+        None => publish(ctx, obj, note, action).await,
+    }
+}
+
+/// The log line of a note.
+fn log(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
     let status = obj.status.as_ref();
     let reported = status
         .and_then(|s| s.last_error.as_ref())
@@ -59,7 +108,6 @@ pub async fn tell(ctx: &Context, obj: &RentedHost, note: &Note, action: &str) {
         Level::WARN => tell_at!(Level::WARN),
         _ => tell_at!(Level::INFO),
     }
-    publish(ctx, obj, note, action).await;
 }
 
 /// Queues a note as an Event on the object; kube's recorder folds repeats into a series.

@@ -8,7 +8,6 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
 
 pub(crate) fn object_key(obj: &RentedHost) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
@@ -16,9 +15,9 @@ pub(crate) fn object_key(obj: &RentedHost) -> String {
 
 pub struct Ledger {
     store: Store<RentedHost>,
-    /// Host ids this process assigned, until the store shows them: the object (key) and
-    /// when the id was learned.
-    claims: Mutex<HashMap<String, (String, Instant)>>,
+    /// Host ids this process assigned, until the object as stored shows them: the object
+    /// (key).
+    claims: Mutex<HashMap<String, String>>,
     /// Host ids createRent answered this process, per object (uid) and pending create
     /// (`since`), until they are written: the object's host, whatever pairing would say.
     answers: Mutex<HashMap<String, (String, String)>>,
@@ -44,15 +43,13 @@ impl Ledger {
         let claims = self.claims.lock();
         claims
             .iter()
-            .filter(|(_, (k, _))| **k != me)
-            .map(|(id, (k, _))| (id.clone(), k.clone()))
+            .filter(|(_, k)| **k != me)
+            .map(|(id, k)| (id.clone(), k.clone()))
             .collect()
     }
 
     pub fn claim(&self, obj: &RentedHost, id: &str) {
-        self.claims
-            .lock()
-            .insert(id.to_string(), (object_key(obj), Instant::now()));
+        self.claims.lock().insert(id.to_string(), object_key(obj));
     }
 
     pub fn release_claim(&self, id: &str) {
@@ -77,17 +74,27 @@ impl Ledger {
         (*asked == since).then(|| id.clone())
     }
 
-    /// Forgets every claim and answer of an object that is gone.
-    pub fn forget_object(&self, obj: &RentedHost) {
+    /// `obj`, as stored (the cache, or a write's answer), holds its host id: its claim and
+    /// its answer are in every quorum list from now on, and need no memory here.
+    pub fn recorded(&self, obj: &RentedHost) {
+        let Some(id) = obj.status.as_ref().and_then(|s| s.host_id.as_deref()) else {
+            return;
+        };
         let me = object_key(obj);
-        self.claims.lock().retain(|_, (k, _)| *k != me);
+        {
+            let mut claims = self.claims.lock();
+            if claims.get(id).is_some_and(|k| *k == me) {
+                claims.remove(id);
+            }
+        }
         self.answers.lock().remove(&obj.uid().unwrap_or_default());
     }
 
-    /// When this process learned host id `id` (it rented or adopted it), if it did.
-    pub fn learned_at(&self, id: &str) -> Option<Instant> {
-        let claims = self.claims.lock();
-        claims.get(id).map(|(_, at)| *at)
+    /// Forgets every claim and answer of an object that is gone.
+    pub fn forget_object(&self, obj: &RentedHost) {
+        let me = object_key(obj);
+        self.claims.lock().retain(|_, k| *k != me);
+        self.answers.lock().remove(&obj.uid().unwrap_or_default());
     }
 
     /// Every host id an object holds or names (the cache), or this process learned.

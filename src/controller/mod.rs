@@ -130,8 +130,9 @@ pub async fn run(
                 ready_metrics.readiness.synced(Cache::RentedHosts);
             }
         })
-        // Nothing reads managedFields, which are most of an object's size.
-        .modify(|obj| obj.managed_fields_mut().clear())
+        // Nothing reads managedFields, which are most of an object's size (dropped, not
+        // cleared: a cleared vector keeps its capacity).
+        .modify(|obj| obj.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -156,6 +157,7 @@ pub async fn run(
         wake: wake_tx.clone(),
         started: jiff::Timestamp::now(),
         events: crate::kit::events::EventQueue::start(&client, &reporter),
+        held: journal::Held::default(),
         client,
         accounts: Accounts::new(config.provider.clone(), Some(metrics.provider_observer())),
         ledger: ledger::Ledger::new(store.clone()),
@@ -180,8 +182,17 @@ pub async fn run(
     let default_secret = ctx.default_credentials.clone();
     let secret_store = store.clone();
     let secret_ctx = ctx.clone();
+    // A watch that lists again may have missed a deletion: the guard forgets what it saw.
+    let relisted = |ctx: Arc<Context>| {
+        move |event: &Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>| {
+            if let Ok(watcher::Event::Init) = event {
+                ctx.guard.relisted();
+            }
+        }
+    };
     let secret_changes = watcher(secrets, watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect(relisted(ctx.clone()))
         .touched_objects();
     // The default credentials Secret lives in the operator's namespace, which the watch
     // above misses when the operator watches another one.
@@ -198,6 +209,7 @@ pub async fn run(
             let selector = format!("metadata.name={}", d.name);
             watcher(api, watcher::Config::default().fields(&selector))
                 .default_backoff()
+                .inspect(relisted(ctx.clone()))
                 .touched_objects()
                 .boxed()
         }

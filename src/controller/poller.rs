@@ -43,6 +43,32 @@ async fn poll_once(ctx: &Context) -> Vec<ObjectRef<RentedHost>> {
     wake
 }
 
+/// How long listing every watched account takes at the pages' share of its rate limit.
+fn listing_time(ctx: &Context) -> Duration {
+    let seconds = ctx
+        .accounts
+        .watched_accounts()
+        .iter()
+        .filter_map(|access| {
+            let listing = access.latest_listing()?;
+            let pages = listing.hosts.len() / crate::provider::PAGE_SIZE as usize + 1;
+            Some(pages as f64 / access.client.listing_rate())
+        })
+        .fold(0.0, f64::max);
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+}
+
+/// The age of the oldest newest listing of the watched accounts.
+fn oldest_listing(ctx: &Context) -> Duration {
+    ctx.accounts
+        .watched_accounts()
+        .iter()
+        .filter_map(|access| access.latest_listing())
+        .map(|listing| listing.started.elapsed())
+        .max()
+        .unwrap_or_default()
+}
+
 /// Whether any watched object has a host in motion (starting, stopping, just rented).
 fn any_in_motion(ctx: &Context) -> bool {
     ctx.accounts
@@ -68,7 +94,7 @@ fn count_foreign_among(ctx: &Context, claimed: &std::collections::HashSet<String
         call_limit: ctx.config.provider.timeout * 2,
     };
     let mut total = 0;
-    for (access, _) in ctx.accounts.watched() {
+    for access in ctx.accounts.watched_accounts() {
         let Some(listing) = access.latest_listing() else {
             continue;
         };
@@ -95,26 +121,38 @@ fn count_foreign_among(ctx: &Context, claimed: &std::collections::HashSet<String
     ctx.metrics.foreign_hosts.set(total);
 }
 
-/// Polls every poll interval (jittered ±10 %), every fast poll interval while a host is in
-/// motion, and within a second of a host rented after the last listing being wanted (once
-/// the rate limit has room), until the receiver of the wakes is gone.
+/// Polls every poll interval (jittered ±10 %, stretched to what the listing pages' share of
+/// the rate limit allows), and every fast poll interval while a host is in motion or a
+/// host rented after the last listing is not seen yet, until the receiver of the wakes is
+/// gone.
 pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
     let (interval, fast) = (ctx.config.poll_interval, ctx.config.fast_poll_interval);
     let tick = fast.min(interval).min(Duration::from_secs(1));
-    let mut last = Instant::now();
+    // A poll wanted at start runs at once.
+    let mut last = Instant::now()
+        .checked_sub(fast)
+        .unwrap_or_else(Instant::now);
     let mut next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
     loop {
         tokio::time::sleep(tick).await;
+        ctx.metrics
+            .listing_age
+            .set(oldest_listing(&ctx).as_secs_f64());
         let elapsed = last.elapsed();
+        // Wanted (a host rented after the last listing not seen yet) or in motion: at most
+        // once per fast poll interval.
         let due = elapsed >= next
-            || (elapsed >= fast && any_in_motion(&ctx))
-            || ctx.accounts.take_wanted_listing().await;
+            || (elapsed >= fast && (ctx.accounts.take_wanted_listing() || any_in_motion(&ctx)));
         if !due {
             continue;
         }
         last = Instant::now();
-        next = interval.mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
         let changed = poll_once(&ctx).await;
+        // A listing that takes longer than the poll at the pages' share of the rate limit
+        // stretches the poll: creates, releases and power changes keep the rest.
+        next = interval
+            .max(listing_time(&ctx))
+            .mul_f64(0.9 + 0.2 * rand::random_range(0.0..1.0));
         count_foreign(&ctx);
         for reference in changed {
             if wake.send(reference).await.is_err() {

@@ -20,12 +20,12 @@ use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::readiness::Cache;
 use futures::StreamExt;
+use kube::Client;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use reconcile::{Context, error_policy, reconcile};
 use std::sync::Arc;
@@ -69,9 +69,9 @@ pub async fn run(
             }
         })
         .modify(|m| {
-            m.managed_fields_mut().clear();
-            m.annotations_mut().clear();
-            m.labels_mut().clear();
+            m.metadata.managed_fields = None;
+            m.metadata.annotations = None;
+            m.metadata.labels = None;
         })
         .reflect(writer)
         .touched_objects();

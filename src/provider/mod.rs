@@ -11,6 +11,7 @@ pub use error::{ProviderError, Refusal, explain, provider_detail};
 pub use wire::{Billing, CreateRent, Host, HostPage, HostStatus, Image, Package};
 
 use limiter::RateLimiter;
+pub use limiter::{LISTING_SHARE, Priority};
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::Arc;
@@ -52,6 +53,19 @@ impl Endpoint {
     /// The largest answer read from this endpoint. A listing page of 25 hosts, or a
     /// catalogue, is tens of kilobytes; anything past the limit is provider garbage, read
     /// no further, so that no answer can take the operator past its memory limit.
+    /// Where calls to this endpoint stand in the account's budget.
+    pub fn priority(self) -> Priority {
+        match self {
+            Endpoint::CreateRent
+            | Endpoint::Delete
+            | Endpoint::Operate
+            | Endpoint::Reboot
+            | Endpoint::GetToken => Priority::Act,
+            Endpoint::One | Endpoint::Package | Endpoint::Image => Priority::Look,
+            Endpoint::MyPage => Priority::List,
+        }
+    }
+
     pub fn answer_limit(self) -> usize {
         const MIB: usize = 1024 * 1024;
         match self {
@@ -214,6 +228,11 @@ impl ProviderClient {
         &self.credentials.uuid
     }
 
+    /// Listing pages a second this account's budget gives while other calls are made.
+    pub fn listing_rate(&self) -> f64 {
+        self.limiter.listing_rate()
+    }
+
     /// Whether an optional call now would neither wait nor delay a needed one.
     pub async fn has_headroom(&self) -> bool {
         self.limiter.has_headroom().await
@@ -221,7 +240,7 @@ impl ProviderClient {
 
     async fn send(&self, call: &Call<'_>, token: Option<&str>) -> Result<Envelope, ProviderError> {
         let endpoint = call.endpoint;
-        let _permit = self.limiter.acquire().await;
+        let _permit = self.limiter.acquire(endpoint.priority()).await;
         let started = Instant::now();
         let result = self.send_now(call, token).await;
         let took = started.elapsed();

@@ -368,3 +368,66 @@ async fn six_hundred_idle_objects_cost_twenty_four_mypage_calls_per_poll() {
     );
     assert_eq!(total, pages, "nothing but mypage while idle");
 }
+
+/// Renting many hosts at once lists the account about once per poll, not once per
+/// reconcile: a host rented after the last listing is seen through `one/{id}`, asked once
+/// beside the write of its id, and later reconciles of its object (the watch reporting the
+/// controller's own writes) need no listing for it.
+#[tokio::test]
+async fn renting_two_hundred_hosts_lists_the_account_about_once_per_poll() {
+    let n = 200;
+    let (poll, fast) = (Duration::from_secs(30), Duration::from_secs(10));
+    let world = World::start("churn", |c| {
+        c.poll_interval = poll;
+        c.fast_poll_interval = fast;
+        c.concurrency = 4;
+    })
+    .await;
+    {
+        let mut state = world.sim.state();
+        state.timing.start_delay = Duration::ZERO;
+        state.timing.latency = Duration::from_millis(100);
+    }
+    world
+        .sim
+        .update_account("demo-account", |a| a.balance = 1e12);
+    let start = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("rh-{i:03}")).collect();
+    for chunk in names.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|name| world.create(name, demo_spec()))).await;
+    }
+    loop {
+        let list = world.api().list(&Default::default()).await.unwrap();
+        let ready = list
+            .items
+            .iter()
+            .filter(|o| is(o, "Ready", "True", "Running"))
+            .count();
+        if ready == n {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{ready}/{n} ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = start.elapsed();
+    let listings = world.sim.state().listings;
+    let pages = world.sim.calls(Endpoint::MyPage);
+    // One listing at the first look, one per fast poll while hosts are new, one spare.
+    let allowed = (took.as_secs_f64() / fast.as_secs_f64()).ceil() as u64 + 2;
+    println!(
+        "{n} objects Ready in {took:.1?}: {listings} listings ({pages} mypage calls; {allowed} listings allowed), {} one/{{id}}",
+        world.sim.calls(Endpoint::One)
+    );
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), n as u64);
+    assert!(
+        listings <= allowed,
+        "{listings} listings ({pages} pages) while {n} hosts were rented in {took:.1?}"
+    );
+    assert!(
+        world.sim.calls(Endpoint::One) <= n as u64,
+        "one/{{id}} once per host at most"
+    );
+}

@@ -22,7 +22,7 @@ pub(super) async fn create(
     // No resolution of this account runs while the call is in flight: its host would look
     // unclaimed until the answer is written.
     let gate = provider.create_gate();
-    let _in_flight = gate.read().await;
+    let in_flight = gate.read().await;
     // The recording and the call (token and rate limit included) end within this budget,
     // whose end is recorded: the resolution's window for a call whose end never was.
     let budget = ctx.config.provider.timeout * 2;
@@ -70,17 +70,33 @@ pub(super) async fn create(
         }
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
-    let written = write_after_create(ctx, obj, &t.status, provider.id()).await?;
-    if let Some(note) = &t.note {
-        journal::tell(ctx, &written, note, "CreateRent").await;
+    // The host is asked for beside the write of its id (which goes out at once, whatever
+    // the answer): the observation that follows needs no listing for it.
+    let write = async {
+        let written = write_after_create(ctx, obj, &t.status, provider.id()).await;
+        // Written (or left to the listing): resolutions and releases may go on.
+        drop(in_flight);
+        written
+    };
+    let written = match &answer {
+        Ok(id) => {
+            provider.rented(id);
+            tokio::join!(write, provider.ask_alone(id)).0?
+        }
+        Err(_) => write.await?,
+    };
+    // A rented host is observed in the same reconcile, on the object just written: its
+    // first look's note (running, most often) joins this one in one event.
+    let rented = written.status.as_ref().is_some_and(|s| s.host_id.is_some());
+    match (&t.note, rented) {
+        (Some(note), true) => journal::hold(ctx, &written, note, "CreateRent"),
+        (Some(note), false) => journal::tell(ctx, &written, note, "CreateRent").await,
+        (None, _) => {}
     }
-    // A rented host is observed in the same reconcile, on the object just written.
-    Ok(
-        match &written.status.as_ref().and_then(|s| s.host_id.as_ref()) {
-            Some(_) => Outcome::Replan(Box::new(written)),
-            None => Outcome::Done(action(ctx, &written, t.requeue)),
-        },
-    )
+    Ok(match rented {
+        true => Outcome::Replan(Box::new(written)),
+        false => Outcome::Done(action(ctx, &written, t.requeue)),
+    })
 }
 
 /// Writes the outcome of a createRent to `obj` as its recording left it, guarded; a

@@ -88,7 +88,7 @@ pub(super) async fn release(provider: &Access, obj: &RentedHost, id: &str) -> Re
     // "Not deleted" may mean "not there": only `one/{id}` denying the host and a complete
     // listing lacking it, together, prove it gone (a listing alone never does).
     let seen_in_account = obj.status.as_ref().is_some_and(|s| s.account.is_some());
-    match lookup(provider, id, Duration::ZERO).await {
+    match lookup(provider, id).await {
         Ok(None) if seen_in_account => Release::Released,
         Ok(None) => Release::Unproven {
             account: provider.id().to_string(),

@@ -6,7 +6,7 @@ use super::ledger::object_key;
 use super::reason::Reason;
 use super::resolution::{self, Expected, PendingCreate, Resolution, Window};
 use super::{Context, Error, credentials, credentials_in_use, journal, writes};
-use crate::account::Access;
+use crate::account::{Access, Unlisted};
 use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost, RentedHostStatus};
 use crate::provider::{CreateRent, ProviderError};
 use jiff::Timestamp;
@@ -48,7 +48,10 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
         name = %obj.name_any(),
         hostId = host_id.or(obj.spec.host_id.as_deref()),
     );
-    async move {
+    let uid = obj.uid().unwrap_or_default();
+    let steps_ctx = ctx.clone();
+    let steps = async move {
+        let ctx = steps_ctx;
         // From the cache at first; then each write's answer, or a quorum read.
         let mut obj = Read::Cached((*obj).clone());
         // Adding the finalizer changes the object, a quorum read may show a newer one than
@@ -69,9 +72,11 @@ async fn reconcile_traced(obj: Arc<RentedHost>, ctx: Arc<Context>) -> Result<Act
             }
         }
         Ok(Action::requeue(Duration::from_secs(1)))
-    }
-    .instrument(span)
-    .await
+    };
+    let result = steps.instrument(span).await;
+    // What a step held back for the next goes out whatever became of the next.
+    journal::publish_held(&ctx, &uid).await;
+    result
 }
 
 pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -395,7 +400,7 @@ async fn write_kept(
     let creating = ctx.guard.creating(&secret).await;
     let window = ctx.guard.create_window();
     let kept = tokio::time::timeout(window, async {
-        let standing = ctx.guard.read(&ctx.client, &secret).await?;
+        let standing = ctx.guard.for_create(&ctx.client, &secret).await?;
         if standing != credentials_in_use::Standing::Protected {
             return Ok(Kept::Refused(format!(
                 "credentials Secret {}/{} is being deleted: no host is rented or adopted with it",

@@ -3,30 +3,19 @@
 
 use super::*;
 
-/// The host with this id, from a complete listing at most `max_age` old (refreshed once
-/// if missing). `None` only when the listing lacks it **and** `one/{id}` denies it: a
-/// host is never taken as gone from one signal alone.
+/// The host with this id: `one/{id}` first (one call whatever the account's size), and only
+/// when it denies the host a complete listing that began after the denial. `None` only
+/// when `one/{id}` denies it **and** that listing lacks it: a host is never taken as gone
+/// from one signal alone.
 pub(super) async fn lookup(
     provider: &Access,
     id: &str,
-    max_age: Duration,
 ) -> Result<Option<crate::provider::Host>, ProviderError> {
-    let start = Instant::now();
-    let listing = provider
-        .listing(start.checked_sub(max_age).unwrap_or(start))
-        .await?;
-    if let Some(host) = listing.get(id) {
-        return Ok(Some(host.clone()));
+    if let Some(host) = confirm_absent(provider, id).await? {
+        return Ok(Some(host));
     }
-    let listing = if listing.started >= start {
-        listing
-    } else {
-        provider.listing(start).await?
-    };
-    if let Some(host) = listing.get(id) {
-        return Ok(Some(host.clone()));
-    }
-    confirm_absent(provider, id).await
+    let listing = provider.listing(Instant::now()).await?;
+    Ok(listing.get(id).cloned())
 }
 
 /// Asks `one/{id}` about a host a complete listing lacks: the host, or `None` when the
@@ -52,53 +41,47 @@ pub(super) async fn observe_and_operate(
     ctx: &Context,
 ) -> Result<Action, Error> {
     ctx.accounts.watch(provider, &obj);
-    // The poller keeps the account's listing fresh: a reconcile reads it, and fetches only
-    // when there is none recent (concurrent reconciles share that one fetch).
-    let not_before = Instant::now().checked_sub(ctx.config.poll_interval * 2);
-    let listing = provider
-        .listing(not_before.unwrap_or_else(Instant::now))
-        .await;
-    let listing = match listing {
-        Ok(listing) => listing,
-        Err(e) => {
-            return finish(
-                ctx,
-                &obj,
-                decision::provider_failed(&obj, &e, now()),
-                "Observe",
-            )
-            .await;
-        }
-    };
-    let mut host = listing.get(id).cloned();
-    if host.is_none()
-        && ctx
-            .ledger
-            .learned_at(id)
-            .is_some_and(|at| at > listing.started)
-    {
-        // Rented after this listing was taken: the first look asks for it alone when the
-        // rate limit has room for it; otherwise the poller lists the account as soon as it
-        // has. Not found yet proves nothing (the listing has not had its chance).
-        let found = match provider.client.has_headroom().await && provider.first_look(id) {
-            true => provider.client.host(id).await.ok().flatten(),
-            false => None,
-        };
-        match found {
-            Some(found) => host = Some(found),
-            None => {
-                // Once asked alone with success, the host is known: a later reconcile on a
-                // lagging cache needs no listing for it.
-                if !provider.seen_alone(id) {
-                    ctx.accounts.want_listing();
-                }
+    ctx.ledger.recorded(&obj);
+    if provider.latest_listing().is_none() {
+        // The account's first listing: the poller takes it now, behind every other call of
+        // the account.
+        ctx.accounts.want_listing();
+    }
+    // The poller keeps the account's listing as fresh as the account's budget allows: a
+    // reconcile reads the newest, whatever its age. A host rented after it began is seen
+    // through `one/{id}` (asked once, beside the write of its id); until then the poller
+    // lists the account as soon as the budget has room. Not found yet proves nothing (the
+    // listing has not had its chance).
+    let latest = provider.latest_listing();
+    let mut host = match provider.unlisted(id, latest.as_deref()) {
+        Unlisted::Older => latest.as_ref().and_then(|l| l.get(id).cloned()),
+        Unlisted::Seen(seen) => Some(*seen),
+        Unlisted::Unseen { asked } => {
+            let found = match asked {
+                false => provider.ask_alone(id).await,
+                true => None,
+            };
+            if found.is_none() {
+                ctx.accounts.want_listing();
                 return Ok(Action::requeue(ctx.config.fast_poll_interval));
             }
+            found
         }
-        provider.found_alone(id);
+    };
+    if host.is_none() && latest.is_none() {
+        // No listing yet (at start): one is fetched, shared by every reconcile that needs it.
+        match provider.listing(Instant::now()).await {
+            Ok(listing) => host = listing.get(id).cloned(),
+            Err(e) => {
+                let t = decision::provider_failed(&obj, &e, now());
+                return finish(ctx, &obj, t, "Observe").await;
+            }
+        }
     }
     if host.is_none() {
-        host = match confirm_absent(provider, id).await {
+        // Missing from a listing that may be old: `one/{id}`, and if it denies the host, a
+        // listing begun after that: only both together say it is gone.
+        host = match lookup(provider, id).await {
             Ok(found) => found,
             Err(e) => {
                 let t = decision::provider_failed(&obj, &e, now());
@@ -125,6 +108,29 @@ pub(super) async fn observe_and_operate(
         let data = decision::connection_data(host);
         let digest = crate::controller::connections::digest(&data);
         let connections = &ctx.connections;
+        let at_rest =
+            decision::power_action(&obj, host).is_none() && decision::reboot_due(&obj).is_none();
+        if at_rest && !connections.current(&obj, digest) {
+            // A host seen for the first time (or its login changed), with nothing to do to
+            // it: the connection Secret and the status go side by side.
+            let name = decision::connection_secret_name(&obj);
+            connections.writing(&obj);
+            let (written, finished) = tokio::join!(
+                writes::apply_connection_secret(&ctx.client, &obj, &name, &data),
+                finish(ctx, &obj, t.clone(), "Observe")
+            );
+            return match written.inspect_err(|_| connections.abandoned(&obj))? {
+                writes::ConnectionSecret::Written(version) => {
+                    connections.written(&obj, digest, version);
+                    finished
+                }
+                writes::ConnectionSecret::NotOurs => {
+                    connections.abandoned(&obj);
+                    let t = decision::connection_secret_taken(&obj, t, &name, now());
+                    finish(ctx, &obj, t, "Observe").await
+                }
+            };
+        }
         if !connections.current(&obj, digest) {
             let name = decision::connection_secret_name(&obj);
             connections.writing(&obj);
@@ -141,7 +147,8 @@ pub(super) async fn observe_and_operate(
         }
         if let Some(start) = decision::power_action(&obj, host) {
             let answer = provider.client.operate(id, start).await;
-            provider.invalidate_listing();
+            // What the listing shows of it is stale now: the next look asks for it alone.
+            provider.rented(id);
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
@@ -159,7 +166,7 @@ pub(super) async fn observe_and_operate(
                 return finish(ctx, &recorded, t, "Observe").await;
             }
             let answer = provider.client.reboot(id).await;
-            provider.invalidate_listing();
+            provider.rented(id);
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,

@@ -246,7 +246,7 @@ pub(super) async fn adopt(
     let other = holder(ctx, &all, &obj, id);
     let host = match other {
         Some(_) => None,
-        None => match lookup(provider, id, Duration::ZERO).await {
+        None => match lookup(provider, id).await {
             Ok(host) => host,
             Err(e) => {
                 let t = decision::provider_failed(&obj, &e, now());
