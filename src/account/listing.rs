@@ -9,6 +9,7 @@ const PAGE_SIZE: usize = crate::provider::PAGE_SIZE as usize;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// All hosts of one account at one moment.
@@ -72,6 +73,8 @@ pub(super) struct Listings {
     fetching: tokio::sync::Mutex<()>,
     /// Hosts rented after the newest listing began, by id.
     newer: Mutex<HashMap<String, Newer>>,
+    /// Pages the listing under way has read so far.
+    pages_read: AtomicUsize,
 }
 
 impl Listings {
@@ -93,7 +96,8 @@ impl Listings {
             return Ok(listing);
         }
         let started = Instant::now();
-        let hosts = client.all_hosts().await?;
+        self.pages_read.store(0, Ordering::Relaxed);
+        let hosts = client.all_hosts_counting(&self.pages_read).await?;
         let listing = Arc::new(Listing::new(started, hosts));
         *self.latest.lock() = Some(listing.clone());
         // What this listing shows (or proves gone) needs no answer of its own any more.
@@ -134,7 +138,10 @@ impl Listings {
     /// Whether asking for the hosts rented since the newest listing one by one costs fewer
     /// calls than listing the account again.
     pub(super) fn cheaper_alone(&self) -> bool {
-        let pages = self.latest().map_or(1, |l| l.hosts.len() / PAGE_SIZE + 1);
+        // What a listing costs: the newest one's pages, or what the one under way (the
+        // first) has read so far, which a larger account makes larger.
+        let listed = self.latest().map_or(0, |l| l.hosts.len() / PAGE_SIZE + 1);
+        let pages = listed.max(self.pages_read.load(Ordering::Relaxed)).max(1);
         let unseen = self
             .newer
             .lock()

@@ -115,13 +115,11 @@ impl Access {
 
     /// Asks `one/{id}` about a host rented after the newest listing began, once, when the
     /// rate limit has room for it, or when asking for the new hosts one by one costs fewer
-    /// calls than listing the account (none listed yet, or a large account): the host, if
-    /// the answer showed it. A listing serves it otherwise.
+    /// calls than listing the account (a large account): the host, if the answer showed
+    /// it. A listing serves it otherwise.
     pub async fn ask_alone(&self, id: &str) -> Option<Host> {
         let listings = &self.account.listings;
-        let worth = listings.latest().is_none()
-            || listings.cheaper_alone()
-            || self.client.has_headroom().await;
+        let worth = listings.cheaper_alone() || self.client.has_headroom().await;
         if !worth || !listings.take_ask(id) {
             return None;
         }

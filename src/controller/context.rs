@@ -29,6 +29,8 @@ pub struct Context {
     /// The connection Secrets as this process wrote them.
     pub connections: Connections,
     pub reboot_records: writes::RebootRecords,
+    /// The statuses this process applied lately (a lagging cache is not written again).
+    pub recent: writes::RecentStatuses,
     /// The operator's credentials Secret, used by objects without `credentialsSecretRef`.
     pub default_credentials: Option<credentials::SecretRef>,
     /// Whether this replica may spend money now (it holds the lease, or runs alone).
@@ -63,6 +65,7 @@ impl Context {
         self.connections.forget(&ObjectRef::from_obj(obj));
         self.ledger.forget_object(obj);
         self.reboot_records.forget(obj);
+        self.recent.forget(obj);
         self.holds.reset(obj);
     }
 }

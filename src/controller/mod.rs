@@ -166,6 +166,7 @@ pub async fn run(
         credentials: credentials::Cache::default(),
         connections: connections::Connections::default(),
         reboot_records: writes::RebootRecords::default(),
+        recent: writes::RecentStatuses::default(),
         default_credentials: config.home.default_credentials(),
         leadership,
         store: store.clone(),

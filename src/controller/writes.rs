@@ -56,6 +56,78 @@ pub async fn apply_status(
     status::apply(&api(obj, client), obj, STATUS_MANAGER, &wanted).await
 }
 
+/// How long an applied status is remembered: longer than the watch lags behind a write.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The observation statuses this process applied in the last [`RECENT`], by object (uid):
+/// a reconcile on a cache that still shows the status before one of them (the watch
+/// reporting the controller's writes one by one) neither applies it again nor tells its
+/// note a second time.
+#[derive(Default)]
+pub struct RecentStatuses(Mutex<RecentMap>);
+
+#[derive(Default)]
+struct RecentMap {
+    by_uid: std::collections::HashMap<String, (u64, std::time::Instant)>,
+    /// Entries when the map was last pruned (it is pruned when it doubles).
+    pruned_at: usize,
+}
+
+/// The observation part of a status, conditions compared without their timestamps.
+fn digest(status: &RentedHostStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut part = observation_part(status);
+    let mut conditions: Vec<_> = std::mem::take(&mut part.conditions)
+        .into_iter()
+        .map(|c| {
+            (
+                c.type_,
+                c.status,
+                c.reason,
+                c.message,
+                c.observed_generation,
+            )
+        })
+        .collect();
+    conditions.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&part)
+        .unwrap_or_default()
+        .hash(&mut h);
+    conditions.hash(&mut h);
+    h.finish()
+}
+
+impl RecentStatuses {
+    /// Whether this process applied `status` to `obj` within the last [`RECENT`].
+    pub fn just_written(&self, obj: &RentedHost, status: &RentedHostStatus) -> bool {
+        let recent = self.0.lock();
+        let Some((written, at)) = recent.by_uid.get(&obj.uid().unwrap_or_default()) else {
+            return false;
+        };
+        at.elapsed() < RECENT && *written == digest(status)
+    }
+
+    /// This process applied `status` to `obj` just now.
+    pub fn wrote(&self, obj: &RentedHost, status: &RentedHostStatus) {
+        let mut recent = self.0.lock();
+        let now = std::time::Instant::now();
+        let entry = (digest(status), now);
+        recent.by_uid.insert(obj.uid().unwrap_or_default(), entry);
+        if recent.by_uid.len() > 2 * recent.pruned_at.max(512) {
+            recent
+                .by_uid
+                .retain(|_, (_, at)| now.duration_since(*at) < RECENT);
+            recent.by_uid.shrink_to_fit();
+            recent.pruned_at = recent.by_uid.len();
+        }
+    }
+
+    pub fn forget(&self, obj: &RentedHost) {
+        self.0.lock().by_uid.remove(&obj.uid().unwrap_or_default());
+    }
+}
+
 /// Objects (uid) whose `lastRebootRequest` the protocol's manager owns in this process's
 /// knowledge (it wrote or shared it: see [`share_reboot_record`]).
 #[derive(Default)]

@@ -15,6 +15,7 @@ pub use limiter::{LISTING_SHARE, Priority};
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 use token::TokenCache;
 use wire::Envelope;
@@ -453,8 +454,22 @@ impl ProviderClient {
     /// read at once (the client's concurrency bounds the calls in flight); a listing then
     /// goes on page by page for as long as pages come back full.
     pub async fn all_hosts(&self) -> Result<Vec<Host>, ProviderError> {
+        self.all_hosts_counting(&AtomicUsize::new(0)).await
+    }
+
+    /// [`ProviderClient::all_hosts`], counting in `pages` the pages read so far (what a
+    /// listing under way has cost until now).
+    pub async fn all_hosts_counting(
+        &self,
+        pages: &AtomicUsize,
+    ) -> Result<Vec<Host>, ProviderError> {
+        let my_page = |page| async move {
+            let read = self.my_page(page, PAGE_SIZE).await;
+            pages.fetch_add(1, AtomicOrdering::Relaxed);
+            read
+        };
         let mut listing = Listing::default();
-        let first = self.my_page(1, PAGE_SIZE).await?;
+        let first = my_page(1).await?;
         let announced = first.total_counts.and_then(|t| u32::try_from(t).ok());
         let mut full = listing.add(first);
         let mut next = 2;
@@ -463,11 +478,11 @@ impl ProviderClient {
             let last = total.div_ceil(PAGE_SIZE).min(MAX_PAGES);
             // In order, as many at once as the client sends: a total that lies costs at most
             // that many pages past the first short one.
-            let pages = futures::stream::iter(next..=last)
-                .map(|page| self.my_page(page, PAGE_SIZE))
+            let read = futures::stream::iter(next..=last)
+                .map(my_page)
                 .buffered(self.settings.concurrency.max(1));
-            let mut pages = std::pin::pin!(pages);
-            while let Some(page) = pages.try_next().await? {
+            let mut read = std::pin::pin!(read);
+            while let Some(page) = read.try_next().await? {
                 full = listing.add(page);
                 if !full {
                     break;
@@ -481,7 +496,7 @@ impl ProviderClient {
                     "mypage still returned full pages after {MAX_PAGES} pages"
                 )));
             }
-            full = listing.add(self.my_page(next, PAGE_SIZE).await?);
+            full = listing.add(my_page(next).await?);
             next += 1;
         }
         Ok(listing.hosts)

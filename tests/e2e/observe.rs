@@ -430,4 +430,14 @@ async fn renting_two_hundred_hosts_lists_the_account_about_once_per_poll() {
         world.sim.calls(Endpoint::One) <= n as u64,
         "one/{{id}} once per host at most"
     );
+    // A host running at its first look: one event, the create's and the look's together.
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(world.client.clone(), &world.ns);
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for e in events.list(&Default::default()).await.unwrap().items {
+        *reasons.entry(e.reason.unwrap_or_default()).or_default() += 1;
+    }
+    println!("events by reason: {reasons:?}");
+    let created = [("Created".to_string(), n)].into_iter().collect();
+    assert_eq!(reasons, created, "one event per object");
 }

@@ -172,23 +172,23 @@ pub fn host_changed(obj: &RentedHost, host: Option<&Host>) -> bool {
     }
 }
 
-/// Whether the object's host is changing state (or not yet seen since it was rented), so
-/// that it is polled at the fast interval.
+/// Whether the object's host is changing state on the provider's side (starting, stopping),
+/// so that the account is polled at the fast interval. A host not seen yet since it was
+/// rented is not: its own reconcile looks at it (`one/{id}`, or the listing it asks for),
+/// and a poll every fast interval while creates go on would list the account for nothing.
 pub fn in_motion(obj: &RentedHost) -> bool {
     let Some(status) = obj.status.as_ref() else {
         return false;
     };
-    if status.host_id.is_none() {
+    let Some(host) = status.host.as_ref().filter(|_| status.host_id.is_some()) else {
         return false;
-    }
-    let host = status.host.as_ref().and_then(|h| h.status.as_deref());
+    };
     let ready_reason = status
         .conditions
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.as_str());
-    status.phase == Some(Phase::Provisioning)
-        || matches!(host, None | Some("Starting") | Some("Stopping"))
+    matches!(host.status.as_deref(), Some("Starting" | "Stopping"))
         || matches!(ready_reason, Some("Starting" | "Stopping" | "Provisioning"))
 }
 
@@ -262,6 +262,20 @@ mod tests {
         let t = after_observe(&o, "h1", Some(&h), t0());
         assert_eq!(cond(&t.status, ConditionType::Ready).0, "True");
         assert_eq!(power_action(&o, &h), None, "never operated");
+    }
+
+    #[test]
+    fn only_a_host_changing_state_on_its_own_keeps_the_poll_fast() {
+        let rented = with_host("h1", Some(Phase::Provisioning));
+        assert!(!in_motion(&rented), "not seen yet: its own reconcile looks");
+        let mut seen = rented.clone();
+        for (code, moving) in [("0", false), ("1", true), ("2", false), ("4", true)] {
+            let mut h = host("h1", t0(), 4);
+            h.status = Some(code.into());
+            seen.status = Some(after_observe(&rented, "h1", Some(&h), t0()).status);
+            assert_eq!(in_motion(&seen), moving, "host status {code}");
+        }
+        assert!(!in_motion(&obj(None)));
     }
 
     #[test]

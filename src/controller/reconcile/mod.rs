@@ -239,7 +239,12 @@ async fn finish(
     verb: &str,
 ) -> Result<Action, Error> {
     let status = with_policy_and_price(ctx, obj, t.status);
+    if ctx.recent.just_written(obj, &status) {
+        // The cache lags behind this very status, written (and told) a moment ago.
+        return Ok(action(ctx, obj, t.requeue));
+    }
     let written = apply_observation(ctx, obj, &status).await?;
+    ctx.recent.wrote(&written, &status);
     if decision::first_ready(obj.status.as_ref(), &status)
         && let Some(created) = obj.metadata.creation_timestamp.as_ref()
     {
