@@ -95,9 +95,13 @@ impl Listings {
         if let Some(listing) = fresh() {
             return Ok(listing);
         }
-        let started = Instant::now();
+        let asked = Instant::now();
         self.pages_read.store(0, Ordering::Relaxed);
-        let hosts = client.all_hosts_counting(&self.pages_read).await?;
+        let first_sent = std::sync::OnceLock::new();
+        let hosts = client
+            .all_hosts_counting(&self.pages_read, &first_sent)
+            .await?;
+        let started = first_sent.get().copied().unwrap_or(asked);
         let listing = Arc::new(Listing::new(started, hosts));
         *self.latest.lock() = Some(listing.clone());
         // What this listing shows (or proves gone) needs no answer of its own any more.
@@ -164,10 +168,13 @@ impl Listings {
         }
     }
 
-    /// What `one/{id}` answered about a host rented after the newest listing began.
-    pub(super) fn answered(&self, id: &str, host: Host) {
+    /// What `one/{id}` answered about a host rented after the newest listing began: the
+    /// host, or nothing (an error, or a denial just after its rent), which a later look may
+    /// ask again.
+    pub(super) fn answered(&self, id: &str, host: Option<Host>) {
         if let Some(n) = self.newer.lock().get_mut(id) {
-            n.host = Some(host);
+            n.asked = host.is_some();
+            n.host = host;
         }
     }
 

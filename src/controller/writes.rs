@@ -60,22 +60,35 @@ pub async fn apply_status(
 const RECENT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The observation statuses this process applied in the last [`RECENT`], by object (uid):
-/// a reconcile on a cache that still shows the status before one of them (the watch
-/// reporting the controller's writes one by one) neither applies it again nor tells its
-/// note a second time.
+/// a reconcile on a cache that still shows the object as it was before one of them (the
+/// watch reporting the controller's writes one by one) neither applies it again nor tells
+/// its note a second time. Only that: a cache that shows anything else (a pause, an adoption,
+/// a protocol write, another writer) is written as ever.
 #[derive(Default)]
 pub struct RecentStatuses(Mutex<RecentMap>);
 
 #[derive(Default)]
 struct RecentMap {
-    by_uid: std::collections::HashMap<String, (u64, std::time::Instant)>,
+    by_uid: std::collections::HashMap<String, Recent>,
     /// Entries when the map was last pruned (it is pruned when it doubles).
     pruned_at: usize,
 }
 
+/// One applied status: the object's status before and after it, and the version written.
+struct Recent {
+    before: u64,
+    after: u64,
+    version: Option<String>,
+    at: std::time::Instant,
+}
+
 /// The observation part of a status, conditions compared without their timestamps.
-fn digest(status: &RentedHostStatus) -> u64 {
+fn digest(status: Option<&RentedHostStatus>) -> u64 {
     use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let Some(status) = status else {
+        return h.finish();
+    };
     let mut part = observation_part(status);
     let mut conditions: Vec<_> = std::mem::take(&mut part.conditions)
         .into_iter()
@@ -90,7 +103,6 @@ fn digest(status: &RentedHostStatus) -> u64 {
         })
         .collect();
     conditions.sort();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(&part)
         .unwrap_or_default()
         .hash(&mut h);
@@ -99,25 +111,39 @@ fn digest(status: &RentedHostStatus) -> u64 {
 }
 
 impl RecentStatuses {
-    /// Whether this process applied `status` to `obj` within the last [`RECENT`].
+    /// Whether this process applied `status` to `obj` within the last [`RECENT`], and `obj`
+    /// (from a lagging cache) still shows it as it was before that write.
     pub fn just_written(&self, obj: &RentedHost, status: &RentedHostStatus) -> bool {
         let recent = self.0.lock();
-        let Some((written, at)) = recent.by_uid.get(&obj.uid().unwrap_or_default()) else {
+        let Some(r) = recent.by_uid.get(&obj.uid().unwrap_or_default()) else {
             return false;
         };
-        at.elapsed() < RECENT && *written == digest(status)
+        r.at.elapsed() < RECENT
+            && r.version != obj.resource_version()
+            && r.before == digest(obj.status.as_ref())
+            && r.after == digest(Some(status))
     }
 
-    /// This process applied `status` to `obj` just now.
-    pub fn wrote(&self, obj: &RentedHost, status: &RentedHostStatus) {
+    /// This process applied `status` to `before`, which the API server stored as `after`.
+    pub fn wrote(&self, before: &RentedHost, after: &RentedHost, status: &RentedHostStatus) {
+        let (was, now_is) = (digest(before.status.as_ref()), digest(Some(status)));
+        if was == now_is || before.resource_version() == after.resource_version() {
+            // Nothing was sent.
+            return;
+        }
         let mut recent = self.0.lock();
         let now = std::time::Instant::now();
-        let entry = (digest(status), now);
-        recent.by_uid.insert(obj.uid().unwrap_or_default(), entry);
+        let entry = Recent {
+            before: was,
+            after: now_is,
+            version: after.resource_version(),
+            at: now,
+        };
+        recent.by_uid.insert(after.uid().unwrap_or_default(), entry);
         if recent.by_uid.len() > 2 * recent.pruned_at.max(512) {
             recent
                 .by_uid
-                .retain(|_, (_, at)| now.duration_since(*at) < RECENT);
+                .retain(|_, r| now.duration_since(r.at) < RECENT);
             recent.by_uid.shrink_to_fit();
             recent.pruned_at = recent.by_uid.len();
         }

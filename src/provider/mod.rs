@@ -15,6 +15,7 @@ pub use limiter::{LISTING_SHARE, Priority};
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 use token::TokenCache;
@@ -106,6 +107,8 @@ struct Call<'a> {
     method: Method,
     path: &'a str,
     body: Option<&'a Value>,
+    /// Set to when the request first went out (its turn in the rate limit came).
+    sent: Option<&'a OnceLock<Instant>>,
 }
 
 impl<'a> Call<'a> {
@@ -115,6 +118,7 @@ impl<'a> Call<'a> {
             method: Method::GET,
             path,
             body: None,
+            sent: None,
         }
     }
 }
@@ -243,6 +247,9 @@ impl ProviderClient {
         let endpoint = call.endpoint;
         let _permit = self.limiter.acquire(endpoint.priority()).await;
         let started = Instant::now();
+        if let Some(sent) = call.sent {
+            let _ = sent.set(started);
+        }
         let result = self.send_now(call, token).await;
         let took = started.elapsed();
         let outcome = match &result {
@@ -342,6 +349,7 @@ impl ProviderClient {
             method: Method::POST,
             path: "/v1/auth/getToken",
             body: Some(&body),
+            sent: None,
         };
         let envelope = self.send(&call, None).await?;
         let data: wire::TokenData = serde_json::from_value(envelope.data).map_err(|_| {
@@ -405,6 +413,7 @@ impl ProviderClient {
                 method: Method::POST,
                 path: "/v1/pve/open/createRent",
                 body: Some(&body),
+                sent: None,
             })
             .await?;
         match data {
@@ -439,11 +448,25 @@ impl ProviderClient {
 
     /// One page (from 1) of the account's hosts.
     pub async fn my_page(&self, page: u32, page_size: u32) -> Result<HostPage, ProviderError> {
+        self.my_page_sent(page, page_size, None).await
+    }
+
+    /// [`ProviderClient::my_page`], setting `sent` to when the request went out.
+    async fn my_page_sent(
+        &self,
+        page: u32,
+        page_size: u32,
+        sent: Option<&OnceLock<Instant>>,
+    ) -> Result<HostPage, ProviderError> {
         let path = format!(
             "/v1/pve/open/mypage?page={page}&pageSize={}",
             page_size.min(PAGE_SIZE)
         );
-        let data = self.call(Call::get(Endpoint::MyPage, &path)).await?;
+        let call = Call {
+            sent,
+            ..Call::get(Endpoint::MyPage, &path)
+        };
+        let data = self.call(call).await?;
         decode(data, "host page")
     }
 
@@ -454,14 +477,18 @@ impl ProviderClient {
     /// read at once (the client's concurrency bounds the calls in flight); a listing then
     /// goes on page by page for as long as pages come back full.
     pub async fn all_hosts(&self) -> Result<Vec<Host>, ProviderError> {
-        self.all_hosts_counting(&AtomicUsize::new(0)).await
+        let (pages, sent) = (AtomicUsize::new(0), OnceLock::new());
+        self.all_hosts_counting(&pages, &sent).await
     }
 
     /// [`ProviderClient::all_hosts`], counting in `pages` the pages read so far (what a
-    /// listing under way has cost until now).
+    /// listing under way has cost until now), and setting `first_sent` to when the first
+    /// page's request went out: every host created before then is in the listing (pages
+    /// that wait their turn behind other calls start the listing late, not early).
     pub async fn all_hosts_counting(
         &self,
         pages: &AtomicUsize,
+        first_sent: &OnceLock<Instant>,
     ) -> Result<Vec<Host>, ProviderError> {
         let my_page = |page| async move {
             let read = self.my_page(page, PAGE_SIZE).await;
@@ -469,7 +496,8 @@ impl ProviderClient {
             read
         };
         let mut listing = Listing::default();
-        let first = my_page(1).await?;
+        let first = self.my_page_sent(1, PAGE_SIZE, Some(first_sent)).await?;
+        pages.fetch_add(1, AtomicOrdering::Relaxed);
         let announced = first.total_counts.and_then(|t| u32::try_from(t).ok());
         let mut full = listing.add(first);
         let mut next = 2;
@@ -528,6 +556,7 @@ impl ProviderClient {
                 method: Method::DELETE,
                 path: &path,
                 body: None,
+                sent: None,
             })
             .await?;
         Ok(data == Value::Bool(true))

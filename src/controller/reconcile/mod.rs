@@ -244,7 +244,7 @@ async fn finish(
         return Ok(action(ctx, obj, t.requeue));
     }
     let written = apply_observation(ctx, obj, &status).await?;
-    ctx.recent.wrote(&written, &status);
+    ctx.recent.wrote(obj, &written, &status);
     if decision::first_ready(obj.status.as_ref(), &status)
         && let Some(created) = obj.metadata.creation_timestamp.as_ref()
     {
