@@ -115,11 +115,15 @@ impl Access {
 
     /// Asks `one/{id}` about a host rented after the newest listing began, once, when the
     /// rate limit has room for it, or when asking for the new hosts one by one costs fewer
-    /// calls than listing the account (a large account): the host, if the answer showed
-    /// it. A listing serves it otherwise.
+    /// calls than listing the account (a large account) and no create, release or power
+    /// change waits for the rate limit: the host, if the answer showed it. A listing serves
+    /// it otherwise.
     pub async fn ask_alone(&self, id: &str) -> Option<Host> {
         let listings = &self.account.listings;
-        let worth = listings.cheaper_alone() || self.client.has_headroom().await;
+        // Never while creates, releases or power changes wait for the rate limit: the
+        // listing that follows them serves every new host at once.
+        let worth = self.client.has_headroom().await
+            || (listings.cheaper_alone() && !self.client.acts_waiting().await);
         if !worth || !listings.take_ask(id) {
             return None;
         }

@@ -45,6 +45,8 @@ struct Buckets {
     at: Instant,
     /// When a call of a higher class than pages last took a token.
     last_other: Option<Instant>,
+    /// When a call that spends or changes something last had to wait for a token.
+    last_act_waited: Option<Instant>,
 }
 
 impl Buckets {
@@ -91,6 +93,7 @@ impl RateLimiter {
                 page_tokens: (f64::from(burst) * LISTING_SHARE).max(1.0),
                 at: Instant::now(),
                 last_other: None,
+                last_act_waited: None,
             }),
             per_second: per_second.max(0.001),
             burst: f64::from(burst.max(1)),
@@ -113,6 +116,16 @@ impl RateLimiter {
         let mut bucket = self.bucket.lock().await;
         bucket.refill(self.per_second, self.burst);
         bucket.tokens >= (self.burst / 2.0).max(1.0)
+    }
+
+    /// Whether creates, releases or power changes wait for their turn now or did a moment
+    /// ago: the account's whole rate goes to them, and an optional call waits for later.
+    pub async fn acts_waiting(&self) -> bool {
+        let bucket = self.bucket.lock().await;
+        self.waiting[Priority::Act as usize].load(Ordering::SeqCst) > 0
+            || bucket
+                .last_act_waited
+                .is_some_and(|t| t.elapsed() < CONTENDED_FOR)
     }
 
     /// Waits for a request slot of `priority`; the permit bounds concurrency until dropped.
@@ -149,6 +162,9 @@ impl RateLimiter {
                         _ => bucket.last_other = Some(Instant::now()),
                     }
                     break;
+                }
+                if priority == Priority::Act {
+                    bucket.last_act_waited = Some(Instant::now());
                 }
                 let needed = match shared_out {
                     true => (1.0 - bucket.page_tokens) / (self.per_second * LISTING_SHARE),

@@ -238,6 +238,12 @@ impl ProviderClient {
         self.limiter.listing_rate()
     }
 
+    /// Whether creates, releases or power changes are waiting for the rate limit (or were a
+    /// moment ago): an optional call would take their turn.
+    pub async fn acts_waiting(&self) -> bool {
+        self.limiter.acts_waiting().await
+    }
+
     /// Whether an optional call now would neither wait nor delay a needed one.
     pub async fn has_headroom(&self) -> bool {
         self.limiter.has_headroom().await
