@@ -43,8 +43,10 @@ impl Listing {
 /// A host rented (or changed by an operation) after the newest listing began, until a
 /// listing that began later shows it.
 struct Newer {
-    /// When its id was learned (createRent answered it).
+    /// When its id was learned (createRent answered it), or it was operated.
     learned: Instant,
+    /// Powered or rebooted (not only rented): a listing page read before that is stale.
+    operated: bool,
     /// Whether `one/{id}` was asked about it.
     asked: bool,
     /// What `one/{id}` answered.
@@ -113,13 +115,14 @@ impl Listings {
         self.latest.lock().clone()
     }
 
-    /// Host `id` was rented, or changed by an operation, just now (what was asked or
-    /// answered of it before is forgotten).
-    pub(super) fn rented(&self, id: &str) {
+    /// Host `id` was rented (`operated`: or changed by an operation) just now (what was
+    /// asked or answered of it before is forgotten).
+    pub(super) fn changed(&self, id: &str, operated: bool) {
         self.newer.lock().insert(
             id.to_string(),
             Newer {
                 learned: Instant::now(),
+                operated,
                 asked: false,
                 host: None,
             },
@@ -129,7 +132,13 @@ impl Listings {
     /// What is known of host `id` since `listing` (if any) began.
     pub(super) fn unlisted(&self, id: &str, listing: Option<&Listing>) -> Unlisted {
         let newer = self.newer.lock();
-        let after = |n: &&Newer| listing.is_none_or(|l| n.learned > l.started);
+        // A rented host that a listing shows was shown as it was after its rent, whenever
+        // the listing began (its pages may have waited behind the creates).
+        let listed = listing.is_some_and(|l| l.get(id).is_some());
+        let after = |n: &&Newer| {
+            let before_listing = listing.is_some_and(|l| n.learned <= l.started);
+            !before_listing && (n.operated || !listed)
+        };
         match newer.get(id).filter(after) {
             None => Unlisted::Older,
             Some(Newer {

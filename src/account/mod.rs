@@ -100,11 +100,16 @@ impl Access {
             .swap(true, Ordering::Relaxed)
     }
 
-    /// Host `id` was rented, or changed by an operation, just now: until a listing that
-    /// began later shows it, it is seen alone (`one/{id}`), never as an older listing
-    /// shows it.
+    /// Host `id` was rented just now: until a listing shows it, it is seen alone
+    /// (`one/{id}`).
     pub fn rented(&self, id: &str) {
-        self.account.listings.rented(id)
+        self.account.listings.changed(id, false)
+    }
+
+    /// Host `id` was powered or rebooted just now: until a listing that began later shows
+    /// it, it is seen alone (`one/{id}`), never as an older listing shows it.
+    pub fn operated(&self, id: &str) {
+        self.account.listings.changed(id, true)
     }
 
     /// Whether `listing` (if there is one) is the newest word on host `id`, or what is

@@ -148,7 +148,7 @@ pub(super) async fn observe_and_operate(
         if let Some(start) = decision::power_action(&obj, host) {
             let answer = provider.client.operate(id, start).await;
             // What the listing shows of it is stale now: the next look asks for it alone.
-            provider.rented(id);
+            provider.operated(id);
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
@@ -166,7 +166,7 @@ pub(super) async fn observe_and_operate(
                 return finish(ctx, &recorded, t, "Observe").await;
             }
             let answer = provider.client.reboot(id).await;
-            provider.rented(id);
+            provider.operated(id);
             let op = decision::Operated {
                 observed: t,
                 answer: &answer,
