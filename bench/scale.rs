@@ -377,15 +377,20 @@ fn usage(pid: u32) -> (f64, u64, u64) {
     (cpu, kib("VmHWM:"), kib("VmRSS:"))
 }
 
-/// Sums of the controller's counters: provider calls by endpoint, Kubernetes requests by
-/// resource and verb.
-async fn counters(metrics_url: &str) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
-    let text = reqwest::get(metrics_url)
+/// The controller's `/metrics`.
+async fn metrics_text(metrics_url: &str) -> String {
+    reqwest::get(metrics_url)
         .await
         .expect("the controller's /metrics")
         .text()
         .await
-        .expect("metrics text");
+        .expect("metrics text")
+}
+
+/// Sums of the controller's counters: provider calls by endpoint, Kubernetes requests by
+/// resource and verb.
+async fn counters(metrics_url: &str) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let text = metrics_text(metrics_url).await;
     let label = |labels: &str, key: &str| -> String {
         labels
             .split(',')
@@ -424,33 +429,14 @@ fn per_object(counts: &BTreeMap<String, f64>, n: usize) -> BTreeMap<String, f64>
         .collect()
 }
 
-/// Waits until `n` objects of `ns` have a host id and are Ready.
-async fn all_ready(client: &kube::Client, ns: &str, n: usize) {
-    let api: Api<RentedHost> = Api::namespaced(client.clone(), ns);
-    let mut ready = HashSet::new();
-    let stream = watcher(api, watcher::Config::default()).applied_objects();
-    let mut stream = std::pin::pin!(stream);
-    while ready.len() < n {
-        let obj = match stream.try_next().await {
-            Ok(Some(obj)) => obj,
-            Ok(None) => panic!("the watch ended"),
-            Err(error) => {
-                eprintln!("watch: {error}; retrying");
-                continue;
-            }
-        };
-        let status = obj.status.as_ref();
-        let rented = status.is_some_and(|s| s.host_id.is_some());
-        let is_ready = status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-        let name = obj.metadata.name.clone().unwrap_or_default();
-        if rented && is_ready {
-            ready.insert(name);
-        }
-    }
+/// Creates objects `host-00000`… `n` at `concurrency`, as a user would.
+async fn create_objects(api: &Api<RentedHost>, n: usize, concurrency: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| async move { api.create(&PostParams::default(), &object(&name(i))).await })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("the objects are created");
 }
 
 struct Running {
@@ -577,17 +563,9 @@ async fn row(
     let start = Instant::now();
     let waiting = tokio::spawn({
         let (client, ns) = (client.clone(), ns.clone());
-        async move { all_ready(&client, &ns, n).await }
+        async move { wait_all(&client, &ns, n, start, is_ready).await }
     });
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move { api.create(&PostParams::default(), &object(&name(i))).await }
-        })
-        .buffer_unordered(settings.concurrency)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("the objects are created");
+    create_objects(&api, n, settings.concurrency).await;
     let limit_wait = Duration::from_secs(600 + n as u64 / 5);
     tokio::time::timeout(limit_wait, waiting)
         .await
@@ -625,12 +603,7 @@ struct Large {
 
 /// A gauge of the controller's `/metrics` (0 when absent).
 async fn gauge(metrics_url: &str, name: &str) -> f64 {
-    let text = reqwest::get(metrics_url)
-        .await
-        .expect("the controller's /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = metrics_text(metrics_url).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
@@ -692,15 +665,7 @@ async fn large_account(plane: &ControlPlane, settings: &Settings, logs: &Path) -
         let client = client.clone();
         async move { wait_all(&client, ns, n, start, is_ready).await }
     });
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move { api.create(&PostParams::default(), &object(&name(i))).await }
-        })
-        .buffer_unordered(settings.concurrency)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("the objects are created");
+    create_objects(&api, n, settings.concurrency).await;
     let limit = Duration::from_secs(900);
     let rented = tokio::time::timeout(limit, rented)
         .await

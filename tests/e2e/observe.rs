@@ -302,19 +302,14 @@ async fn a_lagging_cache_never_reboots_twice_for_one_request() {
     world.wait_events("rh", "Rebooting", 1).await;
 }
 
-/// Provider calls per poll with `n` idle objects (all rented and running), measured over
-/// `polls` poll intervals of 2 s. Prints the figures.
-async fn idle_cost(n: usize, polls: u32) -> (u64, u64) {
-    let interval = Duration::from_secs(2);
-    let world = World::start(&format!("idle{n}"), |c| c.poll_interval = interval).await;
-    world
-        .sim
-        .update_account("demo-account", |a| a.balance = 1e12);
+/// Creates `n` objects (`rh-000`…) 50 at a time and waits until all are Ready and
+/// running, at most `limit`.
+async fn create_all_ready(world: &World, n: usize, limit: Duration) {
+    let start = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("rh-{i:03}")).collect();
     for chunk in names.chunks(50) {
         futures::future::join_all(chunk.iter().map(|name| world.create(name, demo_spec()))).await;
     }
-    let start = Instant::now();
     loop {
         let list = world.api().list(&Default::default()).await.unwrap();
         let ready = list
@@ -323,14 +318,23 @@ async fn idle_cost(n: usize, polls: u32) -> (u64, u64) {
             .filter(|o| is(o, "Ready", "True", "Running"))
             .count();
         if ready == n {
-            break;
+            return;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "{ready}/{n} ready"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(start.elapsed() < limit, "{ready}/{n} ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Provider calls per poll with `n` idle objects (all rented and running), measured over
+/// `polls` poll intervals of 2 s. Prints the figures.
+async fn idle_cost(n: usize, polls: u32) -> (u64, u64) {
+    let interval = Duration::from_secs(2);
+    let world = World::start(&format!("idle{n}"), |c| c.poll_interval = interval).await;
+    world
+        .sim
+        .update_account("demo-account", |a| a.balance = 1e12);
+    let start = Instant::now();
+    create_all_ready(&world, n, Duration::from_secs(240)).await;
     let settle_and_ready = start.elapsed();
     tokio::time::sleep(interval * 2).await;
     let all = |sim: &xds_simulator::Simulator| sim.state().calls.values().sum::<u64>();
@@ -392,26 +396,7 @@ async fn renting_two_hundred_hosts_lists_the_account_about_once_per_poll() {
         .sim
         .update_account("demo-account", |a| a.balance = 1e12);
     let start = Instant::now();
-    let names: Vec<String> = (0..n).map(|i| format!("rh-{i:03}")).collect();
-    for chunk in names.chunks(50) {
-        futures::future::join_all(chunk.iter().map(|name| world.create(name, demo_spec()))).await;
-    }
-    loop {
-        let list = world.api().list(&Default::default()).await.unwrap();
-        let ready = list
-            .items
-            .iter()
-            .filter(|o| is(o, "Ready", "True", "Running"))
-            .count();
-        if ready == n {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "{ready}/{n} ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_all_ready(&world, n, Duration::from_secs(180)).await;
     let took = start.elapsed();
     let listings = world.sim.state().listings;
     let pages = world.sim.calls(Endpoint::MyPage);
