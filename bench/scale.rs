@@ -277,13 +277,7 @@ async fn protocol_floor(
             let pending = api
                 .patch_status(&name, merge, &guarded(&finalized, &recorded))
                 .await?;
-            let spec = &pending.spec;
-            let request = CreateRent {
-                package_id: spec.package_id.clone(),
-                image_id: spec.image_id.clone(),
-                period_number: spec.period.count,
-                period_type: rentedhost_operator::provider::period::period_type(spec.period.unit),
-            };
+            let request = CreateRent::of(&pending.spec);
             let answer = provider.create_rent(&request).await;
             let id = answer.as_ref().expect("the simulator rents").clone();
             let rented = decision::after_create(&pending, &recorded, &answer, now());

@@ -246,6 +246,18 @@ pub struct CreateRent {
     pub period_type: u8,
 }
 
+impl CreateRent {
+    /// The createRent body a RentedHost's spec asks for.
+    pub fn of(spec: &crate::api::RentedHostSpec) -> CreateRent {
+        CreateRent {
+            package_id: spec.package_id.clone(),
+            image_id: spec.image_id.clone(),
+            period_number: spec.period.count,
+            period_type: super::period::period_type(spec.period.unit),
+        }
+    }
+}
+
 /// An integer given as a number, a numeric string, or null.
 pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     Ok(match Value::deserialize(d)? {

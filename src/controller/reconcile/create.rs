@@ -40,12 +40,7 @@ pub(super) async fn create(
         Kept::TooSlow => return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1)))),
     };
     let spec = &obj.spec;
-    let request = CreateRent {
-        package_id: spec.package_id.clone(),
-        image_id: spec.image_id.clone(),
-        period_number: spec.period.count,
-        period_type: crate::provider::period::period_type(spec.period.unit),
-    };
+    let request = CreateRent::of(spec);
     if !ctx.leadership.is_leading() {
         // Nothing was sent: the recorded create is resolved (and made again) by the leader.
         tracing::warn!("leadership lapsed before createRent; not calling it");
