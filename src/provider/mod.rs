@@ -10,8 +10,8 @@ pub mod wire;
 pub use error::{ProviderError, Refusal, explain, provider_detail};
 pub use wire::{Billing, CreateRent, Host, HostPage, HostStatus, Image, Package};
 
+pub use limiter::Priority;
 use limiter::RateLimiter;
-pub use limiter::{LISTING_SHARE, Priority};
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::Arc;
