@@ -3,6 +3,7 @@
 //! the newest listing began are not in it: each is asked for alone (`one/{id}`), once, and
 //! its answer serves every look until a listing that began after its rent shows it.
 
+use super::releases::Releases;
 use crate::provider::{Host, ProviderClient, ProviderError};
 
 const PAGE_SIZE: usize = crate::provider::PAGE_SIZE as usize;
@@ -17,12 +18,17 @@ use std::time::Instant;
 pub struct Listing {
     /// When the fetch started (anything created before this is in it).
     pub started: Instant,
+    /// When its last page was read.
+    pub finished: Instant,
+    /// No release of this process was under way while it was read, so no page shifted
+    /// under it by our doing: only such a listing may prove a host absent.
+    pub quiet: bool,
     pub hosts: Vec<Host>,
     by_id: HashMap<String, usize>,
 }
 
 impl Listing {
-    pub fn new(started: Instant, hosts: Vec<Host>) -> Listing {
+    pub fn new(started: Instant, quiet: bool, hosts: Vec<Host>) -> Listing {
         let by_id = hosts
             .iter()
             .enumerate()
@@ -30,6 +36,8 @@ impl Listing {
             .collect();
         Listing {
             started,
+            finished: Instant::now(),
+            quiet,
             hosts,
             by_id,
         }
@@ -84,6 +92,7 @@ impl Listings {
     pub(super) async fn fresh(
         &self,
         client: &ProviderClient,
+        releases: &Releases,
         not_before: Instant,
     ) -> Result<Arc<Listing>, ProviderError> {
         let fresh = || {
@@ -100,11 +109,13 @@ impl Listings {
         let asked = Instant::now();
         self.pages_read.store(0, Ordering::Relaxed);
         let first_sent = std::sync::OnceLock::new();
+        let mark = releases.mark();
         let hosts = client
             .all_hosts_counting(&self.pages_read, &first_sent)
             .await?;
         let started = first_sent.get().copied().unwrap_or(asked);
-        let listing = Arc::new(Listing::new(started, hosts));
+        let quiet = releases.none_since(mark);
+        let listing = Arc::new(Listing::new(started, quiet, hosts));
         *self.latest.lock() = Some(listing.clone());
         // What this listing shows (or proves gone) needs no answer of its own any more.
         self.newer.lock().retain(|_, n| n.learned > started);

@@ -5,9 +5,11 @@
 
 mod catalogue;
 mod listing;
+mod releases;
 
 pub use catalogue::{CURRENCY, Catalogued, REFRESH, price_of};
 pub use listing::{Listing, Unlisted};
+pub use releases::MEMORY as RELEASES_REMEMBERED;
 
 use crate::api::{CreateRequest, Price, RentedHost, RentedHostSpec};
 use crate::provider::{
@@ -25,10 +27,12 @@ use std::time::Instant;
 pub struct Account {
     listings: listing::Listings,
     catalogue: catalogue::Catalogue,
-    /// Creates hold it shared for as long as their call is in flight; a resolution or a
-    /// release holds it exclusively, so that it never sees a host whose create has not
-    /// answered yet (nor pages shifted by a release).
+    /// Creates hold it shared from before their call until its host id is written; a
+    /// resolution or an adoption holds it exclusively while it reads the claims and writes
+    /// its answer (never while it lists), so that every host a listing showed is claimed
+    /// by then, or is the host of another pending create.
     create_gate: tokio::sync::RwLock<()>,
+    releases: releases::Releases,
     watched: Mutex<Watched>,
     /// Someone else was seen renting here (hosts no create of ours made).
     someone_else_rents: AtomicBool,
@@ -58,7 +62,40 @@ impl Access {
 
     /// A listing whose fetch started no earlier than `not_before`.
     pub async fn listing(&self, not_before: Instant) -> Result<Arc<Listing>, ProviderError> {
-        self.account.listings.fresh(&self.client, not_before).await
+        let releases = &self.account.releases;
+        let listings = &self.account.listings;
+        listings.fresh(&self.client, releases, not_before).await
+    }
+
+    /// A listing that can prove a host absent: begun no earlier than `not_before`, and read
+    /// while no release of ours shifted its pages (tried a few times, then an error).
+    pub async fn quiet_listing(&self, not_before: Instant) -> Result<Arc<Listing>, ProviderError> {
+        let mut not_before = not_before;
+        for _ in 0..3 {
+            let listing = self.listing(not_before).await?;
+            if listing.quiet {
+                return Ok(listing);
+            }
+            not_before = listing.finished;
+        }
+        Err(ProviderError::ListingShifted)
+    }
+
+    /// Host `id` is being released: until the guard drops, no listing proves an absence,
+    /// and the host is remembered as released for resolutions that listed before.
+    pub fn releasing(&self, id: &str) -> Releasing {
+        self.account.releases.begin(id);
+        Releasing {
+            account: self.account.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    /// The hosts this process was releasing, or released, after `since`: they may show in
+    /// a listing begun then though their objects are gone. `None` when `since` is older
+    /// than releases are remembered ([`RELEASES_REMEMBERED`]).
+    pub fn released_since(&self, since: Instant) -> Option<HashSet<String>> {
+        self.account.releases.since(since)
     }
 
     /// The newest listing, if one was fetched.
@@ -135,6 +172,18 @@ impl Access {
         let host = self.client.host(id).await.ok().flatten();
         self.account.listings.answered(id, host.clone());
         host
+    }
+}
+
+/// A release under way (see [`Access::releasing`]).
+pub struct Releasing {
+    account: Arc<Account>,
+    id: String,
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        self.account.releases.end(&self.id);
     }
 }
 

@@ -373,3 +373,81 @@ async fn any_unclaimed_host_since_the_call_stops_a_new_create_until_a_person_dec
     let annotations = obj.metadata.annotations.unwrap_or_default();
     assert!(!annotations.contains_key("xuandashi.dev/create-not-rented"));
 }
+
+/// A world whose account holds two pages of hosts, polled once a minute (so that the only
+/// listings are the ones resolutions ask for).
+async fn crowded_slow_poll(prefix: &str) -> World {
+    let world = World::start(prefix, |c| {
+        c.poll_interval = Duration::from_secs(60);
+        c.fast_poll_interval = Duration::from_secs(60);
+    })
+    .await;
+    world.sim.state().preload_hosts("demo-account", PRELOADED);
+    world
+}
+
+/// Issue 20: the pending creates of an account share listings; one resolution does not
+/// list the account again for each of them.
+#[tokio::test]
+async fn pending_creates_of_an_account_are_resolved_from_one_listing() {
+    const N: usize = 12;
+    let world = crowded_slow_poll("one-listing").await;
+    let preloaded: std::collections::HashSet<String> = world.sim.host_ids().into_iter().collect();
+    world
+        .sim
+        .inject(Endpoint::CreateRent, (0..N).map(|_| Fault::DropAfterCommit));
+    world.sim.inject(
+        Endpoint::MyPage,
+        (0..200).map(|_| Fault::Latency(Duration::from_millis(200))),
+    );
+    let before = world.sim.state().listings;
+    for i in 0..N {
+        world.create(&format!("rh-{i:02}"), demo_spec()).await;
+    }
+    let names: Vec<String> = (0..N).map(|i| format!("rh-{i:02}")).collect();
+    let owners = world.one_host_each(&names, Duration::from_secs(60)).await;
+    let listings = world.sim.state().listings - before;
+    println!("{N} lost answers resolved with {listings} listings");
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), N as u64);
+    let created = world.hosts_not_in(&preloaded);
+    assert_eq!(created.len(), N);
+    assert!(created.iter().all(|id| owners.contains_key(id)));
+    assert!(
+        listings <= 4,
+        "{listings} listings for {N} pending creates of one account"
+    );
+}
+
+/// Issue 20: a resolution lists the account without holding the create gate, so a create
+/// of the same account goes out while the listing is read.
+#[tokio::test]
+async fn a_create_goes_out_while_a_pending_create_is_resolved() {
+    let world = crowded_slow_poll("gate-free").await;
+    world
+        .sim
+        .inject(Endpoint::CreateRent, [Fault::DropAfterCommit]);
+    let pages = world.sim.calls(Endpoint::MyPage);
+    world.sim.inject(
+        Endpoint::MyPage,
+        (0..20).map(|_| Fault::Latency(Duration::from_millis(1500))),
+    );
+    world.create("a", demo_spec()).await;
+    // The resolution of a's lost answer is reading the listing's first (slow) page.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while world.sim.calls(Endpoint::MyPage) == pages {
+        assert!(std::time::Instant::now() < deadline, "no listing for a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = std::time::Instant::now();
+    world.create("b", demo_spec()).await;
+    let b = world.wait_rented("b", LIMIT).await;
+    let a = world.wait_rented("a", LIMIT).await;
+    assert_ne!(host_id(&a), host_id(&b));
+    let sent = world.sim.call_times(Endpoint::CreateRent)[1];
+    assert!(
+        sent - asked < Duration::from_millis(1000),
+        "b's createRent waited {:?} behind a's listing",
+        sent - asked
+    );
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
+}

@@ -124,6 +124,9 @@ pub(super) fn refused(view: &RentedHost, error: &ProviderError, now: Timestamp) 
 pub struct Grace {
     pub from: Timestamp,
     pub length: Duration,
+    /// When the listing that lacks the host began: the grace is over for it only if it
+    /// was over by then (a host may show in listings that begin later).
+    pub listed: Timestamp,
 }
 
 impl Grace {
@@ -175,13 +178,15 @@ pub fn after_resolution(
             }
         }
         Resolution::NoHost => {
-            let Some(left) = grace.left(now) else {
+            if grace.left(now.min(grace.listed)).is_none() {
                 let message = format!(
                     "no new host appeared within {}s of the unanswered createRent: creating again",
                     grace.length.as_secs()
                 );
                 return create_again(status, Act::CreateNotCommitted, message);
-            };
+            }
+            // Over by now though not when the listing began: a listing begun later decides.
+            let left = grace.left(now).unwrap_or_default();
             let msg = "waiting for the provider to show the host of an unanswered createRent";
             let r = Reason::AwaitingCreateOutcome.as_str();
             status.phase = Some(Phase::Creating);
@@ -374,6 +379,7 @@ mod tests {
         let grace = Grace {
             from: t0(),
             length: Duration::from_secs(120),
+            listed: later(121),
         };
         let one = after_resolution(&o, &Resolution::Adopt("h1".into()), grace, later(10));
         assert_eq!(one.status.host_id.as_deref(), Some("h1"));
@@ -404,6 +410,15 @@ mod tests {
             "money at stake: WARN"
         );
         assert_eq!(plan(&obj(Some(late.status))), Step::Create);
+
+        // A listing begun before the grace ended proves nothing, however late it is read.
+        let listed_early = Grace {
+            listed: later(100),
+            ..grace
+        };
+        let stale = after_resolution(&o, &Resolution::NoHost, listed_early, later(200));
+        assert!(stale.status.create_pending.is_some());
+        assert_eq!(stale.requeue, Requeue::After(Duration::ZERO));
 
         let many = after_resolution(
             &o,
@@ -442,6 +457,7 @@ mod tests {
         let grace = Grace {
             from: t0(),
             length: Duration::from_secs(120),
+            listed: later(2),
         };
         let asked = obj(Some(
             after_resolution(&waiting, &ambiguous, grace, later(1)).status,

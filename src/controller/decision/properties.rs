@@ -140,15 +140,16 @@ proptest! {
             proptest::collection::vec("[a-z]{4}", 1..4).prop_map(Resolution::Ambiguous),
         ],
         waited in 0i64..300,
+        listed in 0i64..300,
     ) {
         if plan(&o) != Step::ResolvePending {
             return Ok(());
         }
-        let grace = Grace { from: t0(), length: Duration::from_secs(120) };
+        let grace = Grace { from: t0(), length: Duration::from_secs(120), listed: later(listed) };
         let t = after_resolution(&o, &found, grace, later(waited));
         if t.status.create_pending.is_none() {
             let adopted = t.status.host_id.is_some();
-            let grace_over = found == Resolution::NoHost && waited >= 120;
+            let grace_over = found == Resolution::NoHost && waited.min(listed) >= 120;
             prop_assert!(adopted || grace_over || create_not_rented_allowed(&o), "{t:?}");
         }
     }

@@ -76,15 +76,15 @@ pub(super) async fn finalize(
 }
 
 pub(super) async fn release(provider: &Access, obj: &RentedHost, id: &str) -> Release {
-    // Releases shift the listing's pages: neither a resolution nor another release's proof
-    // of absence reads it meanwhile.
-    let gate = provider.create_gate();
-    let _releasing = gate.write().await;
+    // Releases shift the listing's pages: while this one is under way no listing proves an
+    // absence, and resolutions that listed before count the host as claimed.
+    let releasing = provider.releasing(id);
     let error = match provider.client.delete(id).await {
         Ok(true) => return Release::Released,
         Ok(false) => None,
         Err(e) => Some(e),
     };
+    drop(releasing);
     // "Not deleted" may mean "not there": only `one/{id}` denying the host and a complete
     // listing lacking it, together, prove it gone (a listing alone never does).
     let seen_in_account = obj.status.as_ref().is_some_and(|s| s.account.is_some());

@@ -6,7 +6,7 @@ use super::ledger::object_key;
 use super::reason::Reason;
 use super::resolution::{self, Expected, PendingCreate, Resolution, Window};
 use super::{Context, Error, credentials, credentials_in_use, journal, writes};
-use crate::account::{Access, Unlisted};
+use crate::account::{Access, Listing, RELEASES_REMEMBERED, Unlisted};
 use crate::api::{CREATE_NOT_RENTED_ANNOTATION, RentedHost, RentedHostStatus};
 use crate::provider::{CreateRent, ProviderError};
 use jiff::Timestamp;

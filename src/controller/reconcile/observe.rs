@@ -4,7 +4,7 @@
 use super::*;
 
 /// The host with this id: `one/{id}` first (one call whatever the account's size), and only
-/// when it denies the host a complete listing that began after the denial. `None` only
+/// when it denies the host a complete, quiet listing that began after the denial. `None` only
 /// when `one/{id}` denies it **and** that listing lacks it: a host is never taken as gone
 /// from one signal alone.
 pub(super) async fn lookup(
@@ -14,7 +14,7 @@ pub(super) async fn lookup(
     if let Some(host) = confirm_absent(provider, id).await? {
         return Ok(Some(host));
     }
-    let listing = provider.listing(Instant::now()).await?;
+    let listing = provider.quiet_listing(Instant::now()).await?;
     Ok(listing.get(id).cloned())
 }
 

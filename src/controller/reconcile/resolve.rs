@@ -68,8 +68,14 @@ fn claims_for_resolution(
     (claimed, observed)
 }
 
-/// Resolves the pending create of `obj` (a quorum read) and writes the result, guarded,
-/// while holding the account's resolver lock. Returns the object as written.
+/// Resolves the pending create of `obj` (a quorum read) and writes the result, guarded.
+/// Returns the object as written.
+///
+/// The account is listed without the create gate, so creates go on meanwhile; the gate is
+/// held only while the claims are read and the answer written. Every host a listing shows
+/// was created before the listing read it, so by the time the gate is ours its create has
+/// answered: its host id is written (a claim), its answer is lost (another pending create,
+/// paired alongside), or its object was released since (remembered by the account).
 pub(super) async fn resolve_and_write(
     obj: &RentedHost,
     provider: &Access,
@@ -79,17 +85,113 @@ pub(super) async fn resolve_and_write(
         // Callers come here only for a pending create: plan again on what changed.
         return Err(Error::Conflict);
     };
-    // One resolver per account, and none while a create of the account is in flight.
-    let gate = provider.create_gate();
-    let _exclusive = gate.write().await;
-    let listing = match provider.listing(Instant::now()).await {
-        Ok(l) => l,
-        Err(e) => return Ok(Err(e)),
+    let window = Window {
+        skew: ctx.config.clock_skew,
+        // The budget of a create (`create`), for one recorded without its deadline.
+        call_limit: ctx.config.provider.timeout * 2,
     };
     let expected = match provider.expected(&me.request).await {
         Ok(x) => x,
         Err(e) => return Ok(Err(e)),
     };
+    // Quiet listings only: one read while a release of ours shifted its pages may lack a
+    // host, and pairing on it may give one create's host to another.
+    let due = listing_due(&me, window, ctx.config.create_grace);
+    let mut listing = match provider.quiet_listing(due).await {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    // When the listing that last found nothing ended: creating again takes a second one,
+    // begun after it, that agrees (one read while hosts expired may have skipped one as
+    // the pages shifted).
+    let mut absent_after: Option<Instant> = None;
+    loop {
+        if listing.started.elapsed() >= RELEASES_REMEMBERED / 2 {
+            // Too old to tell surely which of its hosts were released since: list again.
+            listing = match provider.quiet_listing(Instant::now()).await {
+                Ok(l) => l,
+                Err(e) => return Ok(Err(e)),
+            };
+            continue;
+        }
+        let gate = provider.create_gate();
+        let exclusive = gate.write().await;
+        let decided = match decide_on(&listing, &me, &expected, window, provider, ctx).await? {
+            Ok(decided) => decided,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Decided { obj, t, answered } = decided;
+        let creates_again = t.status.host_id.is_none() && t.status.create_pending.is_none();
+        let agreed = absent_after.is_some_and(|after| listing.started >= after);
+        if creates_again && !agreed {
+            drop(exclusive);
+            absent_after = Some(listing.finished);
+            listing = match provider.quiet_listing(listing.finished).await {
+                Ok(l) => l,
+                Err(e) => return Ok(Err(e)),
+            };
+            continue;
+        }
+        let paired = t.status.host_id.clone().filter(|_| answered.is_none());
+        if let Some(id) = &paired {
+            ctx.ledger.claim(&obj, id);
+        }
+        // The span began without a host id (a pending create has none): it has one now.
+        // Once, since a field recorded twice is logged twice.
+        if let Some(id) = &t.status.host_id {
+            tracing::Span::current().record("hostId", id.as_str());
+        }
+        return match write_protocol(ctx, &obj, &t.status, provider.id()).await {
+            Ok(written) => Ok(Ok((written, t))),
+            Err(e) => {
+                // The pairing is made again next time, perhaps differently.
+                if let Some(id) = &paired {
+                    ctx.ledger.release_claim(id);
+                }
+                Err(e)
+            }
+        };
+    }
+}
+
+/// When the listing a resolution reads must have begun: after the create's grace period
+/// once it is over (such a listing proves the host absent), else after the call ended
+/// (such a listing shows the host if the provider lists it yet). Pending creates whose
+/// calls ended together share one listing.
+fn listing_due(me: &PendingCreate, window: Window, grace: Duration) -> Instant {
+    let (wall, instant) = (now(), Instant::now());
+    let ended = me.call_end(window);
+    let due = match ended + grace {
+        over if over <= wall => over,
+        _ => ended,
+    };
+    let ago = Duration::try_from(wall.duration_since(due)).unwrap_or(Duration::ZERO);
+    instant.checked_sub(ago).unwrap_or(instant)
+}
+
+/// The wall-clock time of `at`, a moment of this process's past.
+fn wall_of(at: Instant) -> Timestamp {
+    now() - at.elapsed()
+}
+
+/// A resolution's answer for the object as a quorum read shows it.
+struct Decided {
+    obj: RentedHost,
+    t: Transition,
+    /// The host createRent answered this process for the object (not written then).
+    answered: Option<String>,
+}
+
+/// Decides a pending create on `listing`, with the claims of a quorum read and the hosts
+/// released since the listing began. The caller holds the create gate.
+async fn decide_on(
+    listing: &Listing,
+    me: &PendingCreate,
+    expected: &crate::account::Catalogued,
+    window: Window,
+    provider: &Access,
+    ctx: &Context,
+) -> Result<Result<Decided, ProviderError>, Error> {
     let all = quorum_list(ctx).await?;
     let Some(obj) = all.iter().find(|o| object_key(o) == me.key).cloned() else {
         // Gone meanwhile (it cannot be, with its finalizer): look again.
@@ -108,8 +210,17 @@ pub(super) async fn resolve_and_write(
         // Planned again, the object reports the credentials' account.
         return Err(Error::Conflict);
     }
-    let me = PendingCreate::of(&obj).unwrap_or(me);
-    let (claimed, observed) = claims_for_resolution(ctx, &all, &obj);
+    let Some(me) = PendingCreate::of(&obj) else {
+        // Settled meanwhile (another replica's resolution): plan again.
+        return Err(Error::Conflict);
+    };
+    let (mut claimed, observed) = claims_for_resolution(ctx, &all, &obj);
+    // A host released since the listing began is still in it, its object perhaps gone.
+    // Read after the quorum list: an object that list lacks had begun its release before.
+    let Some(released) = provider.released_since(listing.started) else {
+        return Err(Error::Conflict);
+    };
+    claimed.extend(released);
     let mut others = Vec::new();
     for o in all.iter().filter(|o| object_key(o) != me.key) {
         let Some(p) = PendingCreate::of(o) else {
@@ -127,65 +238,31 @@ pub(super) async fn resolve_and_write(
         .iter()
         .map(|(p, c)| (p.clone(), Expected::of(c)))
         .collect();
-    let window = Window {
-        skew: ctx.config.clock_skew,
-        // The budget of a create (`create`), for one recorded without its deadline.
-        call_limit: ctx.config.provider.timeout * 2,
-    };
     // createRent answered this process with a host for this object, but the answer could
     // not be written: that host is the object's, whatever pairing would say.
     let answered = ctx.ledger.answer_for(&obj);
-    let decide = |hosts: &[crate::provider::Host]| {
-        let found = match &answered {
-            Some(id) => Resolution::Adopt(id.clone()),
-            None => {
-                let account = resolution::Account {
-                    others: &others,
-                    hosts,
-                    claimed: &claimed,
-                    observed: &observed,
-                    window,
-                    now: now(),
-                    pairing: ctx.config.sees_every_claim() && !provider.someone_else_rents(),
-                };
-                resolution::resolve(&me, Expected::of(&expected), account)
-            }
-        };
-        let grace = decision::Grace {
-            from: me.call_end(window),
-            length: ctx.config.create_grace,
-        };
-        decision::after_resolution(&obj, &found, grace, now())
+    let found = match &answered {
+        Some(id) => Resolution::Adopt(id.clone()),
+        None => {
+            let account = resolution::Account {
+                others: &others,
+                hosts: &listing.hosts,
+                claimed: &claimed,
+                observed: &observed,
+                window,
+                now: now(),
+                pairing: ctx.config.sees_every_claim() && !provider.someone_else_rents(),
+            };
+            resolution::resolve(&me, Expected::of(expected), account)
+        }
     };
-    let mut t = decide(&listing.hosts);
-    if t.status.host_id.is_none() && t.status.create_pending.is_none() {
-        // About to create again: a listing read while hosts were released or expired may
-        // have skipped one as the pages shifted. Only a second complete listing, started
-        // after the first, that agrees allows it.
-        match provider.listing(Instant::now()).await {
-            Ok(again) => t = decide(&again.hosts),
-            Err(e) => return Ok(Err(e)),
-        }
-    }
-    let paired = t.status.host_id.clone().filter(|_| answered.is_none());
-    if let Some(id) = &paired {
-        ctx.ledger.claim(&obj, id);
-    }
-    // The span began without a host id (a pending create has none): it has one now. Once,
-    // since a field recorded twice is logged twice.
-    if let Some(id) = &t.status.host_id {
-        tracing::Span::current().record("hostId", id.as_str());
-    }
-    match write_protocol(ctx, &obj, &t.status, provider.id()).await {
-        Ok(written) => Ok(Ok((written, t))),
-        Err(e) => {
-            // The pairing is made again next time, perhaps differently.
-            if let Some(id) = &paired {
-                ctx.ledger.release_claim(id);
-            }
-            Err(e)
-        }
-    }
+    let grace = decision::Grace {
+        from: me.call_end(window),
+        length: ctx.config.create_grace,
+        listed: wall_of(listing.started),
+    };
+    let t = decision::after_resolution(&obj, &found, grace, now());
+    Ok(Ok(Decided { obj, t, answered }))
 }
 
 /// Whether `obj` rents on the same account as `provider`: by the account its status
@@ -239,21 +316,25 @@ pub(super) async fn adopt(
     provider: &Access,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    // Looked up first: a listing it may take is read without the gate.
+    let looked = Instant::now();
+    let host = match lookup(provider, id).await {
+        Ok(host) => host,
+        Err(e) => {
+            let t = decision::provider_failed(&obj, &e, now());
+            return finish(ctx, &obj, t, "Adopt").await;
+        }
+    };
     // Not while a create of the account is in flight: its host is not claimed yet.
     let gate = provider.create_gate();
     let _exclusive = gate.write().await;
     let all = quorum_list(ctx).await?;
+    let released = provider.released_since(looked);
+    if released.is_none_or(|ids| ids.contains(id)) {
+        // Its holder let it go since it was looked up: look again.
+        return Err(Error::Conflict);
+    }
     let other = holder(ctx, &all, &obj, id);
-    let host = match other {
-        Some(_) => None,
-        None => match lookup(provider, id).await {
-            Ok(host) => host,
-            Err(e) => {
-                let t = decision::provider_failed(&obj, &e, now());
-                return finish(ctx, &obj, t, "Adopt").await;
-            }
-        },
-    };
     let found = match (&other, &host) {
         (Some(other), _) => decision::Adoptable::ClaimedBy(other),
         (None, None) => decision::Adoptable::NotInAccount,
