@@ -69,6 +69,16 @@ fn oldest_listing(ctx: &Context) -> Duration {
         .unwrap_or_default()
 }
 
+/// Whether creates, releases or power changes wait for the budget of a watched account.
+async fn acts_waiting(ctx: &Context) -> bool {
+    for access in ctx.accounts.watched_accounts() {
+        if access.client.acts_waiting().await {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether any watched object has a host in motion (starting, stopping, just rented).
 fn any_in_motion(ctx: &Context) -> bool {
     ctx.accounts
@@ -124,7 +134,8 @@ fn count_foreign_among(ctx: &Context, claimed: &std::collections::HashSet<String
 /// Polls every poll interval (jittered ±10 %, stretched to what the listing pages' share of
 /// the rate limit allows), and every fast poll interval while a host is in motion or a
 /// host rented after the last listing is not seen yet, until the receiver of the wakes is
-/// gone.
+/// gone; never while calls that spend or change something wait for their turn, up to
+/// twice the poll interval.
 pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
     let (interval, fast) = (ctx.config.poll_interval, ctx.config.fast_poll_interval);
     let tick = fast.min(interval).min(Duration::from_secs(1));
@@ -139,6 +150,12 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
             .listing_age
             .set(oldest_listing(&ctx).as_secs_f64());
         let elapsed = last.elapsed();
+        // While creates, releases or power changes wait for the budget, a listing would only
+        // take turns from them and miss the hosts they rent while it is read: it waits until
+        // they drain, unless the newest one is twice the poll interval old.
+        if elapsed < interval * 2 && acts_waiting(&ctx).await {
+            continue;
+        }
         // Wanted (a host rented after the last listing not seen yet) or in motion: at most
         // once per fast poll interval.
         let due = elapsed >= next
