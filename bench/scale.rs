@@ -113,6 +113,8 @@ enum ProviderLimit {
 struct Row {
     n: usize,
     limit: ProviderLimit,
+    /// Until every object had its host id (every create answered).
+    rented: Duration,
     ready: Duration,
     floor: Duration,
     /// The protocol's minimum at the same concurrency and latency (rows with the limit
@@ -559,6 +561,11 @@ async fn row(
         let (client, ns) = (client.clone(), ns.clone());
         async move { wait_all(&client, &ns, n, start, is_ready).await }
     });
+    let renting = tokio::spawn({
+        let (client, ns) = (client.clone(), ns.clone());
+        let rented = |o: &RentedHost| o.status.as_ref().is_some_and(|s| s.host_id.is_some());
+        async move { wait_all(&client, &ns, n, start, rented).await }
+    });
     create_objects(&api, n, settings.concurrency).await;
     let limit_wait = Duration::from_secs(600 + n as u64 / 5);
     tokio::time::timeout(limit_wait, waiting)
@@ -566,11 +573,13 @@ async fn row(
         .unwrap_or_else(|_| panic!("N = {n}: not all Ready within {limit_wait:?}"))
         .expect("the watch task");
     let ready = start.elapsed();
+    let rented = renting.await.expect("the watch task");
     let (cpu_after, peak_rss_kib, _) = usage(pid);
     let (provider, kubernetes) = counters(&running.metrics_url).await;
     let row = Row {
         n,
         limit,
+        rented,
         ready,
         floor,
         protocol,
@@ -795,22 +804,23 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "| N | provider limit | all Ready | API-server floor | ratio | protocol floor | ratio | CPU s | CPU ms/object | peak RSS | provider calls/object | API requests/object |"
+        "| N | provider limit | all rented | all Ready | API-server floor | ratio | protocol floor | ratio | CPU s | CPU ms/object | peak RSS | provider calls/object | API requests/object |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for r in rows {
         let total: f64 = r.kubernetes.values().sum();
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} s | {:.1} s | {:.2} | {} | {} | {:.1} | {:.2} | {:.1} MiB | {:.2} | {:.2} |",
+            "| {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.2} | {} | {} | {:.1} | {:.2} | {:.1} MiB | {:.2} | {:.2} |",
             r.n,
             match r.limit {
                 ProviderLimit::Lifted => "lifted",
                 ProviderLimit::Default => "5/s",
             },
+            r.rented.as_secs_f64(),
             r.ready.as_secs_f64(),
             r.floor.as_secs_f64(),
             r.ready.as_secs_f64() / r.floor.as_secs_f64(),

@@ -33,6 +33,10 @@ pub struct Account {
     /// by then, or is the host of another pending create.
     create_gate: tokio::sync::RwLock<()>,
     releases: releases::Releases,
+    /// Releases hold it shared while a delete may take effect; a listing that must prove
+    /// an absence holds it exclusively while it is read, since a deletion shifts the pages
+    /// under it (a host may be skipped).
+    shifting: Arc<tokio::sync::RwLock<()>>,
     watched: Mutex<Watched>,
     /// Someone else was seen renting here (hosts no create of ours made).
     someone_else_rents: AtomicBool,
@@ -68,26 +72,32 @@ impl Access {
     }
 
     /// A listing that can prove a host absent: begun no earlier than `not_before`, and read
-    /// while no release of ours shifted its pages (tried a few times, then an error).
+    /// while no release of ours could shift its pages (releases wait meanwhile).
     pub async fn quiet_listing(&self, not_before: Instant) -> Result<Arc<Listing>, ProviderError> {
-        let mut not_before = not_before;
-        for _ in 0..3 {
-            let listing = self.listing(not_before).await?;
-            if listing.quiet {
-                return Ok(listing);
-            }
-            not_before = listing.finished;
+        let quiet = || {
+            let latest = self.latest_listing();
+            latest.filter(|l| l.quiet && l.started >= not_before)
+        };
+        if let Some(listing) = quiet() {
+            return Ok(listing);
         }
-        Err(ProviderError::ListingShifted)
+        let _no_releases = self.account.shifting.write().await;
+        if let Some(listing) = quiet() {
+            return Ok(listing);
+        }
+        // Every release that began before is over: a listing begun now is quiet.
+        self.listing(not_before.max(Instant::now())).await
     }
 
-    /// Host `id` is being released: until the guard drops, no listing proves an absence,
-    /// and the host is remembered as released for resolutions that listed before.
-    pub fn releasing(&self, id: &str) -> Releasing {
+    /// Host `id` is being released: until the guard drops, no listing proves an absence
+    /// (one that must waits), and the host is remembered as released for resolutions.
+    pub async fn releasing(&self, id: &str) -> Releasing {
+        let shifting = self.account.shifting.clone().read_owned().await;
         self.account.releases.begin(id);
         Releasing {
             account: self.account.clone(),
             id: id.to_string(),
+            _shifting: shifting,
         }
     }
 
@@ -96,6 +106,12 @@ impl Access {
     /// than releases are remembered ([`RELEASES_REMEMBERED`]).
     pub fn released_since(&self, since: Instant) -> Option<HashSet<String>> {
         self.account.releases.since(since)
+    }
+
+    /// Every host this process is releasing or released within [`RELEASES_REMEMBERED`]:
+    /// each belonged to an object, so it is no pending create's host.
+    pub fn released(&self) -> HashSet<String> {
+        self.account.releases.all()
     }
 
     /// The newest listing, if one was fetched.
@@ -179,6 +195,7 @@ impl Access {
 pub struct Releasing {
     account: Arc<Account>,
     id: String,
+    _shifting: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl Drop for Releasing {

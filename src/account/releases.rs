@@ -55,6 +55,11 @@ impl Releases {
         mark.began == mark.ended && self.began.load(Ordering::SeqCst) == mark.began
     }
 
+    /// Every host remembered as released or being released.
+    pub(super) fn all(&self) -> HashSet<String> {
+        self.recent.lock().keys().cloned().collect()
+    }
+
     /// The hosts whose release was under way or ended after `since`; `None` when `since`
     /// is longer ago than releases are remembered.
     pub(super) fn since(&self, since: Instant) -> Option<HashSet<String>> {

@@ -26,10 +26,6 @@ pub enum ProviderError {
         "host id {0:?} has characters no provider id has (only letters, digits, '-' and '_'), so nothing was sent"
     )]
     UnsendableId(String),
-    /// Every listing was read while a release of this process was under way: its pages may
-    /// have shifted, so none proves a host absent. Tried again later.
-    #[error("every listing was read while a release was under way, so none proves a host absent")]
-    ListingShifted,
     /// No token could be had, so the call was never sent: nothing happened.
     #[error("no token, so nothing was sent: {0}")]
     NotSent(Box<ProviderError>),
@@ -165,7 +161,6 @@ impl ProviderError {
             ProviderError::HttpStatus(_) => "http_status",
             ProviderError::Malformed(_) => "malformed",
             ProviderError::UnsendableId(_) => "unsendable_id",
-            ProviderError::ListingShifted => "listing_shifted",
             ProviderError::NotSent(e) => e.kind(),
         }
     }

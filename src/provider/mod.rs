@@ -244,6 +244,12 @@ impl ProviderClient {
         self.limiter.acts_waiting().await
     }
 
+    /// How long after it was sent a call may still take effect: twice the timeout (the
+    /// budget a create records as its deadline).
+    pub fn call_limit(&self) -> std::time::Duration {
+        self.settings.timeout * 2
+    }
+
     /// Whether an optional call now would neither wait nor delay a needed one.
     pub async fn has_headroom(&self) -> bool {
         self.limiter.has_headroom().await

@@ -76,15 +76,26 @@ pub(super) async fn finalize(
 }
 
 pub(super) async fn release(provider: &Access, obj: &RentedHost, id: &str) -> Release {
-    // Releases shift the listing's pages: while this one is under way no listing proves an
-    // absence, and resolutions that listed before count the host as claimed.
-    let releasing = provider.releasing(id);
+    // Releases shift the listing's pages: while this one may take effect no listing proves
+    // an absence, and resolutions count the host as claimed.
+    let releasing = provider.releasing(id).await;
     let error = match provider.client.delete(id).await {
         Ok(true) => return Release::Released,
         Ok(false) => None,
         Err(e) => Some(e),
     };
-    drop(releasing);
+    match &error {
+        Some(e) if !e.is_proven_refusal() => {
+            // The delete may still take effect at the provider until the call's budget
+            // is spent: listings wait until then (this release's own proof too).
+            let limit = provider.client.call_limit();
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                drop(releasing);
+            });
+        }
+        _ => drop(releasing),
+    }
     // "Not deleted" may mean "not there": only `one/{id}` denying the host and a complete
     // listing lacking it, together, prove it gone (a listing alone never does).
     let seen_in_account = obj.status.as_ref().is_some_and(|s| s.account.is_some());

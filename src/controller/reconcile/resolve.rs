@@ -215,12 +215,10 @@ async fn decide_on(
         return Err(Error::Conflict);
     };
     let (mut claimed, observed) = claims_for_resolution(ctx, &all, &obj);
-    // A host released since the listing began is still in it, its object perhaps gone.
-    // Read after the quorum list: an object that list lacks had begun its release before.
-    let Some(released) = provider.released_since(listing.started) else {
-        return Err(Error::Conflict);
-    };
-    claimed.extend(released);
+    // A host we released may still be listed, its object gone: it was that object's, so
+    // it is no pending create's. Read after the quorum list: an object that list lacks had
+    // begun its release before.
+    claimed.extend(provider.released());
     let mut others = Vec::new();
     for o in all.iter().filter(|o| object_key(o) != me.key) {
         let Some(p) = PendingCreate::of(o) else {
