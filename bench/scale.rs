@@ -280,7 +280,7 @@ async fn protocol_floor(
                 .patch_status(&name, merge, &guarded(&finalized, &recorded))
                 .await?;
             let request = CreateRent::of(&pending.spec);
-            let answer = provider.create_rent(&request).await;
+            let answer = provider.create_rent(&request, &Default::default()).await;
             let id = answer.as_ref().expect("the simulator rents").clone();
             let rented = decision::after_create(&pending, &recorded, &answer, now());
             let id_write = guarded(&pending, &rented.status);

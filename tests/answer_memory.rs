@@ -62,7 +62,12 @@ async fn a_64_mib_answer_costs_at_most_a_few_mib() {
         period_number: 1,
         period_type: 3,
     };
-    assert!(client.create_rent(&create).await.is_err());
+    assert!(
+        client
+            .create_rent(&create, &Default::default())
+            .await
+            .is_err()
+    );
     assert!(client.images().await.is_err());
     let grew = PEAK.load(Ordering::Relaxed).saturating_sub(floor);
     println!(

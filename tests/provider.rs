@@ -66,7 +66,7 @@ async fn catalogue_create_observe_operate_reboot_delete() {
             .all(|p| p.use_type.as_deref() != Some("1"))
     );
     let id = client
-        .create_rent(&rent("teTapaSUFq", "507"))
+        .create_rent(&rent("teTapaSUFq", "507"), &Default::default())
         .await
         .unwrap();
     assert_eq!(id.len(), 10);
@@ -103,7 +103,7 @@ async fn catalogue_create_observe_operate_reboot_delete() {
 async fn business_errors_are_proven_refusals_and_transport_faults_are_not() {
     let (sim, client) = simulator().await;
     let e = client
-        .create_rent(&rent("teTapaSUFq", "4005"))
+        .create_rent(&rent("teTapaSUFq", "4005"), &Default::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(7005));
@@ -119,7 +119,7 @@ async fn business_errors_are_proven_refusals_and_transport_faults_are_not() {
     ] {
         sim.inject(Endpoint::CreateRent, [fault.clone()]);
         let e = client
-            .create_rent(&rent("teTapaSUFq", "507"))
+            .create_rent(&rent("teTapaSUFq", "507"), &Default::default())
             .await
             .unwrap_err();
         assert!(!e.is_proven_refusal(), "{fault:?} gave {e:?}");
@@ -192,7 +192,7 @@ async fn sixty_hosts_take_three_pages() {
     let (sim, client) = simulator().await;
     for _ in 0..60 {
         client
-            .create_rent(&rent("kQvBmLtRzA", "507"))
+            .create_rent(&rent("kQvBmLtRzA", "507"), &Default::default())
             .await
             .unwrap();
     }
@@ -218,7 +218,7 @@ async fn every_reading_of_the_documentation_gives_the_same_answers() {
         for _ in 0..5 {
             made.push(
                 client
-                    .create_rent(&rent("kQvBmLtRzA", "507"))
+                    .create_rent(&rent("kQvBmLtRzA", "507"), &Default::default())
                     .await
                     .unwrap(),
             );
@@ -308,7 +308,10 @@ async fn tolerant_decoding_of_odd_but_valid_answers() {
     )
     .await;
     assert_eq!(
-        client.create_rent(&rent("p", "i")).await.unwrap(),
+        client
+            .create_rent(&rent("p", "i"), &Default::default())
+            .await
+            .unwrap(),
         "dyMFQQgHIW",
         "no `success` field"
     );
@@ -339,7 +342,10 @@ async fn garbage_answers_are_errors_never_panics() {
     ];
     for (body, kind) in cases {
         let client = odd_server(TOKEN, body).await;
-        let e = client.create_rent(&rent("p", "i")).await.unwrap_err();
+        let e = client
+            .create_rent(&rent("p", "i"), &Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), kind, "{body} gave {e:?}");
         let _ = client.host("x").await;
         let _ = client.all_hosts().await;
@@ -351,7 +357,10 @@ async fn garbage_answers_are_errors_never_panics() {
         Err(ProviderError::NotSent(inner)) if matches!(*inner, ProviderError::Malformed(_))
     ));
     // Without a token createRent is never sent: a proven non-create, not an unknown outcome.
-    let refused = client.create_rent(&rent("p", "i")).await.unwrap_err();
+    let refused = client
+        .create_rent(&rent("p", "i"), &Default::default())
+        .await
+        .unwrap_err();
     assert!(refused.is_proven_refusal(), "{refused:?}");
 }
 
@@ -361,7 +370,7 @@ async fn garbage_answers_are_errors_never_panics() {
 async fn stray_host_ids_are_refused_and_answers_must_name_the_host_asked_about() {
     let (sim, client) = simulator().await;
     let id = client
-        .create_rent(&rent("teTapaSUFq", "507"))
+        .create_rent(&rent("teTapaSUFq", "507"), &Default::default())
         .await
         .unwrap();
     let before = sim.state().calls.values().sum::<u64>();
@@ -412,7 +421,7 @@ async fn oversized_answers_are_garbage_read_no_further() {
     );
     sim.inject(Endpoint::CreateRent, [Fault::HugeBody(HUGE)]);
     let create = client
-        .create_rent(&rent("teTapaSUFq", "507"))
+        .create_rent(&rent("teTapaSUFq", "507"), &Default::default())
         .await
         .unwrap_err();
     assert!(

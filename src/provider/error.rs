@@ -26,6 +26,10 @@ pub enum ProviderError {
         "host id {0:?} has characters no provider id has (only letters, digits, '-' and '_'), so nothing was sent"
     )]
     UnsendableId(String),
+    /// The call's budget ran out before its turn in the account's rate limit came, so it
+    /// was never sent: nothing happened.
+    #[error("nothing was sent: {0}")]
+    Unsent(String),
     /// No token could be had, so the call was never sent: nothing happened.
     #[error("no token, so nothing was sent: {0}")]
     NotSent(Box<ProviderError>),
@@ -110,6 +114,7 @@ impl ProviderError {
             self,
             ProviderError::Business { .. }
                 | ProviderError::NotSent(_)
+                | ProviderError::Unsent(_)
                 | ProviderError::UnsendableId(_)
         )
     }
@@ -161,6 +166,7 @@ impl ProviderError {
             ProviderError::HttpStatus(_) => "http_status",
             ProviderError::Malformed(_) => "malformed",
             ProviderError::UnsendableId(_) => "unsendable_id",
+            ProviderError::Unsent(_) => "unsent",
             ProviderError::NotSent(e) => e.kind(),
         }
     }

@@ -36,6 +36,9 @@ pub struct RateLimiter {
     pages_in_flight: Semaphore,
     /// Calls waiting for a token, by priority.
     waiting: [AtomicUsize; 3],
+    /// One waiter of each class at a time waits for a token, the others queue here in the
+    /// order they came (tokio's mutex is fair): no call waits longer than the ones before it.
+    turns: [Mutex<()>; 3],
 }
 
 struct Buckets {
@@ -100,6 +103,7 @@ impl RateLimiter {
             in_flight: Semaphore::new(concurrency),
             pages_in_flight: Semaphore::new(pages),
             waiting: Default::default(),
+            turns: Default::default(),
         }
     }
 
@@ -142,6 +146,7 @@ impl RateLimiter {
             ),
             _ => None,
         };
+        let turn = self.turns[class].lock().await;
         loop {
             let wait = {
                 let mut bucket = self.bucket.lock().await;
@@ -175,6 +180,7 @@ impl RateLimiter {
             };
             tokio::time::sleep(wait).await;
         }
+        drop(turn);
         drop(waiting);
         let in_flight = self
             .in_flight
@@ -205,6 +211,33 @@ mod tests {
             elapsed >= Duration::from_millis(1900) && elapsed <= Duration::from_millis(2100),
             "{elapsed:?}"
         );
+    }
+
+    /// Eight creates that keep asking, as eight reconciles do: each waits its turn in the
+    /// order it asked, never longer than the seven before it.
+    #[tokio::test(start_paused = true)]
+    async fn calls_of_one_class_go_in_the_order_they_asked() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(5.0, 1, 8));
+        drop(limiter.acquire(Priority::Act).await);
+        let longest = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let mut callers = Vec::new();
+        for _ in 0..8 {
+            let (limiter, longest) = (limiter.clone(), longest.clone());
+            callers.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    let asked = tokio::time::Instant::now();
+                    drop(limiter.acquire(Priority::Act).await);
+                    let waited = asked.elapsed();
+                    let mut longest = longest.lock().unwrap();
+                    *longest = (*longest).max(waited);
+                }
+            }));
+        }
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        let longest = *longest.lock().unwrap();
+        assert!(longest <= Duration::from_millis(1700), "{longest:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -417,7 +417,13 @@ impl ProviderClient {
     }
 
     /// Rents a host; returns its id. Any error but `Business` is an unknown outcome.
-    pub async fn create_rent(&self, request: &CreateRent) -> Result<String, ProviderError> {
+    /// Rents a host; `sent` is set when the request first goes out (a call abandoned before
+    /// then did nothing).
+    pub async fn create_rent(
+        &self,
+        request: &CreateRent,
+        sent: &OnceLock<Instant>,
+    ) -> Result<String, ProviderError> {
         let body = serde_json::to_value(request).expect("CreateRent serializes");
         let data = self
             .call(Call {
@@ -425,7 +431,7 @@ impl ProviderClient {
                 method: Method::POST,
                 path: "/v1/pve/open/createRent",
                 body: Some(&body),
-                sent: None,
+                sent: Some(sent),
             })
             .await?;
         match data {

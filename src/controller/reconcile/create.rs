@@ -46,12 +46,18 @@ pub(super) async fn create(
         tracing::warn!("leadership lapsed before createRent; not calling it");
         return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
     }
-    let answer = tokio::time::timeout_at(deadline, provider.client.create_rent(&request))
+    let sent = std::sync::OnceLock::new();
+    let call = provider.client.create_rent(&request, &sent);
+    let answer = tokio::time::timeout_at(deadline, call)
         .await
-        .unwrap_or_else(|_| {
-            Err(ProviderError::Transport(
+        .unwrap_or_else(|_| match sent.get() {
+            // Still waiting for its turn in the rate limit: nothing left this process.
+            None => Err(ProviderError::Unsent(
+                "the account's rate limit gave createRent no turn within the call's budget".into(),
+            )),
+            Some(_) => Err(ProviderError::Transport(
                 "no answer within the call limit".into(),
-            ))
+            )),
         });
     if let Ok(id) = &answer {
         let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
