@@ -69,14 +69,13 @@ fn oldest_listing(ctx: &Context) -> Duration {
         .unwrap_or_default()
 }
 
+/// How long a poll may wait for creates, releases or power changes to drain.
+const DEFERRED_AT_MOST: Duration = Duration::from_secs(300);
+
 /// Whether creates, releases or power changes wait for the budget of a watched account.
-async fn acts_waiting(ctx: &Context) -> bool {
-    for access in ctx.accounts.watched_accounts() {
-        if access.client.acts_waiting().await {
-            return true;
-        }
-    }
-    false
+fn acts_queued(ctx: &Context) -> bool {
+    let accounts = ctx.accounts.watched_accounts();
+    accounts.iter().any(|access| access.client.acts_queued())
 }
 
 /// Whether any watched object has a host in motion (starting, stopping, just rented).
@@ -135,7 +134,7 @@ fn count_foreign_among(ctx: &Context, claimed: &std::collections::HashSet<String
 /// the rate limit allows), and every fast poll interval while a host is in motion or a
 /// host rented after the last listing is not seen yet, until the receiver of the wakes is
 /// gone; never while calls that spend or change something wait for their turn, up to
-/// twice the poll interval.
+/// twice the poll interval or five minutes.
 pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
     let (interval, fast) = (ctx.config.poll_interval, ctx.config.fast_poll_interval);
     let tick = fast.min(interval).min(Duration::from_secs(1));
@@ -151,9 +150,9 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
             .set(oldest_listing(&ctx).as_secs_f64());
         let elapsed = last.elapsed();
         // While creates, releases or power changes wait for the budget, a listing would only
-        // take turns from them and miss the hosts they rent while it is read: it waits until
-        // they drain, unless the newest one is twice the poll interval old.
-        if elapsed < interval * 2 && acts_waiting(&ctx).await {
+        // take turns from them and miss the hosts they rent while it is read (the burst's
+        // hosts would need another): it waits until they drain, for a while.
+        if elapsed < (interval * 2).max(DEFERRED_AT_MOST) && acts_queued(&ctx) {
             continue;
         }
         // Wanted (a host rented after the last listing not seen yet) or in motion: at most

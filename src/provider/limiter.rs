@@ -132,6 +132,11 @@ impl RateLimiter {
                 .is_some_and(|t| t.elapsed() < CONTENDED_FOR)
     }
 
+    /// Whether creates, releases or power changes wait for their turn at this moment.
+    pub fn acts_queued(&self) -> bool {
+        self.waiting[Priority::Act as usize].load(Ordering::SeqCst) > 0
+    }
+
     /// Waits for a request slot of `priority`; the permit bounds concurrency until dropped.
     pub async fn acquire(&self, priority: Priority) -> Permit<'_> {
         let class = priority as usize;

@@ -250,6 +250,11 @@ impl ProviderClient {
         self.settings.timeout * 2
     }
 
+    /// Whether creates, releases or power changes wait for their turn at this moment.
+    pub fn acts_queued(&self) -> bool {
+        self.limiter.acts_queued()
+    }
+
     /// Whether an optional call now would neither wait nor delay a needed one.
     pub async fn has_headroom(&self) -> bool {
         self.limiter.has_headroom().await
