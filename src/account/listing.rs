@@ -88,16 +88,19 @@ pub(super) struct Listings {
 }
 
 impl Listings {
-    /// A listing whose fetch started no earlier than `not_before`.
+    /// A listing whose fetch started no earlier than `not_before`; with `quiet` (the lock
+    /// releases hold shared), one read while no release could shift its pages.
     pub(super) async fn fresh(
         &self,
         client: &ProviderClient,
         releases: &Releases,
         not_before: Instant,
+        quiet: Option<&tokio::sync::RwLock<()>>,
     ) -> Result<Arc<Listing>, ProviderError> {
         let fresh = || {
             let latest = self.latest.lock();
-            latest.as_ref().filter(|l| l.started >= not_before).cloned()
+            let suits = |l: &&Arc<Listing>| l.started >= not_before && (quiet.is_none() || l.quiet);
+            latest.as_ref().filter(suits).cloned()
         };
         if let Some(listing) = fresh() {
             return Ok(listing);
@@ -106,6 +109,12 @@ impl Listings {
         if let Some(listing) = fresh() {
             return Ok(listing);
         }
+        // Releases wait while a listing that must be quiet is read (they never wait for a
+        // fetch, so they are taken after it): every one that began before is over.
+        let _no_releases = match quiet {
+            Some(releasing) => Some(releasing.write().await),
+            None => None,
+        };
         let asked = Instant::now();
         self.pages_read.store(0, Ordering::Relaxed);
         let first_sent = std::sync::OnceLock::new();

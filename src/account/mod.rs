@@ -68,25 +68,19 @@ impl Access {
     pub async fn listing(&self, not_before: Instant) -> Result<Arc<Listing>, ProviderError> {
         let releases = &self.account.releases;
         let listings = &self.account.listings;
-        listings.fresh(&self.client, releases, not_before).await
+        listings
+            .fresh(&self.client, releases, not_before, None)
+            .await
     }
 
     /// A listing that can prove a host absent: begun no earlier than `not_before`, and read
     /// while no release of ours could shift its pages (releases wait meanwhile).
     pub async fn quiet_listing(&self, not_before: Instant) -> Result<Arc<Listing>, ProviderError> {
-        let quiet = || {
-            let latest = self.latest_listing();
-            latest.filter(|l| l.quiet && l.started >= not_before)
-        };
-        if let Some(listing) = quiet() {
-            return Ok(listing);
-        }
-        let _no_releases = self.account.shifting.write().await;
-        if let Some(listing) = quiet() {
-            return Ok(listing);
-        }
-        // Every release that began before is over: a listing begun now is quiet.
-        self.listing(not_before.max(Instant::now())).await
+        let (releases, shifting) = (&self.account.releases, &*self.account.shifting);
+        let listings = &self.account.listings;
+        listings
+            .fresh(&self.client, releases, not_before, Some(shifting))
+            .await
     }
 
     /// Host `id` is being released: until the guard drops, no listing proves an absence
