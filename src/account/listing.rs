@@ -89,13 +89,15 @@ pub(super) struct Listings {
 
 impl Listings {
     /// A listing whose fetch started no earlier than `not_before`; with `quiet` (the lock
-    /// releases hold shared), one read while no release could shift its pages.
+    /// releases hold shared), one read while no release could shift its pages. `shown` is
+    /// told of each host rented since the newest listing as soon as a page shows it.
     pub(super) async fn fresh(
         &self,
         client: &ProviderClient,
         releases: &Releases,
         not_before: Instant,
         quiet: Option<&tokio::sync::RwLock<()>>,
+        shown: &(dyn Fn(&str) + Sync),
     ) -> Result<Arc<Listing>, ProviderError> {
         let fresh = || {
             let latest = self.latest.lock();
@@ -119,8 +121,30 @@ impl Listings {
         self.pages_read.store(0, Ordering::Relaxed);
         let first_sent = std::sync::OnceLock::new();
         let mark = releases.mark();
+        // A page shows a rented host as well as `one/{id}` would: its look need not wait for
+        // the rest of the listing (an operated host does: the page may predate the change).
+        let page_shown = |hosts: &[Host]| {
+            let mut seen = Vec::new();
+            {
+                let mut newer = self.newer.lock();
+                for host in hosts {
+                    let Some(id) = host.id.as_deref() else {
+                        continue;
+                    };
+                    if let Some(n) = newer.get_mut(id)
+                        && !n.operated
+                        && n.host.is_none()
+                    {
+                        n.host = Some(host.clone());
+                        n.asked = true;
+                        seen.push(id);
+                    }
+                }
+            }
+            seen.into_iter().for_each(shown);
+        };
         let hosts = client
-            .all_hosts_counting(&self.pages_read, &first_sent)
+            .all_hosts_counting(&self.pages_read, &first_sent, &page_shown)
             .await?;
         let started = first_sent.get().copied().unwrap_or(asked);
         let quiet = releases.none_since(mark);

@@ -69,7 +69,21 @@ impl Access {
         let releases = &self.account.releases;
         let listings = &self.account.listings;
         listings
-            .fresh(&self.client, releases, not_before, None)
+            .fresh(&self.client, releases, not_before, None, &|_| {})
+            .await
+    }
+
+    /// [`Access::listing`], telling `shown` of each host rented since the newest listing
+    /// as soon as a page shows it (its object may look before the listing is complete).
+    pub async fn listing_showing(
+        &self,
+        not_before: Instant,
+        shown: &(dyn Fn(&str) + Sync),
+    ) -> Result<Arc<Listing>, ProviderError> {
+        let releases = &self.account.releases;
+        let listings = &self.account.listings;
+        listings
+            .fresh(&self.client, releases, not_before, None, shown)
             .await
     }
 
@@ -79,7 +93,7 @@ impl Access {
         let (releases, shifting) = (&self.account.releases, &*self.account.shifting);
         let listings = &self.account.listings;
         listings
-            .fresh(&self.client, releases, not_before, Some(shifting))
+            .fresh(&self.client, releases, not_before, Some(shifting), &|_| {})
             .await
     }
 

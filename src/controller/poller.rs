@@ -7,15 +7,30 @@ use super::connections::digest;
 use super::{Context, decision, foreign};
 use crate::api::RentedHost;
 use kube::runtime::reflector::ObjectRef;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// One poll of every account: the objects to reconcile.
-async fn poll_once(ctx: &Context) -> Vec<ObjectRef<RentedHost>> {
+/// One poll of every account: the objects to reconcile. Objects whose host was rented
+/// since the newest listing are woken (`early`) as soon as a page shows it.
+async fn poll_once(
+    ctx: &Context,
+    early: &mpsc::Sender<ObjectRef<RentedHost>>,
+) -> Vec<ObjectRef<RentedHost>> {
     let mut wake = Vec::new();
     for (access, objects) in ctx.accounts.watched() {
-        let listing = match access.listing(Instant::now()).await {
+        let by_host: HashMap<String, &ObjectRef<RentedHost>> = objects
+            .iter()
+            .filter_map(|r| Some((ctx.store.get(r)?.status.as_ref()?.host_id.clone()?, r)))
+            .collect();
+        let shown = |id: &str| {
+            if let Some(reference) = by_host.get(id) {
+                // A full queue loses nothing: the poll's end wakes it.
+                let _ = early.try_send((*reference).clone());
+            }
+        };
+        let listing = match access.listing_showing(Instant::now(), &shown).await {
             Ok(listing) => listing,
             Err(error) => {
                 tracing::warn!(account = access.id(), %error, "polling hosts failed");
@@ -163,7 +178,7 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<RentedHost>>) {
             continue;
         }
         last = Instant::now();
-        let changed = poll_once(&ctx).await;
+        let changed = poll_once(&ctx, &wake).await;
         // A listing that takes longer than the poll at the pages' share of the rate limit
         // stretches the poll: creates, releases and power changes keep the rest.
         next = interval

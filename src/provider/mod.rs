@@ -164,8 +164,10 @@ struct Listing {
 }
 
 impl Listing {
-    /// Adds a page's hosts; whether the page was full (so another may follow).
-    fn add(&mut self, page: HostPage) -> bool {
+    /// Adds a page's hosts, shows the new ones to `shown`; whether the page was full (so
+    /// another may follow).
+    fn add(&mut self, page: HostPage, shown: &(dyn Fn(&[Host]) + Sync)) -> bool {
+        let before = self.hosts.len();
         for host in page.data {
             if host
                 .id
@@ -175,6 +177,7 @@ impl Listing {
                 self.hosts.push(host);
             }
         }
+        shown(&self.hosts[before..]);
         page.items >= PAGE_SIZE as usize
     }
 }
@@ -501,7 +504,7 @@ impl ProviderClient {
     /// goes on page by page for as long as pages come back full.
     pub async fn all_hosts(&self) -> Result<Vec<Host>, ProviderError> {
         let (pages, sent) = (AtomicUsize::new(0), OnceLock::new());
-        self.all_hosts_counting(&pages, &sent).await
+        self.all_hosts_counting(&pages, &sent, &|_| {}).await
     }
 
     /// [`ProviderClient::all_hosts`], counting in `pages` the pages read so far (what a
@@ -512,6 +515,7 @@ impl ProviderClient {
         &self,
         pages: &AtomicUsize,
         first_sent: &OnceLock<Instant>,
+        shown: &(dyn Fn(&[Host]) + Sync),
     ) -> Result<Vec<Host>, ProviderError> {
         let my_page = |page| async move {
             let read = self.my_page(page, PAGE_SIZE).await;
@@ -522,7 +526,7 @@ impl ProviderClient {
         let first = self.my_page_sent(1, PAGE_SIZE, Some(first_sent)).await?;
         pages.fetch_add(1, AtomicOrdering::Relaxed);
         let announced = first.total_counts.and_then(|t| u32::try_from(t).ok());
-        let mut full = listing.add(first);
+        let mut full = listing.add(first, shown);
         let mut next = 2;
         if let Some(total) = announced.filter(|_| full) {
             use futures::{StreamExt, TryStreamExt};
@@ -534,7 +538,7 @@ impl ProviderClient {
                 .buffered(self.settings.concurrency.max(1));
             let mut read = std::pin::pin!(read);
             while let Some(page) = read.try_next().await? {
-                full = listing.add(page);
+                full = listing.add(page, shown);
                 if !full {
                     break;
                 }
@@ -547,7 +551,7 @@ impl ProviderClient {
                     "mypage still returned full pages after {MAX_PAGES} pages"
                 )));
             }
-            full = listing.add(my_page(next).await?);
+            full = listing.add(my_page(next).await?, shown);
             next += 1;
         }
         Ok(listing.hosts)
