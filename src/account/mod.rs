@@ -66,11 +66,7 @@ impl Access {
 
     /// A listing whose fetch started no earlier than `not_before`.
     pub async fn listing(&self, not_before: Instant) -> Result<Arc<Listing>, ProviderError> {
-        let releases = &self.account.releases;
-        let listings = &self.account.listings;
-        listings
-            .fresh(&self.client, releases, not_before, None, &|_| {})
-            .await
+        self.listing_showing(not_before, &|_| {}).await
     }
 
     /// [`Access::listing`], telling `shown` of each host rented since the newest listing
