@@ -279,7 +279,11 @@ async fn protocol_floor(
             let pending = api
                 .patch_status(&name, merge, &guarded(&finalized, &recorded))
                 .await?;
-            let request = CreateRent::of(&pending.spec);
+            let asked = recorded
+                .create_pending
+                .as_ref()
+                .and_then(|p| p.request.clone());
+            let request = CreateRent::of(&asked.expect("a create records its request"));
             let answer = provider.create_rent(&request, &Default::default()).await;
             let id = answer.as_ref().expect("the simulator rents").clone();
             let rented = decision::after_create(&pending, &recorded, &answer, now());

@@ -108,6 +108,8 @@ pub struct State {
     pub hosts: BTreeMap<String, SimHost>,
     /// createRent answers 6005 this many more times.
     pub create_waits: u32,
+    /// Every well-formed createRent body the provider worked on, in order.
+    pub create_requests: Vec<CreateRent>,
     pub faults: HashMap<Endpoint, VecDeque<Fault>>,
     pub calls: HashMap<Endpoint, u64>,
     /// When each call arrived, in order.
@@ -196,6 +198,7 @@ impl Default for State {
             capacity: HashMap::new(),
             hosts: BTreeMap::new(),
             create_waits: 0,
+            create_requests: Vec::new(),
             faults: HashMap::new(),
             calls: HashMap::new(),
             call_log: Vec::new(),
@@ -335,6 +338,7 @@ impl State {
         let Ok(request) = serde_json::from_value::<CreateRent>(body.clone()) else {
             return Answer::err(1007, "缺少必要参数");
         };
+        self.create_requests.push(request.clone());
         let Some(hours) = period_hours(request.period_type).filter(|_| request.period_number >= 1)
         else {
             return Answer::err(1003, "购买周期错误");

@@ -2,7 +2,7 @@
 //! at most once per [`REFRESH`] however many objects ask, and the prices derived from the
 //! package list.
 
-use crate::api::{CreateRequest, Price, RentalPeriod, RentedHostSpec};
+use crate::api::{CreateRequest, Price, RentalPeriod};
 use crate::provider::period::billed_hours;
 use crate::provider::{Image, Package, ProviderClient, ProviderError};
 use parking_lot::Mutex;
@@ -138,10 +138,10 @@ impl Catalogue {
         Ok(Catalogued { package, image })
     }
 
-    /// The price of `spec` from the package list as last fetched, without waiting.
-    pub(super) fn price(&self, spec: &RentedHostSpec) -> Option<Price> {
+    /// The price of `request` from the package list as last fetched, without waiting.
+    pub(super) fn price(&self, request: &CreateRequest) -> Option<Price> {
         let packages = self.packages.lock().by_id.clone();
-        price_of(packages.get(&spec.package_id)?, &spec.period)
+        price_of(packages.get(&request.package_id)?, &request.period)
     }
 }
 

@@ -11,7 +11,7 @@ pub use catalogue::{CURRENCY, Catalogued, REFRESH, price_of};
 pub use listing::{Listing, Unlisted};
 pub use releases::MEMORY as RELEASES_REMEMBERED;
 
-use crate::api::{CreateRequest, Price, RentedHost, RentedHostSpec};
+use crate::api::{CreateRequest, Price, RentedHost};
 use crate::provider::{
     CallObserver, ClientSettings, Credentials, Host, ProviderClient, ProviderError,
 };
@@ -138,9 +138,9 @@ impl Access {
         self.account.catalogue.refresh(&self.client).await
     }
 
-    /// The price of `spec` from the package list as last fetched, without waiting.
-    pub fn price(&self, spec: &RentedHostSpec) -> Option<Price> {
-        self.account.catalogue.price(spec)
+    /// The price of `request` from the package list as last fetched, without waiting.
+    pub fn price(&self, request: &CreateRequest) -> Option<Price> {
+        self.account.catalogue.price(request)
     }
 
     /// Whether someone else was seen renting on the account: then no lost create of the
@@ -254,10 +254,10 @@ impl Accounts {
         Access { client, account }
     }
 
-    /// The price of `spec` on account `id` from its package list as last fetched.
-    pub fn price(&self, id: &str, spec: &RentedHostSpec) -> Option<Price> {
+    /// The price of `request` on account `id` from its package list as last fetched.
+    pub fn price(&self, id: &str, request: &CreateRequest) -> Option<Price> {
         let account = self.accounts.lock().get(id).cloned()?;
-        account.catalogue.price(spec)
+        account.catalogue.price(request)
     }
 
     /// `obj` observes its host on `access`'s account (and on no other).

@@ -96,12 +96,16 @@ macro_rules! frozen_while_pending {
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.host.expiresAt"}"#,
     printcolumn = r#"{"name":"Prepaid","type":"string","description":"What the rental period cost, in CNY","jsonPath":".status.price.prepaidTotal"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Package","type":"string","description":"The package rented, or until then the one the next createRent asks for","priority":1,"jsonPath":".status.packageId"}"#,
     validation = immutable_once_rented!("packageId"),
     validation = immutable_once_rented!("imageId"),
     validation = immutable_once_rented!("period"),
     validation = frozen_while_pending!("packageId"),
     validation = frozen_while_pending!("imageId"),
     validation = frozen_while_pending!("period"),
+    validation = Rule::new("!has(oldSelf.status) || ((!has(oldSelf.status.hostId) || oldSelf.status.hostId == '') && !has(oldSelf.status.createPending)) || (has(self.spec.fallbackPackageIds) ? self.spec.fallbackPackageIds : []) == (has(oldSelf.spec.fallbackPackageIds) ? oldSelf.spec.fallbackPackageIds : [])")
+        .message("spec.fallbackPackageIds is immutable once a host is rented (status.hostId is set), and cannot change while a createRent is pending (status.createPending)")
+        .field_path(".spec.fallbackPackageIds"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.createPending) || has(oldSelf.status.createPending.askedAt) || (has(self.spec.hostId) ? self.spec.hostId : '') == (has(oldSelf.spec.hostId) ? oldSelf.spec.hostId : '')")
         .message("spec.hostId can be set while a createRent is pending (status.createPending) only once the operator asks for it (reason CreateOutcomeUnknown): the pending create is resolved first")
         .field_path(".spec.hostId"),
@@ -122,6 +126,16 @@ pub struct RentedHostSpec {
     #[schemars(length(min = 1, max = 64))]
     #[x_kube(validation = provider_id!("spec.packageId"))]
     pub package_id: String,
+
+    /// Packages to ask for, in order, when the one before answers 6002 (insufficient
+    /// resources): at most 5, each a `packageId` of the same `type` as the image. After the
+    /// last, the create backs off and starts again from `packageId`. A package refused with
+    /// 7005 (its type is not the image's) is skipped. `status.packageId` names the package
+    /// rented (price and budgets use it). Immutable once a host is rented.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[A-Za-z0-9_-]*$'))").message("spec.fallbackPackageIds may hold only letters, digits, '-' and '_' (the provider's ids): a stray character (a dot, a slash, a space, an invisible one) would name another package or none"))]
+    pub fallback_package_ids: Vec<String>,
 
     /// System image to install: an `imageId` from the provider's image list (numeric-looking,
     /// but a string). Its `type` must equal the package's `type`. Immutable once a host is rented.
@@ -179,6 +193,18 @@ impl RentedHostSpec {
 
     pub fn observe_only(&self) -> bool {
         self.management_policy == ManagementPolicy::ObserveOnly
+    }
+
+    /// The packages a create may ask for, in order: `packageId`, then the fallbacks (each
+    /// once).
+    pub fn packages(&self) -> Vec<&str> {
+        let mut packages: Vec<&str> = Vec::with_capacity(1 + self.fallback_package_ids.len());
+        for p in std::iter::once(&self.package_id).chain(&self.fallback_package_ids) {
+            if !packages.contains(&p.as_str()) {
+                packages.push(p);
+            }
+        }
+        packages
     }
 }
 
@@ -299,6 +325,13 @@ pub struct RentedHostStatus {
     /// The deletion policy in effect: `spec.deletionPolicy`, else the operator's default
     /// (`Orphan` for an observe-only object).
     pub deletion_policy: Option<DeletionPolicy>,
+    /// The package of the host: the one its create asked for (`spec.packageId` or one of
+    /// `spec.fallbackPackageIds`); until a host is rented, the package the next createRent
+    /// asks for.
+    pub package_id: Option<String>,
+    /// Packages refused with 7005 for an image: not asked for again while `spec.imageId`
+    /// names that image.
+    pub skipped_packages: Option<SkippedPackages>,
     /// What the host costs, from the provider's package list.
     pub price: Option<Price>,
     /// The host as last observed at the provider (never its login secret).
@@ -324,6 +357,16 @@ impl RentedHostStatus {
         let condition = self.conditions.iter().find(|c| c.type_ == t.as_str())?;
         condition.reason.parse().ok()
     }
+}
+
+/// Packages refused with 7005 (their type is not the image's) for one image.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedPackages {
+    /// The image they were refused for.
+    pub image_id: String,
+    /// The packages refused.
+    pub package_ids: Vec<String>,
 }
 
 /// The price of the host, from the provider's rental package list (`packAge/1`). Amounts
@@ -392,7 +435,7 @@ pub struct CreatePending {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateRequest {
-    /// The package requested.
+    /// The package requested: `spec.packageId` or one of `spec.fallbackPackageIds`.
     pub package_id: String,
     /// The image requested.
     pub image_id: String,
@@ -401,9 +444,15 @@ pub struct CreateRequest {
 }
 
 impl CreateRequest {
+    /// The request of `spec` for its first package.
     pub fn of(spec: &RentedHostSpec) -> CreateRequest {
+        CreateRequest::asking(spec, &spec.package_id)
+    }
+
+    /// The request of `spec` for `package_id` (one of `spec.packages()`).
+    pub fn asking(spec: &RentedHostSpec, package_id: &str) -> CreateRequest {
         CreateRequest {
-            package_id: spec.package_id.clone(),
+            package_id: package_id.to_string(),
             image_id: spec.image_id.clone(),
             period: spec.period.clone(),
         }

@@ -17,7 +17,8 @@ pub const MANAGER: &str = "rentedhost-operator";
 /// fields the applying manager owns).
 pub const STATUS_MANAGER: &str = "rentedhost-operator-status";
 /// Field manager of the protocol fields (`hostId`, `createPending`, `createAttempts`,
-/// `account`, `lastRetryRequest`, which goes with the create it allowed, and
+/// `account`, `packageId` and `skippedPackages`, which say what a create asks for and
+/// what it rented, `lastRetryRequest`, which goes with the create it allowed, and
 /// `lastRebootRequest`, recorded before the reboot it allows), written only by
 /// resourceVersion-guarded patches based on a quorum read or a write's answer.
 pub const PROTOCOL_MANAGER: &str = "rentedhost-operator-protocol";
@@ -29,6 +30,9 @@ fn observation_part(status: &RentedHostStatus) -> RentedHostStatus {
         create_pending: None,
         create_attempts: None,
         account: None,
+        // The package a create asks for goes with it, and the host's with its id.
+        package_id: None,
+        skipped_packages: None,
         // Recorded with the create (or before the reboot) it allowed: a stale write must not
         // make it new again.
         last_retry_request: None,
@@ -244,6 +248,8 @@ pub async fn write_protocol(
             "createPending": pending,
             "createAttempts": status.create_attempts,
             "account": status.account,
+            "packageId": status.package_id,
+            "skippedPackages": status.skipped_packages,
             "lastRetryRequest": status.last_retry_request,
             "lastRebootRequest": status.last_reboot_request,
         },

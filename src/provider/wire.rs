@@ -247,13 +247,13 @@ pub struct CreateRent {
 }
 
 impl CreateRent {
-    /// The createRent body a RentedHost's spec asks for.
-    pub fn of(spec: &crate::api::RentedHostSpec) -> CreateRent {
+    /// The createRent body of a recorded request.
+    pub fn of(request: &crate::api::CreateRequest) -> CreateRent {
         CreateRent {
-            package_id: spec.package_id.clone(),
-            image_id: spec.image_id.clone(),
-            period_number: spec.period.count,
-            period_type: super::period::period_type(spec.period.unit),
+            package_id: request.package_id.clone(),
+            image_id: request.image_id.clone(),
+            period_number: request.period.count,
+            period_type: super::period::period_type(request.period.unit),
         }
     }
 }

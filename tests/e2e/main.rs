@@ -6,6 +6,7 @@ mod chaos;
 mod chart;
 mod controls;
 mod create;
+mod fallback;
 mod harness;
 mod helm;
 mod image;

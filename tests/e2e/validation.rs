@@ -48,7 +48,9 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     let empty_package = VALID.replace("teTapaSUFq", "\"\"");
     let unknown_field = format!("{VALID}  colour: blue\n");
     let bad_policy = format!("{VALID}  deletionPolicy: Shred\n");
-    let cases: [(&str, &str, &[&str]); 6] = [
+    let six_fallbacks = format!("{VALID}  fallbackPackageIds: [a, b, c, d, e, f]\n");
+    let dotted_fallback = format!("{VALID}  fallbackPackageIds: [kQvBmLtRzA, \"pkg.2\"]\n");
+    let cases: [(&str, &str, &[&str]); 8] = [
         (
             "count-zero",
             &count_zero,
@@ -74,6 +76,16 @@ async fn invalid_manifests_are_refused_naming_the_field() {
             "bad-policy",
             &bad_policy,
             &["spec.deletionPolicy", "Unsupported value"],
+        ),
+        (
+            "six-fallbacks",
+            &six_fallbacks,
+            &["spec.fallbackPackageIds", "must have at most 5 items"],
+        ),
+        (
+            "dotted-fallback",
+            &dotted_fallback,
+            &["spec.fallbackPackageIds", "only letters, digits"],
         ),
     ];
     for (name, spec, expected) in cases {
@@ -101,6 +113,10 @@ async fn a_rented_hosts_package_image_and_period_are_immutable() {
         (VALID.replace("teTapaSUFq", "kQvBmLtRzA"), "spec.packageId"),
         (VALID.replace("\"507\"", "\"508\""), "spec.imageId"),
         (VALID.replace("count: 5", "count: 6"), "spec.period"),
+        (
+            format!("{VALID}  fallbackPackageIds: [kQvBmLtRzA]\n"),
+            "spec.fallbackPackageIds",
+        ),
     ] {
         refused(
             &world.ns,

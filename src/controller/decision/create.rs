@@ -9,9 +9,11 @@ use super::*;
 /// pending create's deadline.
 pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHostStatus {
     let mut status = base(obj);
+    let package = next_package(obj).unwrap_or_else(|| obj.spec.package_id.clone());
+    status.package_id = Some(package.clone());
     status.create_pending = Some(CreatePending {
         since: now.to_string(),
-        request: Some(CreateRequest::of(&obj.spec)),
+        request: Some(CreateRequest::asking(&obj.spec, &package)),
         call_ended: None,
         deadline: Some((now + budget).to_string()),
         asked_at: None,
@@ -33,6 +35,10 @@ pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHos
 pub(super) fn rented(obj: &RentedHost, id: &str, how: &str, now: Timestamp) -> RentedHostStatus {
     let mut status = base(obj);
     status.host_id = Some(id.to_string());
+    // The host is of the package its create asked for.
+    if status.create_pending.is_some() {
+        status.package_id = Some(packages::asked(obj));
+    }
     status.create_pending = None;
     status.last_error = None;
     status.phase = Some(Phase::Provisioning);
@@ -65,7 +71,10 @@ pub fn after_create(
                 Act::Created,
                 format!(
                     "rented host {id} (package {}, image {}, {} x {})",
-                    s.package_id, s.image_id, s.period.count, s.period.unit
+                    packages::asked(&view),
+                    s.image_id,
+                    s.period.count,
+                    s.period.unit
                 ),
             );
             Transition {
@@ -108,14 +117,46 @@ pub fn after_create(
 pub(super) fn refused(view: &RentedHost, error: &ProviderError, now: Timestamp) -> Transition {
     let reason = Reason::of(error);
     let mut status = view.status.clone().unwrap_or_default();
+    let asked = packages::asked(view);
     status.create_pending = None;
-    let phase = if reason.is_terminal() {
-        Phase::Failed
-    } else {
-        Phase::Pending
+    let after = packages::after_refusal(view, &mut status, &asked, reason);
+    let mut e = last_error(reason, error);
+    let fallbacks = !view.spec.fallback_package_ids.is_empty();
+    if fallbacks {
+        e.message = format!("package {asked}: {}", e.message);
+    }
+    let phase = match &after {
+        packages::After::None => Phase::Failed,
+        packages::After::Same if reason.is_terminal() => Phase::Failed,
+        _ => Phase::Pending,
     };
     status.phase = Some(phase);
-    fail_all(view, status, last_error(reason, error), now)
+    let next = match &after {
+        packages::After::Next(next) => next,
+        packages::After::Round(first) => {
+            e.message = format!(
+                "{}; every package was asked for: the next create asks for {first} again, after a backoff",
+                e.message
+            );
+            // 7005 on the last package: the others wait as after a 6002 on it.
+            let mut t = fail_all(view, status, e, now);
+            t.requeue = Requeue::Retry(Reason::InsufficientResources);
+            return t;
+        }
+        packages::After::Same | packages::After::None => {
+            return fail_all(view, status, e, now);
+        }
+    };
+    // Another package may be free (or of the image's type): ask for it at once.
+    e.message = format!(
+        "{}; asking for package {next} next (spec.fallbackPackageIds)",
+        e.message
+    );
+    let mut t = fail_all(view, status, e, now);
+    let e = t.status.last_error.as_ref().expect("fail_all records it");
+    t.note = Some(Note::new(Severity::Warning, reason, error_message(e)));
+    t.requeue = Requeue::After(Duration::ZERO);
+    t
 }
 
 /// How long the host of an unanswered createRent may take to show in the account's

@@ -18,6 +18,7 @@ mod controls;
 mod create;
 mod observe;
 mod operate;
+mod packages;
 #[cfg(test)]
 mod properties;
 mod release;
@@ -29,6 +30,7 @@ pub use controls::*;
 pub use create::*;
 pub use observe::*;
 pub use operate::*;
+pub use packages::next_package;
 pub use release::*;
 pub use status::{account_changed, credentials_missing, provider_failed};
 
@@ -168,7 +170,8 @@ pub fn plan(obj: &RentedHost) -> Step {
         .last_error
         .as_ref()
         .is_some_and(|e| e.reason == Reason::TypeMismatch)
-        && status.observed_generation == obj.metadata.generation;
+        && status.observed_generation == obj.metadata.generation
+        && next_package(obj).is_none();
     if refused_for_this_spec {
         return Step::WaitForSpecChange;
     }

@@ -31,6 +31,10 @@ pub fn after_observe(
 ) -> Transition {
     let mut status = base(obj);
     let before = obj.status.clone().unwrap_or_default();
+    if before.host_id.is_none() {
+        // Adopted (spec.hostId): its package is not known.
+        status.package_id = None;
+    }
     status.host_id = Some(id.to_string());
     status.create_pending = None;
     let Some(host) = host else {

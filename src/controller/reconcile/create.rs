@@ -39,8 +39,12 @@ pub(super) async fn create(
         }
         Kept::TooSlow => return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1)))),
     };
-    let spec = &obj.spec;
-    let request = CreateRent::of(spec);
+    let asked = recorded
+        .create_pending
+        .as_ref()
+        .and_then(|p| p.request.clone())
+        .expect("a create records its request");
+    let request = CreateRent::of(&asked);
     if !ctx.leadership.is_leading() {
         // Nothing was sent: the recorded create is resolved (and made again) by the leader.
         tracing::warn!("leadership lapsed before createRent; not calling it");
@@ -64,7 +68,7 @@ pub(super) async fn create(
         ctx.ledger.answered(&obj, since.unwrap_or_default(), id);
         ctx.siblings.release(&obj);
         tracing::Span::current().record("hostId", id.as_str());
-        let total = provider.price(spec);
+        let total = provider.price(&asked);
         if let Some(total) = total.and_then(|p| p.prepaid_total.parse::<f64>().ok()) {
             ctx.metrics
                 .prepaid(&obj.namespace().unwrap_or_default(), total);

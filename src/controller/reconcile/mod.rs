@@ -223,8 +223,11 @@ fn with_policy_and_price(
         obj.spec
             .deletion_policy_or(ctx.config.default_deletion_policy),
     );
+    // The package rented, or the one the next create asks for.
+    let package = status.package_id.as_deref().unwrap_or(&obj.spec.package_id);
+    let request = crate::api::CreateRequest::asking(&obj.spec, package);
     if let Some(account) = status.account.as_deref()
-        && let Some(price) = ctx.accounts.price(account, &obj.spec)
+        && let Some(price) = ctx.accounts.price(account, &request)
     {
         status.price = Some(price);
     }
