@@ -38,7 +38,8 @@ run-simulator: simulator
 crd:
 	cargo run -q -- crd --kind rented-host > crds/rentedhost.yaml
 	cargo run -q -- crd --kind rented-host-pool > crds/rentedhostpool.yaml
-	cp crds/rentedhost.yaml crds/rentedhostpool.yaml charts/rentedhost-operator/crds/
+	cargo run -q -- crd --kind rented-host-budget > crds/rentedhostbudget.yaml
+	cp crds/rentedhost.yaml crds/rentedhostpool.yaml crds/rentedhostbudget.yaml charts/rentedhost-operator/crds/
 
 # The never-rent-twice protocol under 200 random interleavings (release build).
 protocol: testenv

@@ -269,7 +269,9 @@ async fn protocol_floor(
                 )
                 .await?;
             let now = jiff::Timestamp::now;
-            let recorded = decision::creating(&finalized, now(), Duration::from_secs(30));
+            let started = now();
+            let recorded =
+                decision::creating(&finalized, started, started + Duration::from_secs(30));
             let guarded = |o: &RentedHost, status: &rentedhost_operator::api::RentedHostStatus| {
                 Patch::Merge(serde_json::json!({
                     "metadata": {"resourceVersion": rv(o)},

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod controller;
 pub mod crd_check;

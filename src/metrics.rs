@@ -1,9 +1,10 @@
 //! Prometheus metrics (prefix `rentedhost_`). Every label value comes from a bounded set:
 //! endpoints, documented provider codes, phases, reconcile results — never names or errors.
 
-use crate::api::{Phase, RentedHost};
+use crate::api::{Phase, RentedHost, RentedHostBudget};
 use crate::provider::{CallObserver, Endpoint};
 use crate::readiness::Readiness;
+use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +37,13 @@ label_sets! {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabel {
     pub namespace: String,
+}
+
+/// The labels of a budget's gauges: budgets are as many as the user's own layout makes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    pub namespace: String,
+    pub budget: String,
 }
 
 /// How far ahead `hosts_expiring` looks.
@@ -74,6 +82,11 @@ pub struct Metrics {
     pub listing_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The controller's object cache, once it runs (for the object gauges).
     pub store: std::sync::OnceLock<Store<RentedHost>>,
+    /// What each budget spent in its window, and its limit (CNY), by namespace and budget.
+    pub budget_spent: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub budget_limit: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The budget cache, once the controllers run (for the budget gauges).
+    pub budgets: std::sync::OnceLock<Store<RentedHostBudget>>,
     /// What `/readyz` and `rentedhost_leader` say.
     pub readiness: Readiness,
 }
@@ -109,6 +122,9 @@ impl Default for Metrics {
             hosts_expiring: Gauge::default(),
             listing_age: Gauge::default(),
             store: std::sync::OnceLock::new(),
+            budget_spent: Family::default(),
+            budget_limit: Family::default(),
+            budgets: std::sync::OnceLock::new(),
             readiness: Readiness::default(),
             registry: Registry::default(),
         };
@@ -127,6 +143,8 @@ impl Default for Metrics {
             "foreign_hosts", "Hosts that appeared on the accounts since the operator started with no create of its own to explain them (someone else rents there)" => m.foreign_hosts;
             "hosts_expiring", "Hosts whose prepaid period ends within the next 24 hours (renew them, or let them go)" => m.hosts_expiring;
             "listing_age_seconds", "Age of the oldest account listing that observation reads: it grows past the poll interval when an account's hosts take longer to list than the poll allows (the listing's share of the rate limit)" => m.listing_age;
+            "budget_spent", "CNY a RentedHostBudget spent in its current window (status.spent), by namespace and budget" => m.budget_spent;
+            "budget_limit", "CNY a RentedHostBudget allows in a window (spec.limit), by namespace and budget" => m.budget_limit;
             "leader", "1 while this replica leads (reconciles, and so spends), 0 while it stands by" => m.readiness.leader;
         }
         Metrics { registry, ..m }
@@ -216,6 +234,25 @@ impl Metrics {
                         .get_or_create(&ConditionLabels { condition, reason })
                         .inc();
                 }
+            }
+        }
+        if let Some(budgets) = self.budgets.get() {
+            self.budget_spent.clear();
+            self.budget_limit.clear();
+            for budget in budgets.state() {
+                let labels = BudgetLabels {
+                    namespace: budget.namespace().unwrap_or_default(),
+                    budget: budget.name_any(),
+                };
+                let amount = |d: rust_decimal::Decimal| f64::try_from(d).unwrap_or(f64::NAN);
+                if let Some(limit) = crate::budget::book::limit(&budget) {
+                    self.budget_limit.get_or_create(&labels).set(amount(limit));
+                }
+                let spent = budget.status.as_ref().and_then(|s| s.spent.as_deref());
+                let spent = spent.and_then(|s| s.parse::<rust_decimal::Decimal>().ok());
+                self.budget_spent
+                    .get_or_create(&labels)
+                    .set(spent.map(amount).unwrap_or(0.0));
             }
         }
         let mut out = String::new();

@@ -1,6 +1,8 @@
-//! The operator's controllers together: RentedHosts and RentedHostPools, until shutdown;
+//! The operator's controllers together: RentedHosts, RentedHostPools and RentedHostBudgets,
+//! until shutdown;
 //! and one replica of the process, alone or elected among several.
 
+use crate::budget::{self, Budgets};
 use crate::controller::{self, Config};
 use crate::crd_check::{self, Audience};
 use crate::leader::{self, Ended, Leadership, LeaseConfig};
@@ -80,6 +82,8 @@ pub async fn run(
         instance: config.instance.clone(),
         default_deletion_policy: config.default_deletion_policy,
     };
+    let (budgets, budget_cache) = Budgets::new(client.clone());
+    let _ = metrics.budgets.set(budgets.store());
     let controllers = async {
         tokio::join!(
             controller::run(
@@ -87,6 +91,14 @@ pub async fn run(
                 config.clone(),
                 leadership.clone(),
                 metrics.clone(),
+                (budgets.clone(), budget_cache),
+                shutdown.clone()
+            ),
+            budget::run(
+                client.clone(),
+                budgets,
+                config.namespace.clone(),
+                leadership.clone(),
                 shutdown.clone()
             ),
             pool::run(client, pool_settings, leadership, metrics, shutdown.clone()),

@@ -143,6 +143,24 @@ impl Access {
         self.account.catalogue.price(request)
     }
 
+    /// The price of `request` from a package list read successfully less than [`REFRESH`]
+    /// ago (read now when older, or when the last read failed): a budget spends by it, so
+    /// it never comes from a list that cannot be read now. `Err` says why it is not known.
+    pub async fn fresh_price(&self, request: &CreateRequest) -> Result<Price, String> {
+        let id = &request.package_id;
+        match self.account.catalogue.package(&self.client, id).await {
+            Ok(Some(package)) => catalogue::price_of(&package, &request.period).ok_or_else(|| {
+                format!("package {id} has no readable price in the provider's package list")
+            }),
+            Ok(None) => Err(format!(
+                "package {id} is not in the provider's package list (packAge/1)"
+            )),
+            Err(error) => Err(format!(
+                "the provider's package list cannot be read ({error})"
+            )),
+        }
+    }
+
     /// Whether someone else was seen renting on the account: then no lost create of the
     /// account is paired automatically.
     pub fn someone_else_rents(&self) -> bool {

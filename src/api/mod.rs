@@ -1,10 +1,12 @@
 //! The `RentedHost` custom resource (`xuandashi.dev/v1alpha1`): spec, status and the CRD
 //! generated from them. Doc comments on fields become `kubectl explain` text.
 
+mod budget;
 mod conditions;
 mod pool;
 mod reason;
 
+pub use budget::*;
 pub use conditions::{ConditionType, Conditions, conditions_equal};
 pub use pool::*;
 pub use reason::{Act, EventReason, Reason};
@@ -507,6 +509,7 @@ pub struct ObservedHost {
 pub enum Kind {
     RentedHost,
     RentedHostPool,
+    RentedHostBudget,
 }
 
 impl Kind {
@@ -518,6 +521,7 @@ impl Kind {
         match self {
             Kind::RentedHost => RentedHost::crd(),
             Kind::RentedHostPool => RentedHostPool::crd(),
+            Kind::RentedHostBudget => RentedHostBudget::crd(),
         }
     }
 
@@ -531,6 +535,7 @@ impl Kind {
         match self {
             Kind::RentedHost => "rentedhost.yaml",
             Kind::RentedHostPool => "rentedhostpool.yaml",
+            Kind::RentedHostBudget => "rentedhostbudget.yaml",
         }
     }
 }

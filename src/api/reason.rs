@@ -50,6 +50,12 @@ pub enum Reason {
     Paused,
     /// A host id the provider's alphabet cannot hold: never sent, never rewritten.
     InvalidHostId,
+    /// No budget of the namespace (`RentedHostBudget`) has room for the host: no create
+    /// is sent.
+    BudgetExceeded,
+    /// A budget applies and the host's price is not known (the package list is
+    /// unreadable, or lacks the package): no create is sent.
+    PriceUnknown,
 }
 
 impl Reason {

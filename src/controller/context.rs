@@ -47,6 +47,8 @@ pub struct Context {
     pub started: jiff::Timestamp,
     /// Brings objects back whose wait another object's change ends (a host's claim).
     pub wake: tokio::sync::mpsc::Sender<ObjectRef<RentedHost>>,
+    /// The spend limits of the namespaces, reserved in before each create.
+    pub budgets: Arc<crate::budget::Budgets>,
 }
 
 impl Context {

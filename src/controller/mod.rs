@@ -20,7 +20,8 @@ pub use crate::kit::Error;
 pub use context::Context;
 
 use crate::account::Accounts;
-use crate::api::RentedHost;
+use crate::api::{RentedHost, RentedHostBudget};
+use crate::budget::Budgets;
 use crate::kit;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -32,6 +33,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
@@ -109,15 +111,32 @@ fn users_of_secret(
         .collect()
 }
 
+/// Objects of `namespace` whose last create was not sent for a budget.
+fn waiting_for_budget(store: &Store<RentedHost>, namespace: &str) -> Vec<ObjectRef<RentedHost>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .filter(|o| {
+            let status = o.status.as_ref();
+            let reason = status.and_then(|s| s.reason(crate::api::ConditionType::Ready));
+            reason.is_some_and(|r| r.waits_for_budget())
+        })
+        .map(|o| ObjectRef::from_obj(&*o))
+        .collect()
+}
+
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
     client: Client,
     config: Config,
     leadership: Leadership,
     metrics: Arc<Metrics>,
+    (budgets, budget_cache): (Arc<Budgets>, Writer<RentedHostBudget>),
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<RentedHost> = kit::scoped(&client, config.namespace.as_deref());
+    let budget_api: Api<RentedHostBudget> = kit::scoped(&client, config.namespace.as_deref());
     let secrets: Api<PartialObjectMeta<Secret>> = kit::scoped(&client, config.namespace.as_deref());
     let (store, writer) = reflector::store();
     let ready_metrics = metrics.clone();
@@ -172,6 +191,7 @@ pub async fn run(
         store: store.clone(),
         metrics: metrics.clone(),
         config: config.clone(),
+        budgets,
     });
     let _ = metrics.store.set(store.clone());
     // The poller ends with the controller.
@@ -217,6 +237,14 @@ pub async fn run(
         None => futures::stream::pending().boxed(),
     };
     let secret_changes = futures::stream::select(secret_changes.boxed(), default_changes);
+    // Any change of a budget (a new limit, a returned reservation, a turned window) may
+    // make room: the objects of its namespace that wait for a budget try again.
+    let budget_changes = watcher(budget_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|b| b.metadata.managed_fields = None)
+        .reflect(budget_cache)
+        .touched_objects();
+    let budget_store = store.clone();
     Controller::for_stream(triggers, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .watches_stream(secret_changes, move |secret| {
@@ -240,6 +268,9 @@ pub async fn run(
                 // Perhaps credentials: every object that reads them.
                 None => users_of_secret(&secret_store, default_secret.as_ref(), &namespace, &name),
             }
+        })
+        .watches_stream(budget_changes, move |budget| {
+            waiting_for_budget(&budget_store, &budget.namespace().unwrap_or_default())
         })
         .reconcile_on(wakes)
         .graceful_shutdown_on(shutdown)

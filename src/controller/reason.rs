@@ -89,6 +89,12 @@ impl Reason {
                 "start the host (spec.powerState: Running) before rebooting it"
             }
             Reason::Paused => "remove annotation xuandashi.dev/paused to resume",
+            Reason::BudgetExceeded => {
+                "raise spec.limit (or spec.maxHosts) of the namespace's RentedHostBudget, or delete it; the operator tries again as soon as a budget of the namespace changes or its window turns"
+            }
+            Reason::PriceUnknown => {
+                "nothing if the provider's package list is back soon: a budget applies, so no host is rented at an unknown price; the operator retries 1 to 10 minutes apart"
+            }
             Reason::InvalidHostId => {
                 "name the host by its id exactly as the provider shows it (letters, digits, '-' and '_' only): delete this object and apply it again with the right spec.hostId"
             }
@@ -132,7 +138,13 @@ impl Reason {
         !matches!(
             self,
             Reason::CredentialsInvalid | Reason::CredentialsMissing
-        )
+        ) && !self.waits_for_budget()
+    }
+
+    /// Whether no create was sent for a budget of the namespace: the object tries again
+    /// when a budget changes, and a pool adds no child meanwhile.
+    pub fn waits_for_budget(self) -> bool {
+        matches!(self, Reason::BudgetExceeded | Reason::PriceUnknown)
     }
 
     /// The retry table: every retry delay of the controller comes from here.
@@ -170,6 +182,10 @@ impl Reason {
             | Reason::Rented
             | Reason::Observed => backoff(5, 300),
             Reason::Paused | Reason::InvalidHostId => Retry::OnChange,
+            // A change of a budget of the namespace (or its window's turn) wakes the
+            // object; this is a safety net.
+            Reason::BudgetExceeded => backoff(600, 600),
+            Reason::PriceUnknown => backoff(60, 600),
         }
     }
 }

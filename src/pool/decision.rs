@@ -132,6 +132,13 @@ fn pending(child: &RentedHost) -> bool {
         .is_some_and(|s| s.create_pending.is_some())
 }
 
+/// What a child's Ready condition says.
+fn ready_message(child: &RentedHost) -> Option<String> {
+    let status = child.status.as_ref()?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some(ready.message.clone())
+}
+
 fn is_ready(child: &RentedHost) -> bool {
     condition(child, ConditionType::Ready).is_some_and(|(s, _)| s == "True")
 }
@@ -163,7 +170,8 @@ pub fn scale(
         .collect();
     let mut delete = Vec::new();
     let mut create = Vec::new();
-    let holding = live.iter().find_map(|c| holding_reason(c));
+    let holder = live.iter().find(|c| holding_reason(c).is_some());
+    let holding = holder.and_then(|c| holding_reason(c));
     if live.len() > wanted {
         // Not started first, then pending creates, then the newest rented. A child that
         // would not release its host (paused, Orphan, observe-only) is not picked: it would
@@ -234,6 +242,15 @@ pub fn scale(
             true,
             "AllReady",
             format!("{wanted} of {wanted} hosts ready"),
+        ),
+        Some(reason) if live.len() < wanted && reason.waits_for_budget() => (
+            false,
+            reason.as_str(),
+            format!(
+                "{ready} of {wanted} hosts ready; no new host is rented while a budget of the namespace refuses creates ({}: {})",
+                reason.as_str(),
+                holder.and_then(|c| ready_message(c)).unwrap_or_default()
+            ),
         ),
         Some(reason) if live.len() < wanted => (
             false,

@@ -30,7 +30,7 @@ fn renting_reason(child: &RentedHost) -> Option<Option<Reason>> {
 /// Whether a child stops the pool from adding children: the provider refused its create
 /// for a reason every sibling would meet too.
 pub fn holding_reason(child: &RentedHost) -> Option<Reason> {
-    renting_reason(child)?.filter(|r| r.holds_siblings())
+    renting_reason(child)?.filter(|r| r.holds_siblings() || r.waits_for_budget())
 }
 
 /// Whether a child takes one of the slots of children renting at once: it is renting and

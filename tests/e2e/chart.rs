@@ -349,7 +349,7 @@ fn kube_score_finds_nothing_critical_that_the_values_do_not_justify() {
 
 /// Every verb on every resource the controller could touch: what the chart grants must be
 /// exactly what the controller uses.
-const RESOURCES: [&str; 12] = [
+const RESOURCES: [&str; 14] = [
     "rentedhosts.xuandashi.dev",
     "rentedhosts.xuandashi.dev/status",
     "secrets",
@@ -359,6 +359,8 @@ const RESOURCES: [&str; 12] = [
     "rentedhostpools.xuandashi.dev",
     "rentedhostpools.xuandashi.dev/status",
     "rentedhostpools.xuandashi.dev/scale",
+    "rentedhostbudgets.xuandashi.dev",
+    "rentedhostbudgets.xuandashi.dev/status",
     "configmaps",
     "pods",
     "deployments.apps",
@@ -387,6 +389,8 @@ fn watched(resource: &str, verb: &str) -> bool {
         "rentedhosts.xuandashi.dev/status" => verb == "patch",
         "rentedhostpools.xuandashi.dev" => matches!(verb, "get" | "list" | "watch"),
         "rentedhostpools.xuandashi.dev/status" => verb == "patch",
+        "rentedhostbudgets.xuandashi.dev" => matches!(verb, "get" | "list" | "watch"),
+        "rentedhostbudgets.xuandashi.dev/status" => verb == "patch",
         "secrets" => matches!(verb, "get" | "list" | "watch" | "create" | "patch"),
         "events.events.k8s.io" => matches!(verb, "create" | "patch"),
         _ => false,
@@ -437,6 +441,7 @@ fn assert_reads_its_crds_only(plane: &ControlPlane, subject: &str) {
     for name in [
         "rentedhosts.xuandashi.dev",
         "rentedhostpools.xuandashi.dev",
+        "rentedhostbudgets.xuandashi.dev",
         "certificates.cert-manager.io",
     ] {
         for verb in VERBS {

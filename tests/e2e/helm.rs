@@ -112,7 +112,7 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
     );
 
     // Who may spend: the chart's user roles joined the cluster's `edit` and `view`.
-    for (user, role) in [("editor", "edit"), ("viewer", "view")] {
+    for (user, role) in [("editor", "edit"), ("viewer", "view"), ("owner", "admin")] {
         run_ok(plane.kubectl().args([
             "create",
             "rolebinding",
@@ -153,6 +153,21 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
         "view may not spend"
     );
     assert!(!can("delete", "rentedhosts", "viewer"));
+    assert!(
+        can("list", "rentedhostbudgets", "viewer") && can("get", "rentedhostbudgets", "editor")
+    );
+    assert!(
+        !can("patch", "rentedhostbudgets", "editor")
+            && !can("create", "rentedhostbudgets", "editor"),
+        "a budget limits what edit spends: admin's"
+    );
+    assert!(
+        can("create", "rentedhostbudgets", "owner") && can("patch", "rentedhostbudgets", "owner")
+    );
+    assert!(
+        !can("patch", "rentedhostbudgets/status", "owner"),
+        "status is the operator's"
+    );
 
     delete_example(plane, &hosts, sim_port).await;
 
@@ -229,12 +244,16 @@ fn on_a_new_cluster_the_chart_installs_the_crd() {
         "-o",
         "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
     ]));
-    assert_eq!(columns, "Host Phase Ready Reason Expires Prepaid Age");
+    assert_eq!(
+        columns,
+        "Host Phase Ready Reason Expires Prepaid Age Package"
+    );
     run_ok(plane.kubectl().args([
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
         "crd/rentedhostpools.xuandashi.dev",
+        "crd/rentedhostbudgets.xuandashi.dev",
     ]));
     let created = plane
         .kubectl()

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod budgets;
 mod chaos;
 mod chart;
 mod controls;

@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(retry_requested(&obj(None)), None);
         let o = annotated(obj(None), RETRY_ANNOTATION, "2026-11-26T10:00:00Z");
         assert_eq!(retry_requested(&o).as_deref(), Some("2026-11-26T10:00:00Z"));
-        let recorded = creating(&o, t0(), Duration::from_secs(30));
+        let recorded = creating(&o, t0(), later(30));
         assert_eq!(
             recorded.last_retry_request.as_deref(),
             Some("2026-11-26T10:00:00Z"),

@@ -4,18 +4,18 @@
 use super::status::*;
 use super::*;
 
-/// The status recorded (and confirmed by the API server) before createRent is called.
-/// `budget` bounds the recording and the call together: its end is recorded as the
-/// pending create's deadline.
-pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHostStatus {
+/// The status recorded (and confirmed by the API server) before createRent is called, for
+/// the create begun at `since` (its budgets' reservations name it). `deadline` bounds the
+/// recording and the call together.
+pub fn creating(obj: &RentedHost, since: Timestamp, deadline: Timestamp) -> RentedHostStatus {
     let mut status = base(obj);
     let package = next_package(obj).unwrap_or_else(|| obj.spec.package_id.clone());
     status.package_id = Some(package.clone());
     status.create_pending = Some(CreatePending {
-        since: now.to_string(),
+        since: since.to_string(),
         request: Some(CreateRequest::asking(&obj.spec, &package)),
         call_ended: None,
-        deadline: Some((now + budget).to_string()),
+        deadline: Some(deadline.to_string()),
         asked_at: None,
     });
     status.create_attempts = Some(status.create_attempts.unwrap_or(0) + 1);
@@ -24,11 +24,20 @@ pub fn creating(obj: &RentedHost, now: Timestamp, budget: Duration) -> RentedHos
     }
     status.phase = Some(Phase::Creating);
     let msg = "calling createRent";
-    conditions_of(&mut status, obj, now)
+    conditions_of(&mut status, obj, since)
         .rented(false, Reason::Creating.as_str(), msg)
         .ready(false, Reason::Creating.as_str(), msg)
         .synced(true, Reason::Creating.as_str(), msg);
     status
+}
+
+/// A create not sent for a budget of the namespace: it has no room for the host
+/// (`BudgetExceeded`), or the host's price is not known (`PriceUnknown`).
+pub fn not_sent(obj: &RentedHost, reason: Reason, why: &str, now: Timestamp) -> Transition {
+    let mut status = base(obj);
+    status.phase = Some(Phase::Pending);
+    let e = local_error(reason, format!("no createRent sent: {why}"));
+    fail_all(obj, status, e, now)
 }
 
 /// `obj`'s status once host `id` is known to be its own (`how` says how it became so).
@@ -268,7 +277,7 @@ mod tests {
 
     #[test]
     fn creating_records_pending_before_the_call() {
-        let s = creating(&obj(None), t0(), Duration::from_secs(30));
+        let s = creating(&obj(None), t0(), later(30));
         let recorded = s.create_pending.as_ref().unwrap();
         assert_eq!(recorded.since, "2026-11-26T07:00:00Z");
         assert_eq!(
@@ -283,7 +292,7 @@ mod tests {
             cond(&s, ConditionType::Ready),
             ("False".into(), "Creating".into())
         );
-        let again = creating(&obj(Some(s)), later(10), Duration::from_secs(30));
+        let again = creating(&obj(Some(s)), later(10), later(40));
         assert_eq!(again.create_attempts, Some(2));
         assert!(again.create_pending.as_ref().unwrap().asked_at.is_none());
         assert_eq!(

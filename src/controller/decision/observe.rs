@@ -31,10 +31,6 @@ pub fn after_observe(
 ) -> Transition {
     let mut status = base(obj);
     let before = obj.status.clone().unwrap_or_default();
-    if before.host_id.is_none() {
-        // Adopted (spec.hostId): its package is not known.
-        status.package_id = None;
-    }
     status.host_id = Some(id.to_string());
     status.create_pending = None;
     let Some(host) = host else {
@@ -137,6 +133,8 @@ pub fn after_adopt(obj: &RentedHost, id: &str, found: Adoptable<'_>, now: Timest
             let mut status = base(obj);
             status.host_id = Some(id.to_string());
             status.create_pending = None;
+            // Not rented by a create of ours: its package is not known.
+            status.package_id = None;
             status.phase = Some(Phase::Provisioning);
             view.status = Some(status);
             let mut t = after_observe(&view, id, Some(host), now);

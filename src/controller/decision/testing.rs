@@ -52,7 +52,7 @@ pub(crate) fn business(code: i64) -> ProviderError {
 }
 
 pub(crate) fn pending(o: &RentedHost) -> RentedHostStatus {
-    creating(o, t0(), Duration::from_secs(30))
+    creating(o, t0(), later(30))
 }
 
 pub(crate) fn host(id: &str, created: Timestamp, cpu: i64) -> Host {

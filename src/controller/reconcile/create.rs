@@ -2,6 +2,8 @@
 //! the answer.
 
 use super::*;
+use crate::api::{CreateRequest, Reservation};
+use crate::budget::{RECORDING_LANDS_WITHIN, Reserved};
 
 pub(super) async fn create(
     obj: RentedHost,
@@ -19,6 +21,26 @@ pub(super) async fn create(
     {
         return Ok(Outcome::Done(Action::requeue(left)));
     }
+    // Every budget of the namespace holds the host's prepaid total before the create is
+    // recorded; a create that does not fit is not sent.
+    let since = now();
+    let reservation = match reserve(&obj, provider, ctx, since).await? {
+        Ok(reservation) => reservation,
+        Err(t) => return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done),
+    };
+    let give_back = async |obj: &RentedHost| {
+        if reservation.is_some() {
+            ctx.budgets.give_back(obj, &since.to_string()).await;
+        }
+    };
+    if now().duration_since(since)
+        > jiff::SignedDuration::try_from(RECORDING_LANDS_WITHIN / 2).unwrap_or_default()
+    {
+        // Reserving took so long that the budget's sweep could return the reservation
+        // while this create is recorded: begin again.
+        give_back(&obj).await;
+        return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
+    }
     // No resolution of this account runs while the call is in flight: its host would look
     // unclaimed until the answer is written.
     let gate = provider.create_gate();
@@ -27,17 +49,26 @@ pub(super) async fn create(
     // whose end is recorded: the resolution's window for a call whose end never was.
     let budget = ctx.config.provider.timeout * 2;
     let deadline = tokio::time::Instant::now() + budget;
-    let recorded = decision::creating(&obj, now(), budget);
+    let recorded = decision::creating(&obj, since, now() + budget);
     // The credentials stay while the create needs them (`write_kept`). The guarded write
     // (only while leading) fails if anyone changed the object since the quorum read:
     // createRent is called only after the API server accepted createPending.
-    let obj = match write_kept(ctx, &obj, &recorded, provider.id()).await? {
-        Kept::Written(written) => *written,
-        Kept::Refused(problem) => {
+    let obj = match write_kept(ctx, &obj, &recorded, provider.id()).await {
+        Ok(Kept::Written(written)) => *written,
+        Ok(Kept::Refused(problem)) => {
+            give_back(&obj).await;
             let t = decision::credentials_missing(&obj, &problem, now());
             return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done);
         }
-        Kept::TooSlow => return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1)))),
+        // The recording may still land: the budget's sweep returns the reservation once it
+        // cannot, unless the object then waits for this create.
+        Ok(Kept::TooSlow) => return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1)))),
+        Err(e @ (Error::Conflict | Error::NotLeading)) => {
+            // Not recorded, so not sent.
+            give_back(&obj).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
     };
     let asked = recorded
         .create_pending
@@ -64,14 +95,23 @@ pub(super) async fn create(
             )),
         });
     if let Ok(id) = &answer {
-        let since = recorded.create_pending.as_ref().map(|p| p.since.as_str());
-        ctx.ledger.answered(&obj, since.unwrap_or_default(), id);
+        ctx.ledger.answered(&obj, &since.to_string(), id);
         ctx.siblings.release(&obj);
         tracing::Span::current().record("hostId", id.as_str());
         let total = provider.price(&asked);
         if let Some(total) = total.and_then(|p| p.prepaid_total.parse::<f64>().ok()) {
             ctx.metrics
                 .prepaid(&obj.namespace().unwrap_or_default(), total);
+        }
+        if reservation.is_some() {
+            // Spent before the host id is written: a reservation outlives its create only
+            // while the object waits for it. Should the budget not take it, the create
+            // stays pending and its resolution adopts the host (the ledger has it).
+            if let Err(error) = ctx.budgets.spend(&obj, &since.to_string()).await {
+                tracing::warn!(host = %id, %error, "the budget could not count the rented host yet; the host is recorded once it does");
+                drop(in_flight);
+                return Err(error);
+            }
         }
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
@@ -90,6 +130,14 @@ pub(super) async fn create(
         }
         Err(_) => write.await?,
     };
+    let settled = written
+        .status
+        .as_ref()
+        .is_none_or(|s| s.create_pending.is_none());
+    if answer.is_err() && settled {
+        // A proven refusal, recorded: the create rented nothing.
+        give_back(&written).await;
+    }
     // A rented host is observed in the same reconcile, on the object just written: its
     // first look's note (running, most often) joins this one in one event.
     let rented = written.status.as_ref().is_some_and(|s| s.host_id.is_some());
@@ -101,6 +149,48 @@ pub(super) async fn create(
     Ok(match rented {
         true => Outcome::Replan(Box::new(written)),
         false => Outcome::Done(action(ctx, &written, t.requeue)),
+    })
+}
+
+/// Reserves the prepaid total of the host `obj`'s next create asks for in every budget of
+/// its namespace, for the create begun at `since`: `None` without a budget. `Err` is the
+/// transition of a create not sent (no room, or no price to reserve).
+async fn reserve(
+    obj: &RentedHost,
+    provider: &Access,
+    ctx: &Context,
+    since: Timestamp,
+) -> Result<Result<Option<Reservation>, Transition>, Error> {
+    let budgets = ctx
+        .budgets
+        .of_namespace(&obj.namespace().unwrap_or_default())
+        .await;
+    if budgets.is_empty() {
+        return Ok(Ok(None));
+    }
+    let package = decision::next_package(obj).unwrap_or_else(|| obj.spec.package_id.clone());
+    let request = CreateRequest::asking(&obj.spec, &package);
+    let price = match provider.fresh_price(&request).await {
+        Ok(price) => price,
+        Err(why) => {
+            let t = decision::not_sent(obj, Reason::PriceUnknown, &why, now());
+            return Ok(Err(t));
+        }
+    };
+    let call_limit = ctx.config.provider.timeout * 2;
+    let expires = since + call_limit + RECORDING_LANDS_WITHIN;
+    let reservation = Reservation {
+        object: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        since: since.to_string(),
+        amount: price.prepaid_total,
+        // Set by each budget to its own.
+        window: String::new(),
+        expires: expires.to_string(),
+    };
+    Ok(match ctx.budgets.reserve(&budgets, &reservation).await? {
+        Reserved::Held => Ok(Some(reservation)),
+        Reserved::Refused(why) => Err(decision::not_sent(obj, Reason::BudgetExceeded, &why, now())),
     })
 }
 

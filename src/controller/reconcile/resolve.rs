@@ -141,8 +141,25 @@ pub(super) async fn resolve_and_write(
         if let Some(id) = &t.status.host_id {
             tracing::Span::current().record("hostId", id.as_str());
         }
+        let since = pending_since(&obj);
+        if t.status.host_id.is_some()
+            && let Some(since) = &since
+            && let Err(e) = ctx.budgets.spend(&obj, since).await
+        {
+            // Spent before the host id is written; the pairing is made again next time.
+            if let Some(id) = &paired {
+                ctx.ledger.release_claim(id);
+            }
+            return Err(e);
+        }
         return match write_protocol(ctx, &obj, &t.status, provider.id()).await {
-            Ok(written) => Ok(Ok((written, t))),
+            Ok(written) => {
+                if creates_again && let Some(since) = &since {
+                    // Recorded: the create rented nothing.
+                    ctx.budgets.give_back(&written, since).await;
+                }
+                Ok(Ok((written, t)))
+            }
             Err(e) => {
                 // The pairing is made again next time, perhaps differently.
                 if let Some(id) = &paired {
@@ -152,6 +169,12 @@ pub(super) async fn resolve_and_write(
             }
         };
     }
+}
+
+/// The `since` of the create `obj` waits for, if any: its budgets' reservations name it.
+fn pending_since(obj: &RentedHost) -> Option<String> {
+    let pending = obj.status.as_ref()?.create_pending.as_ref()?;
+    Some(pending.since.clone())
 }
 
 /// When the listing a resolution reads must have begun: after the create's grace period
@@ -340,6 +363,11 @@ pub(super) async fn adopt(
     };
     let t = decision::after_adopt(&obj, id, found, now());
     let written = if t.status.host_id.is_some() {
+        // The user's answer to a pending create: that create rented this host, and
+        // spent what it held before the host id is written.
+        if let Some(since) = pending_since(&obj) {
+            ctx.budgets.spend(&obj, &since).await?;
+        }
         ctx.ledger.claim(&obj, id);
         ctx.accounts.watch(provider, &obj);
         // A host to release: adopted only while its credentials are kept (`write_kept`).

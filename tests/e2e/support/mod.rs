@@ -73,6 +73,7 @@ pub fn apply_crd(plane: &ControlPlane) {
         "--timeout=60s",
         "crd/rentedhosts.xuandashi.dev",
         "crd/rentedhostpools.xuandashi.dev",
+        "crd/rentedhostbudgets.xuandashi.dev",
     ]));
 }
 

@@ -1,0 +1,276 @@
+//! Budgets: the spend limits of namespaces (`RentedHostBudget`). A create reserves its
+//! host's prepaid total in every budget of its namespace before `createPending` is recorded
+//! (`Budgets::reserve`); the reservation is spent before the host id is written
+//! (`Budgets::spend`), and returned only once the object records that the create rented
+//! nothing (`Budgets::give_back`). So a reservation exists for as long as its object waits
+//! for that create, and one its object does not wait for, past the time its recording
+//! could land, rented nothing: the budget controller returns it (`reconcile`).
+
+pub mod book;
+mod reconcile;
+
+pub use reconcile::run;
+
+use crate::api::{RentedHost, RentedHostBudget, RentedHostBudgetStatus, Reservation};
+use crate::kit::Error;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::runtime::reflector::store::Writer;
+use kube::{Client, ResourceExt};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Field manager of budget status writes.
+pub const MANAGER: &str = "rentedhost-operator-budget";
+
+/// How long past the end of its create's budget a reservation is kept for a recording that
+/// may still land (a write that never answered), before the sweep may return it.
+pub const RECORDING_LANDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Writes to one budget before giving up on conflicts (each read again first).
+const ATTEMPTS: usize = 16;
+
+/// One budget's writes: held while one is made; the budget as this process last wrote it.
+type Slot = Arc<tokio::sync::Mutex<Option<RentedHostBudget>>>;
+
+/// What a change to a budget's status comes to.
+enum Change {
+    /// Write this status, guarded by the resourceVersion it was computed from.
+    Write(RentedHostBudgetStatus),
+    /// Nothing to write, on any version of the budget (its status as it should be).
+    Unchanged,
+    /// Nothing to write on this version: true only if it is the current one.
+    Absent,
+    /// The change does not fit: true only if this is the current version.
+    Refuse(String),
+}
+
+/// What a change to a budget did.
+#[derive(Debug, PartialEq, Eq)]
+enum Updated {
+    Written,
+    Unchanged,
+    Refused(String),
+    /// The budget is gone: it limits nothing.
+    Gone,
+}
+
+/// What reserving a create's prepaid total came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reserved {
+    /// Held in every budget of the namespace (none, perhaps).
+    Held,
+    /// A budget has no room for it: nothing is held, and why.
+    Refused(String),
+}
+
+/// The budgets of every watched namespace, and the writes of their status by this process:
+/// one at a time per budget, so that concurrent creates queue instead of conflicting.
+pub struct Budgets {
+    client: Client,
+    store: Store<RentedHostBudget>,
+    /// Per budget (namespace, name): the budget as this process last wrote it.
+    written: Mutex<HashMap<(String, String), Slot>>,
+}
+
+impl Budgets {
+    /// The budgets, and the writer of their cache: the RentedHost controller's watch of
+    /// budgets fills it (and wakes the objects that wait for one).
+    pub fn new(client: Client) -> (Arc<Budgets>, Writer<RentedHostBudget>) {
+        let (store, writer) = kube::runtime::reflector::store();
+        let budgets = Budgets {
+            client,
+            store,
+            written: Mutex::default(),
+        };
+        (Arc::new(budgets), writer)
+    }
+
+    /// The cache of budgets (for metrics).
+    pub fn store(&self) -> Store<RentedHostBudget> {
+        self.store.clone()
+    }
+
+    /// The budgets of `namespace`, once the cache of budgets is filled (a create must not
+    /// miss one because the operator just started), in name order.
+    pub async fn of_namespace(&self, namespace: &str) -> Vec<Arc<RentedHostBudget>> {
+        // An error means the store's writer is gone: the controller is stopping.
+        let _ = self.store.wait_until_ready().await;
+        let mut budgets: Vec<_> = self
+            .store
+            .state()
+            .into_iter()
+            .filter(|b| b.namespace().as_deref() == Some(namespace))
+            .collect();
+        budgets.sort_by_key(|b| b.name_any());
+        budgets
+    }
+
+    /// Reserves `reservation` in every budget of `budgets`; when one has no room, returns
+    /// what the others hold and says why.
+    pub async fn reserve(
+        &self,
+        budgets: &[Arc<RentedHostBudget>],
+        reservation: &Reservation,
+    ) -> Result<Reserved, Error> {
+        let mut held: Vec<&RentedHostBudget> = Vec::new();
+        for budget in budgets {
+            let updated = self
+                .update(budget, |b| {
+                    match book::reserve(b, reservation.clone(), Timestamp::now()) {
+                        Ok(status) if Some(&status) == b.status.as_ref() => Change::Unchanged,
+                        Ok(status) => Change::Write(status),
+                        Err(why) => Change::Refuse(why),
+                    }
+                })
+                .await;
+            match updated {
+                Ok(Updated::Refused(why)) => {
+                    self.give_back_in(&held, &reservation.uid, &reservation.since)
+                        .await;
+                    return Ok(Reserved::Refused(why));
+                }
+                Ok(_) => held.push(budget),
+                Err(e) => {
+                    // Not recorded on the object: nothing was sent against them.
+                    self.give_back_in(&held, &reservation.uid, &reservation.since)
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Reserved::Held)
+    }
+
+    /// The create `since` of `obj` rented a host: what it holds in the budgets of its
+    /// namespace becomes spend. Must succeed before the host id is written.
+    pub async fn spend(&self, obj: &RentedHost, since: &str) -> Result<(), Error> {
+        let uid = obj.uid().unwrap_or_default();
+        for budget in self.of_namespace(&namespace(obj)).await {
+            self.update(&budget, |b| {
+                match book::spend(b, &uid, since, Timestamp::now()) {
+                    Some(status) => Change::Write(status),
+                    None => Change::Absent,
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The create `since` of `obj` rented nothing, and the object records so: what it
+    /// holds is returned. A failure is left to the budget controller's sweep.
+    pub async fn give_back(&self, obj: &RentedHost, since: &str) {
+        let budgets = self.of_namespace(&namespace(obj)).await;
+        let budgets: Vec<&RentedHostBudget> = budgets.iter().map(|b| &**b).collect();
+        self.give_back_in(&budgets, &obj.uid().unwrap_or_default(), since)
+            .await;
+    }
+
+    async fn give_back_in(&self, budgets: &[&RentedHostBudget], uid: &str, since: &str) {
+        for budget in budgets {
+            let returned = self
+                .update(budget, |b| {
+                    match book::give_back(b, uid, since, Timestamp::now()) {
+                        Some(status) => Change::Write(status),
+                        None => Change::Absent,
+                    }
+                })
+                .await;
+            if let Err(error) = returned {
+                tracing::warn!(budget = %budget.name_any(), %error, "returning a reservation failed; the budget's sweep returns it");
+            }
+        }
+    }
+
+    /// Brings `budget`'s status up to date (its window, its figures).
+    async fn refresh(&self, budget: &RentedHostBudget, now: Timestamp) -> Result<(), Error> {
+        self.update(budget, |b| {
+            let status = book::current(b, now);
+            match Some(&status) == b.status.as_ref() {
+                true => Change::Unchanged,
+                false => Change::Write(status),
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Returns the reservation of create (`uid`, `since`), which its object does not wait
+    /// for.
+    async fn sweep(&self, budget: &RentedHostBudget, uid: &str, since: &str) {
+        self.give_back_in(&[budget], uid, since).await
+    }
+
+    /// Applies `change` to `budget`'s status: on the version this process last wrote (or
+    /// the cache's), written guarded by its resourceVersion, read again on a conflict.
+    /// Nothing is refused, or found absent, but on a version just read.
+    async fn update(
+        &self,
+        budget: &RentedHostBudget,
+        change: impl Fn(&RentedHostBudget) -> Change,
+    ) -> Result<Updated, Error> {
+        let (ns, name) = (namespace(budget), budget.name_any());
+        let slot = self
+            .written
+            .lock()
+            .entry((ns.clone(), name.clone()))
+            .or_default()
+            .clone();
+        let mut last = slot.lock().await;
+        let api: Api<RentedHostBudget> = Api::namespaced(self.client.clone(), &ns);
+        let same = |b: &RentedHostBudget| b.uid() == budget.uid();
+        let mut current = last.clone().filter(same).unwrap_or_else(|| budget.clone());
+        let mut fresh = false;
+        for _ in 0..ATTEMPTS {
+            let status = match change(&current) {
+                Change::Unchanged => return Ok(Updated::Unchanged),
+                Change::Absent if fresh => return Ok(Updated::Unchanged),
+                Change::Refuse(why) if fresh => return Ok(Updated::Refused(why)),
+                Change::Absent | Change::Refuse(_) => None,
+                Change::Write(status) => Some(status),
+            };
+            if let Some(status) = status {
+                let mut body = serde_json::to_value(&status).expect("a status always serializes");
+                // A merge patch keeps what it omits: an empty list is written as one.
+                body["reservations"] = serde_json::json!(status.reservations);
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": current.resource_version()},
+                    "status": body,
+                });
+                let params = PatchParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..Default::default()
+                };
+                match api
+                    .patch_status(&name, &params, &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(written) if same(&written) => {
+                        *last = Some(written);
+                        return Ok(Updated::Written);
+                    }
+                    // Deleted and made again: not the budget the change was for.
+                    Ok(_) => return Ok(Updated::Gone),
+                    Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Updated::Gone),
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(Error::from_kube(e)),
+                }
+            }
+            match api.get_opt(&name).await.map_err(Error::from_kube)? {
+                Some(read) if same(&read) => {
+                    current = read;
+                    fresh = true;
+                }
+                _ => return Ok(Updated::Gone),
+            }
+        }
+        Err(Error::Conflict)
+    }
+}
+
+fn namespace(obj: &impl ResourceExt) -> String {
+    obj.namespace().unwrap_or_default()
+}

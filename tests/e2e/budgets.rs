@@ -1,0 +1,428 @@
+//! RentedHostBudget: the creates of a namespace never spend past its limit, whatever runs
+//! at once; a create that does not fit, or whose price is unknown, is not sent.
+
+use crate::support::{install_crd, kubectl_apply, run_ok};
+
+fn budget(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: xuandashi.dev/v1alpha1\nkind: RentedHostBudget\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}
+
+#[tokio::test]
+async fn budgets_are_validated_naming_the_field() {
+    let plane = install_crd();
+    let client = plane.client().await;
+    let ns = crate::support::test_namespace(&client, "rhb-invalid").await;
+    for (name, spec) in [
+        ("text", "  limit: \"5000.00\"\n"),
+        ("whole", "  limit: 5000\n  window: Total\n  maxHosts: 5\n"),
+        ("tenth", "  limit: \"259.2\"\n"),
+    ] {
+        let out = kubectl_apply(plane, &ns, &budget(name, spec));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (name, spec, expected) in [
+        ("comma", "  limit: \"5,000\"\n", "spec.limit"),
+        ("negative", "  limit: -1\n", "spec.limit"),
+        ("minus", "  limit: \"-1\"\n", "spec.limit"),
+        ("fen", "  limit: \"1.234\"\n", "spec.limit"),
+        ("week", "  limit: 1\n  window: Week\n", "spec.window"),
+        ("hosts", "  limit: 1\n  maxHosts: -1\n", "spec.maxHosts"),
+        ("none", "  window: Total\n", "spec.limit"),
+    ] {
+        let out = kubectl_apply(plane, &ns, &budget(name, spec));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+    let listed = run_ok(
+        plane
+            .kubectl()
+            .args(["get", "rhb", "-n", &ns, "-o", "name"]),
+    );
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    let explain = run_ok(plane.kubectl().args(["explain", "rhb.spec.limit"]));
+    assert!(
+        explain.contains("CNY") && explain.contains("two decimal"),
+        "{explain}"
+    );
+}
+
+use crate::support::operator::{World, demo_spec, host_id, is};
+use kube::api::Api;
+use rentedhost_operator::api::{RentedHost, RentedHostBudget, RentedHostBudgetStatus};
+use std::time::{Duration, Instant};
+use xds_simulator::{Endpoint, Fault};
+
+/// The demo package for a day: 2.5 CNY × 0.8 an hour × 24 hours.
+const DAY_PRICE: &str = "48.00";
+
+fn day_spec() -> serde_json::Value {
+    let mut spec = demo_spec();
+    spec["period"] = serde_json::json!({"count": 1, "unit": "Day"});
+    spec
+}
+
+fn apply_budget(world: &World, name: &str, spec: &str) {
+    let out = kubectl_apply(install_crd(), &world.ns, &budget(name, spec));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn budgets(world: &World) -> Api<RentedHostBudget> {
+    Api::namespaced(world.client.clone(), &world.ns)
+}
+
+async fn budget_status(world: &World, name: &str) -> RentedHostBudgetStatus {
+    let budget = budgets(world).get(name).await.unwrap();
+    budget.status.unwrap_or_default()
+}
+
+/// This month, as a `Month` budget names its window.
+fn this_month() -> String {
+    let date = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    format!("{:04}-{:02}", date.year(), date.month())
+}
+
+/// Creates `n` objects at once: `rh-0`…
+async fn create_all(world: &World, n: usize) {
+    let names: Vec<String> = (0..n).map(|i| format!("rh-{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| world.create(n, day_spec()))).await;
+}
+
+/// Whether the object has a host, or was refused for a budget.
+fn settled(o: &RentedHost) -> bool {
+    host_id(o).is_some() || is(o, "Ready", "False", "BudgetExceeded")
+}
+
+/// Creates `n` objects at once (`rh-0`…), and waits until each is rented or refused for a
+/// budget; returns them.
+async fn create_at_once(world: &World, n: usize) -> Vec<RentedHost> {
+    create_all(world, n).await;
+    let mut objects = Vec::new();
+    for i in 0..n {
+        let name = format!("rh-{i}");
+        let limit = Duration::from_secs(60);
+        objects.push(world.wait_for(&name, limit, "settled", settled).await);
+    }
+    objects
+}
+
+#[tokio::test]
+async fn twenty_objects_under_a_budget_for_ten_rent_ten_until_the_limit_is_raised() {
+    let world = World::start("rhb-twenty", |_| {}).await;
+    apply_budget(&world, "team", "  limit: \"480\"\n");
+    let objects = create_at_once(&world, 20).await;
+    let rented = objects.iter().filter(|o| host_id(o).is_some()).count();
+    assert_eq!(rented, 10);
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 10);
+    assert_eq!(world.sim.host_ids().len(), 10);
+    let refused: Vec<&RentedHost> = objects.iter().filter(|o| host_id(o).is_none()).collect();
+    assert_eq!(refused.len(), 10);
+    let month = this_month();
+    for o in &refused {
+        let e = o.status.as_ref().unwrap().last_error.clone().unwrap();
+        assert_eq!(e.reason.as_str(), "BudgetExceeded");
+        assert!(
+            e.message.contains(&format!(
+                "this host costs {DAY_PRICE} CNY; 480.00 of 480.00 spent in {month}"
+            )) || e.message.contains("reserved for creates under way"),
+            "{}",
+            e.message
+        );
+        assert!(o.status.as_ref().unwrap().create_pending.is_none());
+    }
+    // The figures settle: everything held was spent.
+    let start = Instant::now();
+    let status = loop {
+        let status = budget_status(&world, "team").await;
+        if status.reservations.is_empty() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (
+            status.spent.as_deref(),
+            status.reserved.as_deref(),
+            status.hosts
+        ),
+        (Some("480.00"), Some("0.00"), Some(10))
+    );
+    assert_eq!(status.window.as_deref(), Some(month.as_str()));
+    let table = run_ok(
+        install_crd()
+            .kubectl()
+            .args(["get", "rhb", "team", "-n", &world.ns]),
+    );
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "LIMIT", "SPENT", "RESERVED", "WINDOW", "HOSTS", "AGE"
+        ]
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..6],
+        ["team", "480", "480.00", "0.00", month.as_str(), "10"]
+    );
+    let metrics = world.metrics.render();
+    let labels = format!("namespace=\"{}\",budget=\"team\"", world.ns);
+    assert!(
+        metrics.contains(&format!("rentedhost_budget_spent{{{labels}}} 480.0"))
+            && metrics.contains(&format!("rentedhost_budget_limit{{{labels}}} 480.0")),
+        "{metrics}"
+    );
+    // A budget never stops what it refuses to grow: nothing was released.
+    assert_eq!(world.sim.calls(Endpoint::Delete), 0);
+    // Raising the limit is all it takes: the waiting objects rent at once.
+    apply_budget(&world, "team", "  limit: 960\n");
+    for o in &refused {
+        world
+            .wait_rented(&o.metadata.name.clone().unwrap(), Duration::from_secs(30))
+            .await;
+    }
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 20);
+    assert_eq!(world.sim.host_ids().len(), 20);
+    let start = Instant::now();
+    while budget_status(&world, "team").await.spent.as_deref() != Some("960.00") {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_and_a_leader_killed_mid_burst_never_spend_past_the_limit() {
+    let mut world = World::start("rhb-replicas", |_| {}).await;
+    world.kill_controller().await;
+    world.start_replica("replica-a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.start_replica("replica-b");
+    apply_budget(&world, "team", "  limit: \"480.00\"\n");
+    // Each create takes 300 ms: the leader dies with creates under way.
+    world.sim.inject(
+        Endpoint::CreateRent,
+        (0..20).map(|_| Fault::Latency(Duration::from_millis(300))),
+    );
+    create_all(&world, 20).await;
+    let start = Instant::now();
+    while world.sim.calls(Endpoint::CreateRent) < 3 {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    world.kill_replica(0).await;
+    // Quiet: every object rented or refused, and every host an object's.
+    let start = Instant::now();
+    let hosts = loop {
+        let objects = world.api().list(&Default::default()).await.unwrap().items;
+        let rented = objects.iter().filter(|o| host_id(o).is_some()).count();
+        let hosts = world.sim.host_ids().len();
+        assert!(hosts <= 10, "{hosts} hosts rented under a budget for 10");
+        if objects.iter().all(settled) && rented == hosts {
+            break hosts;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{rented} rented, {hosts} hosts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(world.sim.calls(Endpoint::CreateRent) <= 10);
+    let status = budget_status(&world, "team").await;
+    let spent: f64 = status.spent.unwrap().parse().unwrap();
+    let reserved: f64 = status.reserved.unwrap().parse().unwrap();
+    assert!(spent + reserved <= 480.0, "{spent} + {reserved}");
+    assert_eq!(spent, 48.0 * status.hosts.unwrap() as f64);
+    println!("{hosts} hosts rented; {spent} spent, {reserved} reserved");
+}
+
+#[tokio::test]
+async fn a_pool_of_twenty_under_a_budget_for_five_holds_at_five_and_says_why() {
+    let world = World::start("rhb-pool", |_| {}).await;
+    apply_budget(&world, "team", "  limit: \"240\"\n");
+    let pool = serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHostPool",
+        "metadata": {"name": "render"},
+        "spec": {"replicas": 20, "template": {"spec": day_spec()}},
+    });
+    let out = kubectl_apply(install_crd(), &world.ns, &pool.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pools: Api<rentedhost_operator::api::RentedHostPool> =
+        Api::namespaced(world.client.clone(), &world.ns);
+    let start = Instant::now();
+    let ready = loop {
+        let status = pools
+            .get("render")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .cloned();
+        if ready.as_ref().is_some_and(|c| c.reason == "BudgetExceeded") {
+            break ready.unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        ready.message.contains("budget") && ready.message.contains("240.00 of 240.00 spent"),
+        "{}",
+        ready.message
+    );
+    // It holds: no more children, no more creates.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 5);
+    assert_eq!(world.sim.host_ids().len(), 5);
+    let children = world.api().list(&Default::default()).await.unwrap().items;
+    assert!(children.len() <= 10, "{} children", children.len());
+    let refused = children
+        .iter()
+        .filter(|c| is(c, "Ready", "False", "BudgetExceeded"))
+        .count();
+    assert_eq!(refused, children.len() - 5);
+}
+
+#[tokio::test]
+async fn with_a_budget_an_unknown_price_sends_nothing_until_the_package_list_is_back() {
+    let world = World::start("rhb-price", |_| {}).await;
+    apply_budget(&world, "team", "  limit: 1000\n");
+    world
+        .sim
+        .inject(Endpoint::Package, (0..10_000).map(|_| Fault::ServerError));
+    world.create("rh", day_spec()).await;
+    let e = world.failed("rh", "Ready", "PriceUnknown").await;
+    assert!(
+        e.message.contains("package list cannot be read"),
+        "{}",
+        e.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        world.sim.calls(Endpoint::CreateRent),
+        0,
+        "nothing sent blind"
+    );
+    world.sim.state().faults.clear();
+    world.wait_rented("rh", Duration::from_secs(30)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+    world
+        .wait_for("rh", Duration::from_secs(30), "priced", |o| {
+            let price = o.status.as_ref().and_then(|s| s.price.as_ref());
+            price.is_some_and(|p| p.prepaid_total == "48")
+        })
+        .await;
+    let start = Instant::now();
+    while budget_status(&world, "team").await.spent.as_deref() != Some(DAY_PRICE) {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without a budget the price is not needed: deleting it removes the limit.
+    budgets(&world)
+        .delete("team", &Default::default())
+        .await
+        .unwrap();
+    world
+        .sim
+        .inject(Endpoint::Package, (0..10_000).map(|_| Fault::ServerError));
+    world.create("rh2", day_spec()).await;
+    world.wait_rented("rh2", Duration::from_secs(30)).await;
+}
+
+/// A reservation whose create was never recorded (the operator stopped between the two)
+/// is returned once its recording can no longer land; one whose object waits for its
+/// create is kept.
+#[tokio::test]
+async fn the_budget_returns_a_reservation_no_object_waits_for() {
+    let world = World::start("rhb-sweep", |_| {}).await;
+    apply_budget(&world, "team", "  limit: 1000\n");
+    let start = Instant::now();
+    while budget_status(&world, "team").await.window.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never refreshed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // `waiting` records a create (paused, so that it stays as it is); `ghost` is no object.
+    let paused: RentedHost = serde_json::from_value(serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHost",
+        "metadata": {
+            "name": "waiting",
+            "annotations": {rentedhost_operator::api::PAUSED_ANNOTATION: "true"},
+        },
+        "spec": day_spec(),
+    }))
+    .unwrap();
+    let waiting = world
+        .api()
+        .create(&Default::default(), &paused)
+        .await
+        .unwrap();
+    let since = "2026-01-01T00:00:00Z";
+    let pending = serde_json::json!({"status": {"createPending": {"since": since}}});
+    world
+        .api()
+        .patch_status(
+            "waiting",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&pending),
+        )
+        .await
+        .unwrap();
+    let month = this_month();
+    let reservation = |object: &str, uid: &str| {
+        serde_json::json!({
+            "object": object, "uid": uid, "since": since, "amount": "100",
+            "window": month, "expires": "2026-01-01T00:05:00Z",
+        })
+    };
+    let held = serde_json::json!({"status": {
+        "reserved": "200.00",
+        "reservations": [
+            reservation("ghost", "ghost-uid"),
+            reservation("waiting", &waiting.metadata.uid.clone().unwrap()),
+        ],
+    }});
+    budgets(&world)
+        .patch_status(
+            "team",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&held),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        let status = budget_status(&world, "team").await;
+        if status.reservations.len() == 1 {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        status.reservations[0].object, "waiting",
+        "its create may rent"
+    );
+    assert_eq!(status.reserved.as_deref(), Some("100.00"));
+    assert_eq!(status.spent.as_deref(), Some("0.00"), "returned, not spent");
+}
