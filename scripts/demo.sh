@@ -308,6 +308,7 @@ The demo runs (control plane, provider simulator, operator). Try it:
   export KUBECONFIG=$kubeconfig
   export PATH=$assets:\$PATH
   kubectl get rh -o wide
+  kubectl get rhb                      # the namespace's budget: spent, reserved, hosts
   kubectl annotate rh render-01 xuandashi.dev/reboot-requested-at="\$(date -u +%FT%TZ)" --overwrite   # reboot
   kubectl patch rh render-01 --type=merge -p '{"spec":{"powerState":"Stopped"}}'                       # power off
   kubectl describe rh render-01                                                                         # what happened

@@ -18,6 +18,8 @@ pub enum Cache {
     RentedHostPools,
     /// The pool controller's view of every RentedHost's owners.
     PoolChildren,
+    /// The budgets every create reserves in.
+    RentedHostBudgets,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,7 @@ mod tests {
         assert_eq!(r.leader.get(), 1);
         r.synced(Cache::RentedHosts);
         r.synced(Cache::PoolChildren);
+        r.synced(Cache::RentedHostBudgets);
         let why = r.check().unwrap_err();
         assert_eq!(
             why,

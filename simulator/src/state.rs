@@ -110,6 +110,8 @@ pub struct State {
     pub create_waits: u32,
     /// Every well-formed createRent body the provider worked on, in order.
     pub create_requests: Vec<CreateRent>,
+    /// Every host createRent made (released ones too): its id and package.
+    pub rented: Vec<(String, String)>,
     pub faults: HashMap<Endpoint, VecDeque<Fault>>,
     pub calls: HashMap<Endpoint, u64>,
     /// When each call arrived, in order.
@@ -199,6 +201,7 @@ impl Default for State {
             hosts: BTreeMap::new(),
             create_waits: 0,
             create_requests: Vec::new(),
+            rented: Vec::new(),
             faults: HashMap::new(),
             calls: HashMap::new(),
             call_log: Vec::new(),
@@ -405,6 +408,7 @@ impl State {
             created: now_ms(),
         };
         let id = self.add_host(account, new);
+        self.rented.push((id.clone(), request.package_id.clone()));
         Answer::ok(Value::String(id))
     }
 

@@ -318,6 +318,9 @@ pub struct RentedHostStatus {
     pub create_attempts: Option<u32>,
     /// Present only while a createRent call's outcome is not yet known.
     pub create_pending: Option<CreatePending>,
+    /// The create that rented the host: its `createPending.since`. The budgets' reservation
+    /// of that create is spent by it.
+    pub rented_since: Option<String>,
     /// The last provider error, kept until a success replaces it.
     pub last_error: Option<LastError>,
     /// The last `xuandashi.dev/reboot-requested-at` value acted on.

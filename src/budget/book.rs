@@ -1,7 +1,7 @@
 //! A budget's arithmetic, as pure functions of the budget and the time: its window, what
 //! fits, and the life of a reservation (held, then spent or returned).
 
-use crate::api::{BudgetWindow, RentedHostBudget, RentedHostBudgetStatus, Reservation};
+use crate::api::{BudgetWindow, RentedHost, RentedHostBudget, RentedHostBudgetStatus, Reservation};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -72,15 +72,28 @@ fn read(amount: Option<&str>) -> Decimal {
         .unwrap_or_default()
 }
 
+/// Whether `next` is a later window than `before`: only a later month starts from nothing.
+/// A month back (a clock behind another replica's) is not one, and a change of kind
+/// (`Month` and `Total`) carries what was spent over.
+fn turned(before: &str, next: &str) -> bool {
+    let month = |w: &str| w.len() == 7 && w.as_bytes()[4] == b'-';
+    month(before) && month(next) && next > before
+}
+
 /// The budget's status as of `now`: a window that turned starts from nothing spent (the
 /// reservations stay: their creates may be under way), `reserved` is their sum.
 pub fn current(budget: &RentedHostBudget, now: Timestamp) -> RentedHostBudgetStatus {
     let mut status = budget.status.clone().unwrap_or_default();
     let window = window_at(budget.spec.window, now);
-    if status.window.as_deref() != Some(window.as_str()) {
-        status.window = Some(window);
-        status.spent = None;
-        status.hosts = None;
+    match status.window.as_deref() {
+        Some(before) if turned(before, &window) => {
+            status.spent = None;
+            status.hosts = None;
+            status.window = Some(window);
+        }
+        // Not a month later: keep what was spent (in the later month, if ours is behind).
+        Some(before) if before > window.as_str() && window != "Total" && before != "Total" => {}
+        _ => status.window = Some(window),
     }
     status.spent = Some(money(read(status.spent.as_deref())));
     status.hosts = Some(status.hosts.unwrap_or(0));
@@ -197,6 +210,43 @@ pub fn give_back(
     let mut status = current(budget, now);
     take(&mut status, uid, since)?;
     Some(status)
+}
+
+/// What becomes of a reservation whose create's recording can no longer land, by its
+/// object as a quorum read shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// The object waits for that create: its outcome is not known yet.
+    Keep,
+    /// The create rented the object's host (or the object is gone, and may have had one).
+    Spend,
+    /// The object records no such create, or that it rented nothing.
+    Return,
+}
+
+/// How the sweep settles `reservation`, given its object (`None`: no object of that name).
+/// The object records the create (`createPending.since`) before createRent is called, and
+/// the host it rented with that create's `since` (`status.rentedSince`).
+pub fn settle(reservation: &Reservation, object: Option<&RentedHost>) -> Settle {
+    let Some(object) = object.filter(|o| o.uid().as_deref() == Some(reservation.uid.as_str()))
+    else {
+        // Deleted (its finalizer settles creates first, but not its budgets): it may
+        // have rented with this create, so the money counts.
+        return Settle::Spend;
+    };
+    let status = object.status.as_ref();
+    let since = Some(reservation.since.as_str());
+    if status
+        .and_then(|s| s.create_pending.as_ref())
+        .map(|p| p.since.as_str())
+        == since
+    {
+        return Settle::Keep;
+    }
+    match status.and_then(|s| s.rented_since.as_deref()) == since {
+        true => Settle::Spend,
+        false => Settle::Return,
+    }
 }
 
 /// Reservations whose recording can no longer land: each is returned unless its object
@@ -377,6 +427,87 @@ mod tests {
                 status.hosts
             ),
             (Some("0.00"), Some("0.00"), Some(0))
+        );
+    }
+
+    #[test]
+    fn a_window_never_goes_back_and_a_change_of_kind_carries_what_was_spent() {
+        let mut b = budget("1000", BudgetWindow::Month, None);
+        let dec = at("2026-12-31T23:59:59Z");
+        b.status = Some(reserve(&b, reservation("a", "100", ""), dec).unwrap());
+        b.status = spend(&b, "a", "2026-12-06T07:00:00Z", dec);
+        let jan = at("2027-01-01T00:00:01Z");
+        b.status = Some(current(&b, jan));
+        b.status = Some(reserve(&b, reservation("b", "50", ""), jan).unwrap());
+        b.status = spend(&b, "b", "2026-12-06T07:00:00Z", jan);
+        // A replica whose clock is still in December: January's spend stays.
+        let behind = current(&b, dec);
+        assert_eq!(
+            (behind.window.as_deref(), behind.spent.as_deref()),
+            (Some("2027-01"), Some("50.00"))
+        );
+        // Month to Total and back: what was spent is carried over.
+        b.spec.window = BudgetWindow::Total;
+        let total = current(&b, jan);
+        assert_eq!(
+            (total.window.as_deref(), total.spent.as_deref()),
+            (Some("Total"), Some("50.00"))
+        );
+        b.status = Some(total);
+        b.spec.window = BudgetWindow::Month;
+        let month = current(&b, jan);
+        assert_eq!(
+            (month.window.as_deref(), month.spent.as_deref()),
+            (Some("2027-01"), Some("50.00"))
+        );
+    }
+
+    #[test]
+    fn the_sweep_settles_by_what_the_object_records() {
+        use crate::api::{CreatePending, RentedHostStatus};
+        let r = reservation("uid-1", "100", "2026-12");
+        let object = |status: RentedHostStatus| {
+            let mut o = crate::controller::decision::testing::obj(Some(status));
+            o.metadata.uid = Some("uid-1".into());
+            o
+        };
+        let pending = |since: &str| RentedHostStatus {
+            create_pending: Some(CreatePending {
+                since: since.into(),
+                request: None,
+                call_ended: None,
+                deadline: None,
+                asked_at: None,
+            }),
+            ..Default::default()
+        };
+        let rented = |since: &str| RentedHostStatus {
+            host_id: Some("h1".into()),
+            rented_since: Some(since.into()),
+            ..Default::default()
+        };
+        assert_eq!(settle(&r, Some(&object(pending(&r.since)))), Settle::Keep);
+        assert_eq!(settle(&r, Some(&object(rented(&r.since)))), Settle::Spend);
+        assert_eq!(
+            settle(&r, Some(&object(rented("2026-12-06T08:00:00Z")))),
+            Settle::Return,
+            "rented by a later create: this one was never recorded"
+        );
+        assert_eq!(
+            settle(&r, Some(&object(pending("2026-12-06T08:00:00Z")))),
+            Settle::Return
+        );
+        assert_eq!(
+            settle(&r, Some(&object(RentedHostStatus::default()))),
+            Settle::Return
+        );
+        assert_eq!(settle(&r, None), Settle::Spend, "gone: it may have rented");
+        let mut other = object(rented(&r.since));
+        other.metadata.uid = Some("uid-2".into());
+        assert_eq!(
+            settle(&r, Some(&other)),
+            Settle::Spend,
+            "another object of that name"
         );
     }
 

@@ -1,10 +1,11 @@
 //! Budgets: the spend limits of namespaces (`RentedHostBudget`). A create reserves its
 //! host's prepaid total in every budget of its namespace before `createPending` is recorded
-//! (`Budgets::reserve`); the reservation is spent before the host id is written
-//! (`Budgets::spend`), and returned only once the object records that the create rented
-//! nothing (`Budgets::give_back`). So a reservation exists for as long as its object waits
-//! for that create, and one its object does not wait for, past the time its recording
-//! could land, rented nothing: the budget controller returns it (`reconcile`).
+//! (`Budgets::reserve`). The reservation is settled only after the object records the
+//! create's outcome: spent once the host id is written with the create's `since`
+//! (`status.rentedSince`, `Budgets::spend`), returned once the object records that the
+//! create rented nothing (`Budgets::give_back`). What a crash leaves unsettled, the budget
+//! controller settles by what the object records, once the create's recording can no
+//! longer land (`book::settle`, `reconcile`).
 
 pub mod book;
 mod reconcile;
@@ -25,9 +26,16 @@ use std::sync::Arc;
 /// Field manager of budget status writes.
 pub const MANAGER: &str = "rentedhost-operator-budget";
 
-/// How long past the end of its create's budget a reservation is kept for a recording that
-/// may still land (a write that never answered), before the sweep may return it.
-pub const RECORDING_LANDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(300);
+/// A create whose `createPending` write has not been sent this long after its reservation
+/// (`since`) is given up, and reserves again.
+pub const RECORD_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When the sweep may settle a reservation, after its `since`: past any write of its
+/// recording sent within [`RECORD_WITHIN`] (the API server ends a request within a minute).
+pub const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long a create waits for the cache of budgets to be filled before giving up.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Writes to one budget before giving up on conflicts (each read again first).
 const ATTEMPTS: usize = 16;
@@ -56,6 +64,14 @@ enum Updated {
     /// The budget is gone: it limits nothing.
     Gone,
 }
+
+/// The budgets cannot be read (their watch fails: RBAC, the CRD): nothing is created
+/// meanwhile.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the RentedHostBudgets are not readable yet (their watch has not listed them): no create is sent until they are"
+)]
+pub struct Unreadable;
 
 /// What reserving a create's prepaid total came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,9 +111,14 @@ impl Budgets {
 
     /// The budgets of `namespace`, once the cache of budgets is filled (a create must not
     /// miss one because the operator just started), in name order.
-    pub async fn of_namespace(&self, namespace: &str) -> Vec<Arc<RentedHostBudget>> {
-        // An error means the store's writer is gone: the controller is stopping.
-        let _ = self.store.wait_until_ready().await;
+    pub async fn of_namespace(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<Arc<RentedHostBudget>>, Unreadable> {
+        match tokio::time::timeout(CACHE_WAIT, self.store.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            _ => return Err(Unreadable),
+        }
         let mut budgets: Vec<_> = self
             .store
             .state()
@@ -105,7 +126,7 @@ impl Budgets {
             .filter(|b| b.namespace().as_deref() == Some(namespace))
             .collect();
         budgets.sort_by_key(|b| b.name_any());
-        budgets
+        Ok(budgets)
     }
 
     /// Reserves `reservation` in every budget of `budgets`; when one has no room, returns
@@ -144,29 +165,61 @@ impl Budgets {
         Ok(Reserved::Held)
     }
 
-    /// The create `since` of `obj` rented a host: what it holds in the budgets of its
-    /// namespace becomes spend. Must succeed before the host id is written.
-    pub async fn spend(&self, obj: &RentedHost, since: &str) -> Result<(), Error> {
+    /// The create `since` of `obj` rented a host, and the object records so
+    /// (`status.rentedSince`): what it holds in the budgets of its namespace becomes spend.
+    /// A failure is left to the budget controller's sweep (it holds the money meanwhile).
+    pub async fn spend(&self, obj: &RentedHost, since: &str) {
         let uid = obj.uid().unwrap_or_default();
-        for budget in self.of_namespace(&namespace(obj)).await {
-            self.update(&budget, |b| {
-                match book::spend(b, &uid, since, Timestamp::now()) {
-                    Some(status) => Change::Write(status),
-                    None => Change::Absent,
-                }
-            })
-            .await?;
+        let Ok(budgets) = self.of_namespace(&namespace(obj)).await else {
+            return;
+        };
+        for budget in budgets {
+            let spent = self
+                .update(&budget, |b| {
+                    match book::spend(b, &uid, since, Timestamp::now()) {
+                        Some(status) => Change::Write(status),
+                        None => Change::Absent,
+                    }
+                })
+                .await;
+            if let Err(error) = spent {
+                tracing::warn!(budget = %budget.name_any(), %error, "spending a reservation failed; the budget's sweep spends it");
+            }
         }
-        Ok(())
     }
 
     /// The create `since` of `obj` rented nothing, and the object records so: what it
     /// holds is returned. A failure is left to the budget controller's sweep.
     pub async fn give_back(&self, obj: &RentedHost, since: &str) {
-        let budgets = self.of_namespace(&namespace(obj)).await;
+        let Ok(budgets) = self.of_namespace(&namespace(obj)).await else {
+            return;
+        };
         let budgets: Vec<&RentedHostBudget> = budgets.iter().map(|b| &**b).collect();
         self.give_back_in(&budgets, &obj.uid().unwrap_or_default(), since)
             .await;
+    }
+
+    /// Settles what `obj`, about to go, still holds (its finalizer's last step): spent for
+    /// the create that rented its host, returned for any other (no create of it is pending
+    /// now). Failures are left to the sweep.
+    pub async fn settle_object(&self, obj: &RentedHost) {
+        let Ok(budgets) = self.of_namespace(&namespace(obj)).await else {
+            return;
+        };
+        let uid = obj.uid().unwrap_or_default();
+        for budget in budgets {
+            let held: Vec<Reservation> = budget
+                .status
+                .iter()
+                .flat_map(|s| &s.reservations)
+                .filter(|r| r.uid == uid)
+                .cloned()
+                .collect();
+            for reservation in held {
+                self.sweep(&budget, &reservation, book::settle(&reservation, Some(obj)))
+                    .await;
+            }
+        }
     }
 
     async fn give_back_in(&self, budgets: &[&RentedHostBudget], uid: &str, since: &str) {
@@ -198,10 +251,27 @@ impl Budgets {
         .map(drop)
     }
 
-    /// Returns the reservation of create (`uid`, `since`), which its object does not wait
-    /// for.
-    async fn sweep(&self, budget: &RentedHostBudget, uid: &str, since: &str) {
-        self.give_back_in(&[budget], uid, since).await
+    /// Settles `reservation` as `settle` says.
+    async fn sweep(
+        &self,
+        budget: &RentedHostBudget,
+        reservation: &Reservation,
+        settle: book::Settle,
+    ) {
+        let (uid, since) = (&reservation.uid, &reservation.since);
+        let settled = self
+            .update(budget, |b| {
+                let status = match settle {
+                    book::Settle::Keep => return Change::Unchanged,
+                    book::Settle::Spend => book::spend(b, uid, since, Timestamp::now()),
+                    book::Settle::Return => book::give_back(b, uid, since, Timestamp::now()),
+                };
+                status.map_or(Change::Absent, Change::Write)
+            })
+            .await;
+        if let Err(error) = settled {
+            tracing::warn!(budget = %budget.name_any(), %error, "settling a reservation failed; retried");
+        }
     }
 
     /// Applies `change` to `budget`'s status: on the version this process last wrote (or

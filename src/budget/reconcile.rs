@@ -73,22 +73,16 @@ async fn reconcile(budget: Arc<RentedHostBudget>, ctx: Arc<Context>) -> Result<A
     let objects: Api<RentedHost> = kit::beside(&ctx.client, &*budget);
     for reservation in book::expired(&budget, now) {
         // A quorum read: the object records the create (`createPending.since`) before
-        // createRent is called, and keeps recording it until the reservation is spent.
+        // createRent is called, and the host it rented with it (`rentedSince`).
         let object = objects
             .get_opt(&reservation.object)
             .await
             .map_err(Error::from_kube)?;
-        let waits = object.is_some_and(|o| {
-            let pending = o.status.as_ref().and_then(|s| s.create_pending.as_ref());
-            o.uid().as_deref() == Some(reservation.uid.as_str())
-                && pending.is_some_and(|p| p.since == reservation.since)
-        });
-        if !waits {
-            tracing::info!(budget = %budget.name_any(), object = %reservation.object, amount = %reservation.amount, "returning the reservation of a create that was never made");
-            ctx.budgets
-                .sweep(&budget, &reservation.uid, &reservation.since)
-                .await;
+        let settle = book::settle(&reservation, object.as_ref());
+        if settle != book::Settle::Keep {
+            tracing::info!(budget = %budget.name_any(), object = %reservation.object, amount = %reservation.amount, ?settle, "settling the reservation of a create its operator left unsettled");
         }
+        ctx.budgets.sweep(&budget, &reservation, settle).await;
     }
     ctx.budgets.refresh(&budget, now).await?;
     // Back when the window turns, or the next reservation may be swept.

@@ -239,8 +239,14 @@ pub async fn run(
     let secret_changes = futures::stream::select(secret_changes.boxed(), default_changes);
     // Any change of a budget (a new limit, a returned reservation, a turned window) may
     // make room: the objects of its namespace that wait for a budget try again.
+    let budget_metrics = metrics.clone();
     let budget_changes = watcher(budget_api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                budget_metrics.readiness.synced(Cache::RentedHostBudgets);
+            }
+        })
         .modify(|b| b.metadata.managed_fields = None)
         .reflect(budget_cache)
         .touched_objects();

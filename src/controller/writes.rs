@@ -17,8 +17,8 @@ pub const MANAGER: &str = "rentedhost-operator";
 /// fields the applying manager owns).
 pub const STATUS_MANAGER: &str = "rentedhost-operator-status";
 /// Field manager of the protocol fields (`hostId`, `createPending`, `createAttempts`,
-/// `account`, `packageId` and `skippedPackages`, which say what a create asks for and
-/// what it rented, `lastRetryRequest`, which goes with the create it allowed, and
+/// `account`, `packageId`, `skippedPackages` and `rentedSince`, which say what a create asks
+/// for and what rented the host, `lastRetryRequest`, which goes with the create it allowed, and
 /// `lastRebootRequest`, recorded before the reboot it allows), written only by
 /// resourceVersion-guarded patches based on a quorum read or a write's answer.
 pub const PROTOCOL_MANAGER: &str = "rentedhost-operator-protocol";
@@ -33,6 +33,7 @@ fn observation_part(status: &RentedHostStatus) -> RentedHostStatus {
         // The package a create asks for goes with it, and the host's with its id.
         package_id: None,
         skipped_packages: None,
+        rented_since: None,
         // Recorded with the create (or before the reboot) it allowed: a stale write must not
         // make it new again.
         last_retry_request: None,
@@ -249,6 +250,7 @@ pub async fn write_protocol(
             "createAttempts": status.create_attempts,
             "account": status.account,
             "packageId": status.package_id,
+            "rentedSince": status.rented_since,
             "skippedPackages": status.skipped_packages,
             "lastRetryRequest": status.last_retry_request,
             "lastRebootRequest": status.last_reboot_request,

@@ -46,6 +46,26 @@ async fn budgets_are_validated_naming_the_field() {
             .args(["get", "rhb", "-n", &ns, "-o", "name"]),
     );
     assert_eq!(listed.lines().count(), 3, "{listed}");
+    for example in [
+        "rentedhostbudget.yaml",
+        "rentedhost.yaml",
+        "rentedhostpool.yaml",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(example);
+        let out = plane
+            .kubectl()
+            .args(["apply", "--dry-run=server", "-n", &ns, "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let explain = run_ok(plane.kubectl().args(["explain", "rhb.spec.limit"]));
     assert!(
         explain.contains("CNY") && explain.contains("two decimal"),
@@ -349,11 +369,11 @@ async fn with_a_budget_an_unknown_price_sends_nothing_until_the_package_list_is_
     world.wait_rented("rh2", Duration::from_secs(30)).await;
 }
 
-/// A reservation whose create was never recorded (the operator stopped between the two)
-/// is returned once its recording can no longer land; one whose object waits for its
-/// create is kept.
+/// What a crash leaves held is settled by the budget once its create's recording can no
+/// longer land, by what the object records: kept while the object waits for the create,
+/// returned when it does not, spent when the object is gone (it may have rented).
 #[tokio::test]
-async fn the_budget_returns_a_reservation_no_object_waits_for() {
+async fn the_budget_settles_what_no_operator_settled_by_what_the_object_records() {
     let world = World::start("rhb-sweep", |_| {}).await;
     apply_budget(&world, "team", "  limit: 1000\n");
     let start = Instant::now();
@@ -361,20 +381,31 @@ async fn the_budget_returns_a_reservation_no_object_waits_for() {
         assert!(start.elapsed() < Duration::from_secs(30), "never refreshed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // `waiting` records a create (paused, so that it stays as it is); `ghost` is no object.
-    let paused: RentedHost = serde_json::from_value(serde_json::json!({
-        "apiVersion": "xuandashi.dev/v1alpha1",
-        "kind": "RentedHost",
-        "metadata": {
-            "name": "waiting",
-            "annotations": {rentedhost_operator::api::PAUSED_ANNOTATION: "true"},
-        },
-        "spec": day_spec(),
-    }))
-    .unwrap();
+    // `waiting` records a create it cannot settle (its credentials are missing); `idle`
+    // records none (paused from the start); `ghost` is no object.
+    let object = |name: &str, spec: serde_json::Value, annotations: serde_json::Value| {
+        serde_json::from_value::<RentedHost>(serde_json::json!({
+            "apiVersion": "xuandashi.dev/v1alpha1",
+            "kind": "RentedHost",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": spec,
+        }))
+        .unwrap()
+    };
+    let mut stuck = day_spec();
+    stuck["credentialsSecretRef"] = serde_json::json!({"name": "missing"});
     let waiting = world
         .api()
-        .create(&Default::default(), &paused)
+        .create(
+            &Default::default(),
+            &object("waiting", stuck, serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    let paused = serde_json::json!({rentedhost_operator::api::PAUSED_ANNOTATION: "true"});
+    let idle = world
+        .api()
+        .create(&Default::default(), &object("idle", day_spec(), paused))
         .await
         .unwrap();
     let since = "2026-01-01T00:00:00Z";
@@ -392,13 +423,14 @@ async fn the_budget_returns_a_reservation_no_object_waits_for() {
     let reservation = |object: &str, uid: &str| {
         serde_json::json!({
             "object": object, "uid": uid, "since": since, "amount": "100",
-            "window": month, "expires": "2026-01-01T00:05:00Z",
+            "window": month, "expires": "2026-01-01T00:10:00Z",
         })
     };
     let held = serde_json::json!({"status": {
-        "reserved": "200.00",
+        "reserved": "300.00",
         "reservations": [
             reservation("ghost", "ghost-uid"),
+            reservation("idle", &idle.metadata.uid.clone().unwrap()),
             reservation("waiting", &waiting.metadata.uid.clone().unwrap()),
         ],
     }});
@@ -424,5 +456,9 @@ async fn the_budget_returns_a_reservation_no_object_waits_for() {
         "its create may rent"
     );
     assert_eq!(status.reserved.as_deref(), Some("100.00"));
-    assert_eq!(status.spent.as_deref(), Some("0.00"), "returned, not spent");
+    assert_eq!(
+        (status.spent.as_deref(), status.hosts),
+        (Some("100.00"), Some(1)),
+        "the ghost's spent, idle's returned"
+    );
 }

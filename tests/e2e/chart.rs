@@ -71,6 +71,7 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
@@ -141,7 +142,7 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
         .as_array()
         .unwrap()
         .clone();
-    assert_eq!(rules.len(), 6);
+    assert_eq!(rules.len(), 7);
     for rule in &rules {
         let expr = rule["expr"].as_str().unwrap();
         assert!(expr.contains(r#"job="hosts""#), "seriesSelector: {expr}");
@@ -214,6 +215,8 @@ fn the_chart_lints_and_renders_with_defaults_and_with_every_option() {
         "rentedhost_create_pending",
         "rentedhost_provider_requests_total",
         "rentedhost_prepaid_spend_total",
+        "rentedhost_budget_spent",
+        "rentedhost_budget_limit",
     ] {
         assert!(queries.contains(metric), "the dashboard shows {metric}");
     }

@@ -7,16 +7,21 @@
 //! behind the API server, so that every decision starts from a stale cache; observe-only
 //! objects of hosts that were there before, ids with a stray character (refused), a pool
 //! scaled up and down, and (every fourth seed with one controller) the run's end by
-//! deleting the namespace, the controller down for a while meanwhile. After each run: every
-//! object has exactly one host, no two share one, every host on the account belongs to an
-//! object or was there before, and once everything is deleted no host made by the run
-//! remains and no observed host was released.
+//! deleting the namespace, the controller down for a while meanwhile. Two seeds in five
+//! limit the demo package's capacity and give every spec fallback packages (one of another
+//! type, which 7005 skips, on some); every third seed puts a budget on the namespace, with
+//! room for a few hosts only, raised now and then. After each run: every object has exactly
+//! one host (or, under a budget, was refused for it), no two share one, every host on the
+//! account belongs to an object or was there before, every host createRent made was counted
+//! in the budget and together they cost no more than its limit, and once everything is
+//! deleted no host made by the run remains and no observed host was released.
 //!
 //! `PROTOCOL_SEEDS=a..b` runs those seeds (default: 20 from a random base, printed).
 
 use crate::support::operator::{World, demo_spec, host_id, is};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use rust_decimal::Decimal;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use xds_simulator::Endpoint;
@@ -46,6 +51,58 @@ struct Summary {
     observers: usize,
     pool_scales: usize,
     namespace_deleted: bool,
+    fallbacks: bool,
+    /// The budget's final limit, and what the hosts createRent made cost.
+    budget: Option<(u64, Decimal)>,
+    refused_for_budget: usize,
+}
+
+/// The demo package (2 CNY an hour), its fallback (0.4), and a package of another type
+/// than the demo image (createRent answers 7005).
+const A: &str = "teTapaSUFq";
+const B: &str = "kQvBmLtRzA";
+const OTHER_TYPE: &str = "pLnBaRexWq";
+
+/// What a host of `package` costs for the demo spec's 5 months.
+fn cost(package: &str) -> Decimal {
+    let hourly = match package {
+        A => Decimal::from(2),
+        B => Decimal::new(4, 1),
+        other => panic!("no host of {other} can be rented"),
+    };
+    hourly * Decimal::from(720 * 5)
+}
+
+/// The run's spec: the demo's, with fallbacks on the seeds that have them.
+fn spec_of(fallbacks: Option<&[&str]>) -> serde_json::Value {
+    let mut spec = demo_spec();
+    if let Some(packages) = fallbacks {
+        spec["fallbackPackageIds"] = serde_json::json!(packages);
+    }
+    spec
+}
+
+/// Whether an object has settled under a budget without a host.
+fn refused_for_budget(obj: &rentedhost_operator::api::RentedHost) -> bool {
+    is(obj, "Ready", "False", "BudgetExceeded")
+}
+
+async fn set_budget(world: &World, limit: u64) {
+    let budget = serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHostBudget",
+        "metadata": {"name": "run"},
+        "spec": {"limit": limit.to_string()},
+    });
+    let api: kube::Api<rentedhost_operator::api::RentedHostBudget> =
+        kube::Api::namespaced(world.client.clone(), &world.ns);
+    api.patch(
+        "run",
+        &kube::api::PatchParams::apply("protocol").force(),
+        &kube::api::Patch::Apply(&budget),
+    )
+    .await
+    .unwrap();
 }
 
 fn ms(n: u64) -> Duration {
@@ -81,8 +138,8 @@ fn pools(world: &World) -> kube::Api<rentedhost_operator::api::RentedHostPool> {
     kube::Api::namespaced(world.client.clone(), &world.ns)
 }
 
-/// Creates the run's pool with `replicas`, or scales it to them.
-async fn scale_pool(world: &World, replicas: u32, exists: bool) {
+/// Creates the run's pool with `replicas` of `spec`, or scales it to them.
+async fn scale_pool(world: &World, replicas: u32, exists: bool, spec: &serde_json::Value) {
     if exists {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         pools(world)
@@ -95,7 +152,7 @@ async fn scale_pool(world: &World, replicas: u32, exists: bool) {
         "apiVersion": "xuandashi.dev/v1alpha1",
         "kind": "RentedHostPool",
         "metadata": {"name": POOL},
-        "spec": {"replicas": replicas, "template": {"spec": demo_spec()}},
+        "spec": {"replicas": replicas, "template": {"spec": spec}},
     }))
     .unwrap();
     pools(world)
@@ -105,8 +162,13 @@ async fn scale_pool(world: &World, replicas: u32, exists: bool) {
 }
 
 /// The pool's children once there are `replicas` of them, each with a host (a minute at
-/// most).
-async fn pool_settled(world: &World, replicas: u32, seed: u64) -> Result<Vec<String>, String> {
+/// most); under a budget, those the pool has while it holds, each with a host or refused.
+async fn pool_settled(
+    world: &World,
+    replicas: u32,
+    budgeted: bool,
+    seed: u64,
+) -> Result<Vec<String>, String> {
     let selector = format!("{}={POOL}", rentedhost_operator::api::POOL_LABEL);
     let start = Instant::now();
     loop {
@@ -117,6 +179,22 @@ async fn pool_settled(world: &World, replicas: u32, seed: u64) -> Result<Vec<Str
             .filter(|k| k.metadata.deletion_timestamp.is_none())
             .collect();
         if kids.len() == replicas as usize && live.iter().all(|k| host_id(k).is_some()) {
+            return Ok(kids.iter().map(kube::ResourceExt::name_any).collect());
+        }
+        let pool = pools(world).get(POOL).await.unwrap();
+        let held = pool
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.type_ == "Ready" && c.reason == "BudgetExceeded");
+        let settled = |k: &&rentedhost_operator::api::RentedHost| {
+            host_id(k).is_some() || refused_for_budget(k)
+        };
+        if budgeted
+            && (kids.len() == replicas as usize || (held && kids.len() < replicas as usize))
+            && kids.len() == live.len()
+            && live.iter().all(settled)
+        {
             return Ok(kids.iter().map(kube::ResourceExt::name_any).collect());
         }
         ensure!(
@@ -155,6 +233,23 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         }
     }
     world.sim.state().freedom = Freedom::from_seed(seed);
+    // Two seeds in five: the demo package runs out, and every spec falls back (through a
+    // package of another type, on some).
+    let fallbacks: Option<&[&str]> = match seed % 5 {
+        0 => Some(&[B]),
+        1 => Some(&[OTHER_TYPE, B]),
+        _ => None,
+    };
+    if fallbacks.is_some() {
+        world.sim.set_capacity(A, rng.random_range(0..4));
+    }
+    let spec = spec_of(fallbacks);
+    // Every third seed: a budget with room for a few demo hosts.
+    let budgeted = seed % 3 == 2;
+    let mut limit = 7200 * rng.random_range(1..5u64);
+    if budgeted {
+        set_budget(&world, limit).await;
+    }
     let before: HashSet<String> = world
         .sim
         .state()
@@ -175,6 +270,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     let mut summary = Summary {
         replicated,
         watch_lag: lag,
+        fallbacks: fallbacks.is_some(),
         objects: rng.random_range(3..8),
         ..Summary::default()
     };
@@ -192,13 +288,13 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         match rng.random_range(0..100) {
             0..35 if created < summary.objects => {
                 let name = format!("rh-{created}");
-                world.create(&name, demo_spec()).await;
+                world.create(&name, spec.clone()).await;
                 live.push(name);
                 created += 1;
             }
             35..45 => {
                 if let Some(name) = pick(&mut rng, &live) {
-                    let patch = serde_json::json!({"spec": {"packageId": "kQvBmLtRzA"}});
+                    let patch = serde_json::json!({"spec": {"packageId": B}});
                     if world.merge(&name, patch).await.is_err() {
                         summary.refused_edits += 1;
                     }
@@ -247,7 +343,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
             }
             85..91 => {
                 let replicas = rng.random_range(0..4);
-                scale_pool(&world, replicas, pool.is_some()).await;
+                scale_pool(&world, replicas, pool.is_some(), &spec).await;
                 pool = Some(replicas);
                 summary.pool_scales += 1;
             }
@@ -264,6 +360,10 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
                     world.create(&name, spec).await;
                     observers.push((name, id));
                 }
+            }
+            96..98 if budgeted => {
+                limit += 7200;
+                set_budget(&world, limit).await;
             }
             _ => {
                 // An id with a stray character, on a live object or a new one: refused.
@@ -285,7 +385,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     }
     while created < summary.objects {
         let name = format!("rh-{created}");
-        world.create(&name, demo_spec()).await;
+        world.create(&name, spec.clone()).await;
         live.push(name);
         created += 1;
     }
@@ -295,7 +395,7 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
     all_gone(&world, &deleted, seed).await?;
     let mut owners: HashMap<String, String> = HashMap::new();
     if let Some(replicas) = pool {
-        live.extend(pool_settled(&world, replicas, seed).await?);
+        live.extend(pool_settled(&world, replicas, budgeted, seed).await?);
     }
     for (name, id) in &observers {
         let start = Instant::now();
@@ -327,6 +427,9 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
             if host_id(&obj).is_some() || is(&obj, "Ready", "False", "CreateOutcomeUnknown") {
                 break obj;
             }
+            if budgeted && refused_for_budget(&obj) {
+                break obj;
+            }
             ensure!(
                 start.elapsed() < Duration::from_secs(60),
                 "seed {seed}: {name} not rented after 60 s: {:?}",
@@ -334,6 +437,10 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
             );
             tokio::time::sleep(ms(100)).await;
         };
+        if budgeted && host_id(&obj).is_none() && refused_for_budget(&obj) {
+            summary.refused_for_budget += 1;
+            continue;
+        }
         let id = host_id(&obj).ok_or_else(|| {
             format!(
                 "seed {seed}: {name} asked a person although nobody else rents: {:?}",
@@ -360,6 +467,36 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         );
     }
     summary.creates = world.sim.calls(Endpoint::CreateRent);
+    if budgeted {
+        // Every host createRent made cost what its package does; together no more than
+        // the limit, and each was held or spent in the budget.
+        let rented = world.sim.state().rented.clone();
+        let total: Decimal = rented.iter().map(|(_, package)| cost(package)).sum();
+        ensure!(
+            total <= Decimal::from(limit),
+            "seed {seed}: hosts worth {total} CNY rented under a budget of {limit}: {rented:?}"
+        );
+        let api: kube::Api<rentedhost_operator::api::RentedHostBudget> =
+            kube::Api::namespaced(world.client.clone(), &world.ns);
+        let start = Instant::now();
+        loop {
+            let status = api.get("run").await.unwrap().status.unwrap_or_default();
+            let read = |a: Option<String>| {
+                a.and_then(|a| a.parse::<Decimal>().ok())
+                    .unwrap_or_default()
+            };
+            let (spent, reserved) = (read(status.spent), read(status.reserved));
+            if total <= spent + reserved {
+                break;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "seed {seed}: hosts worth {total} CNY rented, the budget counts {spent} spent and {reserved} reserved"
+            );
+            tokio::time::sleep(ms(200)).await;
+        }
+        summary.budget = Some((limit, total));
+    }
     // Delete everything: no host made by the run may remain.
     summary.namespace_deleted = !replicated && seed % 4 == 1;
     if summary.namespace_deleted {
@@ -425,7 +562,7 @@ async fn random_interleavings_never_rent_twice() {
         for run in futures::future::join_all(runs).await {
             match run {
                 Ok((seed, Ok(s))) => println!(
-                    "seed {seed}: ok: {} objects, {} deleted early, {} kills, {} edits refused, {} observers, {} pool scales, {} createRent calls, {}, watch lag {:?}{}",
+                    "seed {seed}: ok: {} objects, {} deleted early, {} kills, {} edits refused, {} observers, {} pool scales, {} createRent calls, {}, watch lag {:?}{}{}{}",
                     s.objects,
                     s.deleted,
                     s.kills,
@@ -443,6 +580,18 @@ async fn random_interleavings_never_rent_twice() {
                         ", ended by deleting the namespace"
                     } else {
                         ""
+                    },
+                    if s.fallbacks {
+                        ", fallback packages"
+                    } else {
+                        ""
+                    },
+                    match s.budget {
+                        Some((limit, total)) => format!(
+                            ", budget {limit}: {total} rented, {} refused",
+                            s.refused_for_budget
+                        ),
+                        None => String::new(),
                     }
                 ),
                 Ok((seed, Err(e))) => {

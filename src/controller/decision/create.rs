@@ -36,6 +36,9 @@ pub fn creating(obj: &RentedHost, since: Timestamp, deadline: Timestamp) -> Rent
 pub fn not_sent(obj: &RentedHost, reason: Reason, why: &str, now: Timestamp) -> Transition {
     let mut status = base(obj);
     status.phase = Some(Phase::Pending);
+    // Once a budget lets it, the next create starts again from the first package (a
+    // cheaper one, perhaps).
+    status.package_id = None;
     let e = local_error(reason, format!("no createRent sent: {why}"));
     fail_all(obj, status, e, now)
 }
@@ -44,8 +47,9 @@ pub fn not_sent(obj: &RentedHost, reason: Reason, why: &str, now: Timestamp) -> 
 pub(super) fn rented(obj: &RentedHost, id: &str, how: &str, now: Timestamp) -> RentedHostStatus {
     let mut status = base(obj);
     status.host_id = Some(id.to_string());
-    // The host is of the package its create asked for.
-    if status.create_pending.is_some() {
+    // The host is of the package its create asked for, and spends that create's budget.
+    if let Some(pending) = &status.create_pending {
+        status.rented_since = Some(pending.since.clone());
         status.package_id = Some(packages::asked(obj));
     }
     status.create_pending = None;
@@ -302,10 +306,46 @@ mod tests {
     }
 
     #[test]
+    fn a_create_not_sent_for_a_budget_asks_for_the_first_package_next() {
+        let mut o = obj(None);
+        o.spec.fallback_package_ids = vec!["B".into()];
+        o.status = Some(RentedHostStatus {
+            package_id: Some("B".into()),
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(next_package(&o).as_deref(), Some("B"));
+        let t = not_sent(&o, Reason::BudgetExceeded, "this host costs 1.00 CNY", t0());
+        assert_eq!(
+            cond(&t.status, ConditionType::Ready),
+            ("False".into(), "BudgetExceeded".into())
+        );
+        assert!(
+            t.status
+                .last_error
+                .unwrap()
+                .message
+                .contains("no createRent sent: this host costs 1.00 CNY")
+        );
+        assert_eq!(t.requeue, Requeue::Retry(Reason::BudgetExceeded));
+        o.status.as_mut().unwrap().package_id = None;
+        assert_eq!(next_package(&o).as_deref(), Some("teTapaSUFq"));
+        // A changed spec starts from its first package too.
+        o.status.as_mut().unwrap().package_id = Some("B".into());
+        o.metadata.generation = Some(2);
+        assert_eq!(next_package(&o).as_deref(), Some("teTapaSUFq"));
+    }
+
+    #[test]
     fn a_host_id_answer_rents() {
         let o = obj(None);
         let t = after_create(&o, &pending(&o), &Ok("dyMFQQgHIW".into()), t0());
         assert_eq!(t.status.host_id.as_deref(), Some("dyMFQQgHIW"));
+        assert_eq!(
+            t.status.rented_since.as_deref(),
+            Some("2026-11-26T07:00:00Z"),
+            "the create that rented it, whose reservation it spends"
+        );
         assert!(t.status.create_pending.is_none());
         assert!(t.status.last_error.is_none());
         assert_eq!(t.status.phase, Some(Phase::Provisioning));
@@ -433,6 +473,10 @@ mod tests {
         };
         let one = after_resolution(&o, &Resolution::Adopt("h1".into()), grace, later(10));
         assert_eq!(one.status.host_id.as_deref(), Some("h1"));
+        assert_eq!(
+            one.status.rented_since.as_deref(),
+            Some("2026-11-26T07:00:00Z")
+        );
         assert!(one.status.create_pending.is_none());
         let adopted = one.note.unwrap();
         assert_eq!(adopted.reason.as_str(), "AdoptedHost");

@@ -132,8 +132,9 @@ pub fn after_adopt(obj: &RentedHost, id: &str, found: Adoptable<'_>, now: Timest
             let mut view = obj.clone();
             let mut status = base(obj);
             status.host_id = Some(id.to_string());
-            status.create_pending = None;
-            // Not rented by a create of ours: its package is not known.
+            // A pending create's host by the user's word: that create spends its budgets.
+            status.rented_since = status.create_pending.take().map(|p| p.since);
+            // Not known to be of the package a create asked for.
             status.package_id = None;
             status.phase = Some(Phase::Provisioning);
             view.status = Some(status);

@@ -26,9 +26,12 @@ fn askable(obj: &RentedHost) -> Vec<&str> {
 /// package for the image (7005).
 pub fn next_package(obj: &RentedHost) -> Option<String> {
     let askable = askable(obj);
-    let named = obj
+    // Named for this generation: a changed spec starts from its first package.
+    let status = obj
         .status
         .as_ref()
+        .filter(|s| s.observed_generation == obj.metadata.generation);
+    let named = status
         .and_then(|s| s.package_id.as_deref())
         .filter(|p| askable.contains(p));
     named.or(askable.first().copied()).map(str::to_string)
@@ -121,6 +124,7 @@ mod tests {
     /// The refusal of a create asking for `asked` with `code`, on `o`.
     fn refuse(o: &RentedHost, asked: &str, code: i64) -> (RentedHostStatus, After) {
         let mut status = o.status.clone().unwrap_or_default();
+        status.observed_generation = o.metadata.generation;
         let a = after_refusal(o, &mut status, asked, Reason::of(&business(code)));
         (status, a)
     }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::api::{CreateRequest, Reservation};
-use crate::budget::{RECORDING_LANDS_WITHIN, Reserved};
+use crate::budget::{RECORD_WITHIN, Reserved, SWEEP_AFTER};
 
 pub(super) async fn create(
     obj: RentedHost,
@@ -24,27 +24,32 @@ pub(super) async fn create(
     // Every budget of the namespace holds the host's prepaid total before the create is
     // recorded; a create that does not fit is not sent.
     let since = now();
+    let started = Instant::now();
     let reservation = match reserve(&obj, provider, ctx, since).await? {
-        Ok(reservation) => reservation,
-        Err(t) => return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done),
+        Reserving::Held(reservation) => reservation,
+        Reserving::NotSent(t) => {
+            return finish(ctx, &obj, *t, "CreateRent").await.map(Outcome::Done);
+        }
+        Reserving::Unreadable(e) => {
+            tracing::warn!(error = %e, "no create while the budgets cannot be read");
+            return Ok(Outcome::Done(Action::requeue(Duration::from_secs(5))));
+        }
     };
     let give_back = async |obj: &RentedHost| {
         if reservation.is_some() {
             ctx.budgets.give_back(obj, &since.to_string()).await;
         }
     };
-    if now().duration_since(since)
-        > jiff::SignedDuration::try_from(RECORDING_LANDS_WITHIN / 2).unwrap_or_default()
-    {
-        // Reserving took so long that the budget's sweep could return the reservation
-        // while this create is recorded: begin again.
-        give_back(&obj).await;
-        return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
-    }
     // No resolution of this account runs while the call is in flight: its host would look
     // unclaimed until the answer is written.
     let gate = provider.create_gate();
     let in_flight = gate.read().await;
+    // The recording is sent within RECORD_WITHIN of the reservation, so that it has landed
+    // long before the budget's sweep settles the reservation by what the object records.
+    let Some(left) = RECORD_WITHIN.checked_sub(started.elapsed()) else {
+        give_back(&obj).await;
+        return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
+    };
     // The recording and the call (token and rate limit included) end within this budget,
     // whose end is recorded: the resolution's window for a call whose end never was.
     let budget = ctx.config.provider.timeout * 2;
@@ -53,7 +58,9 @@ pub(super) async fn create(
     // The credentials stay while the create needs them (`write_kept`). The guarded write
     // (only while leading) fails if anyone changed the object since the quorum read:
     // createRent is called only after the API server accepted createPending.
-    let obj = match write_kept(ctx, &obj, &recorded, provider.id()).await {
+    let window = left + ctx.guard.create_window();
+    let kept = tokio::time::timeout(window, write_kept(ctx, &obj, &recorded, provider.id()));
+    let obj = match kept.await.unwrap_or(Ok(Kept::TooSlow)) {
         Ok(Kept::Written(written)) => *written,
         Ok(Kept::Refused(problem)) => {
             give_back(&obj).await;
@@ -103,16 +110,6 @@ pub(super) async fn create(
             ctx.metrics
                 .prepaid(&obj.namespace().unwrap_or_default(), total);
         }
-        if reservation.is_some() {
-            // Spent before the host id is written: a reservation outlives its create only
-            // while the object waits for it. Should the budget not take it, the create
-            // stays pending and its resolution adopts the host (the ledger has it).
-            if let Err(error) = ctx.budgets.spend(&obj, &since.to_string()).await {
-                tracing::warn!(host = %id, %error, "the budget could not count the rented host yet; the host is recorded once it does");
-                drop(in_flight);
-                return Err(error);
-            }
-        }
     }
     let t = decision::after_create(&obj, &recorded, &answer, now());
     // The host is asked for beside the write of its id (which goes out at once, whatever
@@ -134,9 +131,17 @@ pub(super) async fn create(
         .status
         .as_ref()
         .is_none_or(|s| s.create_pending.is_none());
-    if answer.is_err() && settled {
+    let since = since.to_string();
+    let rented_here = written
+        .status
+        .as_ref()
+        .and_then(|s| s.rented_since.as_ref());
+    if answer.is_ok() && reservation.is_some() && rented_here == Some(&since) {
+        // Recorded with the create that rented it: its reservation is spent.
+        ctx.budgets.spend(&written, &since).await;
+    } else if answer.is_err() && settled && reservation.is_some() {
         // A proven refusal, recorded: the create rented nothing.
-        give_back(&written).await;
+        ctx.budgets.give_back(&written, &since).await;
     }
     // A rented host is observed in the same reconcile, on the object just written: its
     // first look's note (running, most often) joins this one in one event.
@@ -152,21 +157,31 @@ pub(super) async fn create(
     })
 }
 
+/// What reserving a create's prepaid total came to.
+enum Reserving {
+    /// Held in every budget of the namespace (`None`: it has none).
+    Held(Option<Reservation>),
+    /// Not sent: no room, or no price to reserve.
+    NotSent(Box<Transition>),
+    /// The budgets cannot be read: nothing is sent.
+    Unreadable(crate::budget::Unreadable),
+}
+
 /// Reserves the prepaid total of the host `obj`'s next create asks for in every budget of
-/// its namespace, for the create begun at `since`: `None` without a budget. `Err` is the
-/// transition of a create not sent (no room, or no price to reserve).
+/// its namespace, for the create begun at `since`.
 async fn reserve(
     obj: &RentedHost,
     provider: &Access,
     ctx: &Context,
     since: Timestamp,
-) -> Result<Result<Option<Reservation>, Transition>, Error> {
-    let budgets = ctx
-        .budgets
-        .of_namespace(&obj.namespace().unwrap_or_default())
-        .await;
+) -> Result<Reserving, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let budgets = match ctx.budgets.of_namespace(&namespace).await {
+        Ok(budgets) => budgets,
+        Err(e) => return Ok(Reserving::Unreadable(e)),
+    };
     if budgets.is_empty() {
-        return Ok(Ok(None));
+        return Ok(Reserving::Held(None));
     }
     let package = decision::next_package(obj).unwrap_or_else(|| obj.spec.package_id.clone());
     let request = CreateRequest::asking(&obj.spec, &package);
@@ -174,11 +189,9 @@ async fn reserve(
         Ok(price) => price,
         Err(why) => {
             let t = decision::not_sent(obj, Reason::PriceUnknown, &why, now());
-            return Ok(Err(t));
+            return Ok(Reserving::NotSent(Box::new(t)));
         }
     };
-    let call_limit = ctx.config.provider.timeout * 2;
-    let expires = since + call_limit + RECORDING_LANDS_WITHIN;
     let reservation = Reservation {
         object: obj.name_any(),
         uid: obj.uid().unwrap_or_default(),
@@ -186,11 +199,16 @@ async fn reserve(
         amount: price.prepaid_total,
         // Set by each budget to its own.
         window: String::new(),
-        expires: expires.to_string(),
+        expires: (since + SWEEP_AFTER).to_string(),
     };
     Ok(match ctx.budgets.reserve(&budgets, &reservation).await? {
-        Reserved::Held => Ok(Some(reservation)),
-        Reserved::Refused(why) => Err(decision::not_sent(obj, Reason::BudgetExceeded, &why, now())),
+        Reserved::Held => Reserving::Held(Some(reservation)),
+        Reserved::Refused(why) => Reserving::NotSent(Box::new(decision::not_sent(
+            obj,
+            Reason::BudgetExceeded,
+            &why,
+            now(),
+        ))),
     })
 }
 

@@ -64,6 +64,9 @@ pub(super) async fn finalize(
     match transition {
         Some(t) => finish(ctx, &obj, t, "Release").await,
         None => {
+            // What the object still holds in its namespace's budgets is settled before it
+            // goes (by what it records); the sweep does it should this fail.
+            ctx.budgets.settle_object(&obj).await;
             remove_finalizer(ctx, obj.clone(), default).await?;
             ctx.forget_object(&obj);
             ctx.wake_claimants_of(&obj);

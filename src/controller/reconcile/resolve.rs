@@ -142,21 +142,18 @@ pub(super) async fn resolve_and_write(
             tracing::Span::current().record("hostId", id.as_str());
         }
         let since = pending_since(&obj);
-        if t.status.host_id.is_some()
-            && let Some(since) = &since
-            && let Err(e) = ctx.budgets.spend(&obj, since).await
-        {
-            // Spent before the host id is written; the pairing is made again next time.
-            if let Some(id) = &paired {
-                ctx.ledger.release_claim(id);
-            }
-            return Err(e);
-        }
+        // A person's word that nothing was rented does not return money: the create's
+        // reservation is spent (a host of it may bill unclaimed).
+        let by_word = decision::create_not_rented_allowed(&obj);
         return match write_protocol(ctx, &obj, &t.status, provider.id()).await {
             Ok(written) => {
-                if creates_again && let Some(since) = &since {
-                    // Recorded: the create rented nothing.
-                    ctx.budgets.give_back(&written, since).await;
+                if let Some(since) = &since {
+                    let rented = t.status.host_id.is_some();
+                    match rented || (creates_again && by_word) {
+                        true => ctx.budgets.spend(&written, since).await,
+                        false if creates_again => ctx.budgets.give_back(&written, since).await,
+                        false => {}
+                    }
                 }
                 Ok(Ok((written, t)))
             }
@@ -363,16 +360,18 @@ pub(super) async fn adopt(
     };
     let t = decision::after_adopt(&obj, id, found, now());
     let written = if t.status.host_id.is_some() {
-        // The user's answer to a pending create: that create rented this host, and
-        // spent what it held before the host id is written.
-        if let Some(since) = pending_since(&obj) {
-            ctx.budgets.spend(&obj, &since).await?;
-        }
         ctx.ledger.claim(&obj, id);
         ctx.accounts.watch(provider, &obj);
         // A host to release: adopted only while its credentials are kept (`write_kept`).
         match write_kept(ctx, &obj, &t.status, provider.id()).await {
-            Ok(Kept::Written(written)) => *written,
+            Ok(Kept::Written(written)) => {
+                // The user's answer to a pending create: that create rented this host
+                // (`rentedSince`), and spends what it held.
+                if let Some(since) = pending_since(&obj) {
+                    ctx.budgets.spend(&written, &since).await;
+                }
+                *written
+            }
             Ok(Kept::Refused(problem)) => {
                 ctx.ledger.release_claim(id);
                 ctx.accounts.unwatch(&obj);
