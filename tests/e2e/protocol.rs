@@ -206,6 +206,47 @@ async fn pool_settled(
     }
 }
 
+/// Under a budget an object refused now may rent once another create's reservation is
+/// returned: waits (90 s at most) until nothing moves: no create pending, every live object
+/// rented or refused, and every host the run made an object's.
+async fn quiet_under_budget(
+    world: &World,
+    live: &[String],
+    before: &HashSet<String>,
+    seed: u64,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let objects = world.api().list(&Default::default()).await.unwrap().items;
+        let pending = objects.iter().any(|o| {
+            o.status
+                .as_ref()
+                .is_some_and(|s| s.create_pending.is_some())
+        });
+        let settled = live.iter().all(|name| {
+            objects
+                .iter()
+                .find(|o| o.metadata.name.as_deref() == Some(name))
+                .is_some_and(|o| host_id(o).is_some() || refused_for_budget(o))
+        });
+        let claimed: HashSet<String> = objects.iter().filter_map(host_id).collect();
+        let unclaimed: Vec<String> = world
+            .sim
+            .host_ids()
+            .into_iter()
+            .filter(|id| !before.contains(id) && !claimed.contains(id))
+            .collect();
+        if !pending && settled && unclaimed.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(90),
+            "seed {seed}: not quiet under the budget after 90 s: pending {pending}, settled {settled}, unclaimed hosts {unclaimed:?}"
+        );
+        tokio::time::sleep(ms(200)).await;
+    }
+}
+
 async fn run_seed(seed: u64) -> Result<Summary, String> {
     let mut rng = StdRng::seed_from_u64(seed);
     // Every other seed runs two replicas under leader election instead of one controller,
@@ -419,6 +460,9 @@ async fn run_seed(seed: u64) -> Result<Summary, String> {
         if let Some(other) = owners.insert(id.clone(), name.clone()) {
             return Err(format!("seed {seed}: {name} and {other} share host {id}"));
         }
+    }
+    if budgeted {
+        quiet_under_budget(&world, &live, &before, seed).await?;
     }
     for name in &live {
         let start = Instant::now();
