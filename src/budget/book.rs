@@ -180,9 +180,9 @@ fn take(status: &mut RentedHostBudgetStatus, uid: &str, since: &str) -> Option<R
     Some(taken)
 }
 
-/// The create rented a host: its reservation becomes spend (in its own window: one that
-/// turned since has gone). `None` when nothing is held for it (spent already, or made
-/// before the budget).
+/// The create rented a host: its reservation becomes spend, unless it was held in a month
+/// that has turned since (that month's spend is gone). `None` when nothing is held for it
+/// (spent already, or made before the budget).
 pub fn spend(
     budget: &RentedHostBudget,
     uid: &str,
@@ -191,7 +191,8 @@ pub fn spend(
 ) -> Option<RentedHostBudgetStatus> {
     let mut status = current(budget, now);
     let taken = take(&mut status, uid, since)?;
-    if status.window.as_deref() == Some(taken.window.as_str()) {
+    let window = status.window.clone().unwrap_or_default();
+    if !turned(&taken.window, &window) {
         let spent = read(status.spent.as_deref()) + read(Some(&taken.amount));
         status.spent = Some(money(spent));
         status.hosts = Some(status.hosts.unwrap_or(0).saturating_add(1));
@@ -454,11 +455,19 @@ mod tests {
             (Some("Total"), Some("50.00"))
         );
         b.status = Some(total);
+        // A reservation held in a month is spent in Total: nothing turned.
+        b.status = Some(reserve(&b, reservation("c", "25", ""), jan).unwrap());
+        assert_eq!(b.status.as_ref().unwrap().reservations[0].window, "Total");
+        let mut held_in_month = b.status.clone().unwrap();
+        held_in_month.reservations[0].window = "2027-01".into();
+        b.status = Some(held_in_month);
+        b.status = spend(&b, "c", "2026-12-06T07:00:00Z", jan);
+        assert_eq!(b.status.as_ref().unwrap().spent.as_deref(), Some("75.00"));
         b.spec.window = BudgetWindow::Month;
         let month = current(&b, jan);
         assert_eq!(
             (month.window.as_deref(), month.spent.as_deref()),
-            (Some("2027-01"), Some("50.00"))
+            (Some("2027-01"), Some("75.00"))
         );
     }
 

@@ -89,6 +89,9 @@ pub struct Budgets {
     store: Store<RentedHostBudget>,
     /// Per budget (namespace, name): the budget as this process last wrote it.
     written: Mutex<HashMap<(String, String), Slot>>,
+    /// Whether the watch that fills the cache answered without an error last: while it
+    /// fails (RBAC taken away, say) a budget made meanwhile would go unseen.
+    watching: std::sync::atomic::AtomicBool,
 }
 
 impl Budgets {
@@ -100,8 +103,15 @@ impl Budgets {
             client,
             store,
             written: Mutex::default(),
+            watching: std::sync::atomic::AtomicBool::new(true),
         };
         (Arc::new(budgets), writer)
+    }
+
+    /// The watch that fills the cache answered (`true`) or failed (`false`).
+    pub fn watched(&self, answered: bool) {
+        self.watching
+            .store(answered, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The cache of budgets (for metrics).
@@ -118,6 +128,9 @@ impl Budgets {
         match tokio::time::timeout(CACHE_WAIT, self.store.wait_until_ready()).await {
             Ok(Ok(())) => {}
             _ => return Err(Unreadable),
+        }
+        if !self.watching.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Unreadable);
         }
         let mut budgets: Vec<_> = self
             .store
@@ -167,12 +180,14 @@ impl Budgets {
 
     /// The create `since` of `obj` rented a host, and the object records so
     /// (`status.rentedSince`): what it holds in the budgets of its namespace becomes spend.
-    /// A failure is left to the budget controller's sweep (it holds the money meanwhile).
-    pub async fn spend(&self, obj: &RentedHost, since: &str) {
+    /// A failure is left to the budget controller's sweep (it holds the money meanwhile);
+    /// whether every budget took it.
+    pub async fn spend(&self, obj: &RentedHost, since: &str) -> bool {
         let uid = obj.uid().unwrap_or_default();
         let Ok(budgets) = self.of_namespace(&namespace(obj)).await else {
-            return;
+            return false;
         };
+        let mut all = true;
         for budget in budgets {
             let spent = self
                 .update(&budget, |b| {
@@ -184,8 +199,10 @@ impl Budgets {
                 .await;
             if let Err(error) = spent {
                 tracing::warn!(budget = %budget.name_any(), %error, "spending a reservation failed; the budget's sweep spends it");
+                all = false;
             }
         }
+        all
     }
 
     /// The create `since` of `obj` rented nothing, and the object records so: what it
@@ -201,10 +218,11 @@ impl Budgets {
 
     /// Settles what `obj`, about to go, still holds (its finalizer's last step): spent for
     /// the create that rented its host, returned for any other (no create of it is pending
-    /// now). Failures are left to the sweep.
-    pub async fn settle_object(&self, obj: &RentedHost) {
+    /// now). With budgets unreadable it is left to the sweep (which spends it: the object
+    /// is gone).
+    pub async fn settle_object(&self, obj: &RentedHost) -> Result<(), Error> {
         let Ok(budgets) = self.of_namespace(&namespace(obj)).await else {
-            return;
+            return Ok(());
         };
         let uid = obj.uid().unwrap_or_default();
         for budget in budgets {
@@ -216,10 +234,11 @@ impl Budgets {
                 .cloned()
                 .collect();
             for reservation in held {
-                self.sweep(&budget, &reservation, book::settle(&reservation, Some(obj)))
-                    .await;
+                let settle = book::settle(&reservation, Some(obj));
+                self.settle(&budget, &reservation, settle).await?;
             }
         }
+        Ok(())
     }
 
     async fn give_back_in(&self, budgets: &[&RentedHostBudget], uid: &str, since: &str) {
@@ -251,27 +270,36 @@ impl Budgets {
         .map(drop)
     }
 
-    /// Settles `reservation` as `settle` says.
+    /// Settles `reservation` as `settle` says; a failure is logged (the sweep tries again).
     async fn sweep(
         &self,
         budget: &RentedHostBudget,
         reservation: &Reservation,
         settle: book::Settle,
     ) {
-        let (uid, since) = (&reservation.uid, &reservation.since);
-        let settled = self
-            .update(budget, |b| {
-                let status = match settle {
-                    book::Settle::Keep => return Change::Unchanged,
-                    book::Settle::Spend => book::spend(b, uid, since, Timestamp::now()),
-                    book::Settle::Return => book::give_back(b, uid, since, Timestamp::now()),
-                };
-                status.map_or(Change::Absent, Change::Write)
-            })
-            .await;
-        if let Err(error) = settled {
+        if let Err(error) = self.settle(budget, reservation, settle).await {
             tracing::warn!(budget = %budget.name_any(), %error, "settling a reservation failed; retried");
         }
+    }
+
+    /// Settles `reservation` as `settle` says.
+    async fn settle(
+        &self,
+        budget: &RentedHostBudget,
+        reservation: &Reservation,
+        settle: book::Settle,
+    ) -> Result<(), Error> {
+        let (uid, since) = (&reservation.uid, &reservation.since);
+        self.update(budget, |b| {
+            let status = match settle {
+                book::Settle::Keep => return Change::Unchanged,
+                book::Settle::Spend => book::spend(b, uid, since, Timestamp::now()),
+                book::Settle::Return => book::give_back(b, uid, since, Timestamp::now()),
+            };
+            status.map_or(Change::Absent, Change::Write)
+        })
+        .await
+        .map(drop)
     }
 
     /// Applies `change` to `budget`'s status: on the version this process last wrote (or
@@ -318,23 +346,22 @@ impl Budgets {
                     .patch_status(&name, &params, &Patch::Merge(&patch))
                     .await
                 {
-                    Ok(written) if same(&written) => {
+                    Ok(written) => {
                         *last = Some(written);
                         return Ok(Updated::Written);
                     }
-                    // Deleted and made again: not the budget the change was for.
-                    Ok(_) => return Ok(Updated::Gone),
                     Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Updated::Gone),
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => return Err(Error::from_kube(e)),
                 }
             }
+            // The budget of that name now: one made again since is the one that limits.
             match api.get_opt(&name).await.map_err(Error::from_kube)? {
-                Some(read) if same(&read) => {
+                Some(read) => {
                     current = read;
                     fresh = true;
                 }
-                _ => return Ok(Updated::Gone),
+                None => return Ok(Updated::Gone),
             }
         }
         Err(Error::Conflict)

@@ -191,7 +191,7 @@ pub async fn run(
         store: store.clone(),
         metrics: metrics.clone(),
         config: config.clone(),
-        budgets,
+        budgets: budgets.clone(),
     });
     let _ = metrics.store.set(store.clone());
     // The poller ends with the controller.
@@ -240,9 +240,11 @@ pub async fn run(
     // Any change of a budget (a new limit, a returned reservation, a turned window) may
     // make room: the objects of its namespace that wait for a budget try again.
     let budget_metrics = metrics.clone();
+    let budgets_watched = budgets.clone();
     let budget_changes = watcher(budget_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .inspect(move |event| {
+            budgets_watched.watched(event.is_ok());
             if let Ok(watcher::Event::InitDone) = event {
                 budget_metrics.readiness.synced(Cache::RentedHostBudgets);
             }

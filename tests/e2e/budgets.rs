@@ -462,3 +462,46 @@ async fn the_budget_settles_what_no_operator_settled_by_what_the_object_records(
         "the ghost's spent, idle's returned"
     );
 }
+
+/// Budgets that cannot be read (RBAC without them) stop every create, and `/readyz` says
+/// which cache waits; once they can be read, the object rents.
+#[tokio::test]
+async fn without_budgets_to_read_nothing_is_created_and_readyz_says_why() {
+    let mut world = World::start("rhb-rbac", |_| {}).await;
+    world.kill_controller().await;
+    let plane = install_crd();
+    let role = |budgets: &str| {
+        let rules = format!(
+            r#"  - apiGroups: ["xuandashi.dev"]
+    resources: ["rentedhosts", "rentedhosts/status"{budgets}]
+    verbs: ["get", "list", "watch", "patch", "update"]
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]"#
+        );
+        crate::support::role_for_user("rho-nobudgets", &rules)
+    };
+    let applied = kubectl_apply(plane, &world.ns, &role(""));
+    assert!(applied.status.success(), "{applied:?}");
+    world.start_controller_as(plane.client_as("rho-nobudgets").await);
+    world.create("rh", day_spec()).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        world.sim.calls(Endpoint::CreateRent),
+        0,
+        "no budget read, no create"
+    );
+    let why = world.metrics.readiness.check().unwrap_err();
+    assert!(why.contains("RentedHostBudgets"), "{why}");
+    let applied = kubectl_apply(
+        plane,
+        &world.ns,
+        &role(r#", "rentedhostbudgets", "rentedhostbudgets/status""#),
+    );
+    assert!(applied.status.success(), "{applied:?}");
+    world.wait_rented("rh", Duration::from_secs(60)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
+}

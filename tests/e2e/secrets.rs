@@ -168,13 +168,8 @@ async fn a_secret_that_cannot_be_read_is_retried_not_reported_missing() {
     world.kill_controller().await;
     let plane = crate::support::shared();
     let role = |secret_verbs: &str| {
-        format!(
-            r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: rho-limited}}
-rules:
-  - apiGroups: ["xuandashi.dev"]
+        let rules = format!(
+            r#"  - apiGroups: ["xuandashi.dev"]
     resources: ["rentedhosts", "rentedhosts/status"]
     verbs: ["get", "list", "watch", "patch", "update"]
   - apiGroups: ["xuandashi.dev"]
@@ -185,15 +180,9 @@ rules:
     verbs: [{secret_verbs}]
   - apiGroups: ["events.k8s.io"]
     resources: ["events"]
-    verbs: ["create", "patch"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: rho-limited}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: rho-limited}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: rho-limited}}]
-"#
-        )
+    verbs: ["create", "patch"]"#
+        );
+        crate::support::role_for_user("rho-limited", &rules)
     };
     let applied = crate::support::kubectl_apply(
         plane,

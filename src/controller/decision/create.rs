@@ -36,9 +36,6 @@ pub fn creating(obj: &RentedHost, since: Timestamp, deadline: Timestamp) -> Rent
 pub fn not_sent(obj: &RentedHost, reason: Reason, why: &str, now: Timestamp) -> Transition {
     let mut status = base(obj);
     status.phase = Some(Phase::Pending);
-    // Once a budget lets it, the next create starts again from the first package (a
-    // cheaper one, perhaps).
-    status.package_id = None;
     let e = local_error(reason, format!("no createRent sent: {why}"));
     fail_all(obj, status, e, now)
 }
@@ -323,13 +320,17 @@ mod tests {
         assert!(
             t.status
                 .last_error
+                .as_ref()
                 .unwrap()
                 .message
                 .contains("no createRent sent: this host costs 1.00 CNY")
         );
         assert_eq!(t.requeue, Requeue::Retry(Reason::BudgetExceeded));
-        o.status.as_mut().unwrap().package_id = None;
-        assert_eq!(next_package(&o).as_deref(), Some("teTapaSUFq"));
+        assert_eq!(
+            next_package(&obj(Some(t.status))).as_deref(),
+            Some("teTapaSUFq"),
+            "once a budget lets it, the first (a cheaper one, perhaps)"
+        );
         // A changed spec starts from its first package too.
         o.status.as_mut().unwrap().package_id = Some("B".into());
         o.metadata.generation = Some(2);

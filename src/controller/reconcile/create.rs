@@ -58,10 +58,13 @@ pub(super) async fn create(
     // The credentials stay while the create needs them (`write_kept`). The guarded write
     // (only while leading) fails if anyone changed the object since the quorum read:
     // createRent is called only after the API server accepted createPending.
-    let window = left + ctx.guard.create_window();
-    let kept = tokio::time::timeout(window, write_kept(ctx, &obj, &recorded, provider.id()));
-    let obj = match kept.await.unwrap_or(Ok(Kept::TooSlow)) {
+    let send_by = Some(tokio::time::Instant::now() + left);
+    let obj = match write_kept(ctx, &obj, &recorded, provider.id(), send_by).await {
         Ok(Kept::Written(written)) => *written,
+        Ok(Kept::Late) => {
+            give_back(&obj).await;
+            return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
+        }
         Ok(Kept::Refused(problem)) => {
             give_back(&obj).await;
             let t = decision::credentials_missing(&obj, &problem, now());

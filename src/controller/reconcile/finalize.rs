@@ -66,7 +66,7 @@ pub(super) async fn finalize(
         None => {
             // What the object still holds in its namespace's budgets is settled before it
             // goes (by what it records); the sweep does it should this fail.
-            ctx.budgets.settle_object(&obj).await;
+            ctx.budgets.settle_object(&obj).await?;
             remove_finalizer(ctx, obj.clone(), default).await?;
             ctx.forget_object(&obj);
             ctx.wake_claimants_of(&obj);

@@ -384,6 +384,8 @@ enum Kept {
     /// Not known: the read and the write did not end within the guard's window. Nothing
     /// may be sent on it; a write that lands late is resolved as any other.
     TooSlow,
+    /// Not written: the Secret's lock was not had by the time the write had to be sent.
+    Late,
 }
 
 /// Writes `status` (its protocol fields, as [`write_protocol`]), which makes `obj` need its
@@ -395,6 +397,7 @@ async fn write_kept(
     obj: &RentedHost,
     status: &RentedHostStatus,
     account: &str,
+    send_by: Option<tokio::time::Instant>,
 ) -> Result<Kept, Error> {
     let mut after = obj.clone();
     after.status = Some(status.clone());
@@ -405,7 +408,13 @@ async fn write_kept(
         return Ok(Kept::Written(Box::new(written)));
     };
     // The finalizer stays from the read to the write (its removal waits for the lock).
-    let creating = ctx.guard.creating(&secret).await;
+    let creating = match send_by {
+        Some(by) => match tokio::time::timeout_at(by, ctx.guard.creating(&secret)).await {
+            Ok(creating) => creating,
+            Err(_) => return Ok(Kept::Late),
+        },
+        None => ctx.guard.creating(&secret).await,
+    };
     let window = ctx.guard.create_window();
     let kept = tokio::time::timeout(window, async {
         let standing = ctx.guard.for_create(&ctx.client, &secret).await?;

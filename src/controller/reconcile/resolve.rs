@@ -143,15 +143,27 @@ pub(super) async fn resolve_and_write(
         }
         let since = pending_since(&obj);
         // A person's word that nothing was rented does not return money: the create's
-        // reservation is spent (a host of it may bill unclaimed).
-        let by_word = decision::create_not_rented_allowed(&obj);
+        // reservation is spent (a host of it may bill unclaimed), before the object stops
+        // recording the create (the sweep would return it after).
+        let by_word = creates_again && decision::create_not_rented_allowed(&obj);
+        if by_word
+            && let Some(since) = &since
+            && !ctx.budgets.spend(&obj, since).await
+        {
+            // Tried again before the create is given up.
+            return Err(Error::Conflict);
+        }
         return match write_protocol(ctx, &obj, &t.status, provider.id()).await {
             Ok(written) => {
                 if let Some(since) = &since {
                     let rented = t.status.host_id.is_some();
-                    match rented || (creates_again && by_word) {
-                        true => ctx.budgets.spend(&written, since).await,
-                        false if creates_again => ctx.budgets.give_back(&written, since).await,
+                    match rented {
+                        true => {
+                            ctx.budgets.spend(&written, since).await;
+                        }
+                        false if creates_again && !by_word => {
+                            ctx.budgets.give_back(&written, since).await
+                        }
                         false => {}
                     }
                 }
@@ -363,7 +375,7 @@ pub(super) async fn adopt(
         ctx.ledger.claim(&obj, id);
         ctx.accounts.watch(provider, &obj);
         // A host to release: adopted only while its credentials are kept (`write_kept`).
-        match write_kept(ctx, &obj, &t.status, provider.id()).await {
+        match write_kept(ctx, &obj, &t.status, provider.id(), None).await {
             Ok(Kept::Written(written)) => {
                 // The user's answer to a pending create: that create rented this host
                 // (`rentedSince`), and spends what it held.
@@ -378,7 +390,7 @@ pub(super) async fn adopt(
                 let t = decision::credentials_missing(&obj, &problem, now());
                 return finish(ctx, &obj, t, "Adopt").await;
             }
-            Ok(Kept::TooSlow) => {
+            Ok(Kept::TooSlow | Kept::Late) => {
                 ctx.ledger.release_claim(id);
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }

@@ -58,6 +58,26 @@ pub fn kubectl_apply(
     run_with_input(&mut apply, manifest)
 }
 
+/// A Role named `user` of `rules` (the YAML of its rule list) and the RoleBinding that grants
+/// it to the user `user`, as one manifest.
+pub fn role_for_user(user: &str, rules: &str) -> String {
+    format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {user}}}
+rules:
+{rules}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {user}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
+"#
+    )
+}
+
 /// Applies the checked-in CRDs with kubectl and waits until they are established.
 pub fn apply_crd(plane: &ControlPlane) {
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
