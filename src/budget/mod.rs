@@ -89,8 +89,9 @@ pub struct Budgets {
     store: Store<RentedHostBudget>,
     /// Per budget (namespace, name): the budget as this process last wrote it.
     written: Mutex<HashMap<(String, String), Slot>>,
-    /// Whether the watch that fills the cache answered without an error last: while it
-    /// fails (RBAC taken away, say) a budget made meanwhile would go unseen.
+    /// Whether the cache is known current: its watch listed, or reported a change, since it
+    /// last failed. Until then (a watch that failed and came back reports nothing until a
+    /// budget changes) the budgets of a namespace are read by a list of their own.
     watching: std::sync::atomic::AtomicBool,
 }
 
@@ -108,10 +109,18 @@ impl Budgets {
         (Arc::new(budgets), writer)
     }
 
-    /// The watch that fills the cache answered (`true`) or failed (`false`).
-    pub fn watched(&self, answered: bool) {
+    /// What the watch that fills the cache reported: a failure makes the cache doubtful,
+    /// a complete listing or a change of a budget makes it current again.
+    pub fn watched<E>(&self, event: &Result<kube::runtime::watcher::Event<RentedHostBudget>, E>) {
+        use kube::runtime::watcher::Event;
+        let current = match event {
+            Err(_) => false,
+            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => true,
+            // A listing under way: the cache is as doubtful as before.
+            Ok(Event::Init | Event::InitApply(_)) => return,
+        };
         self.watching
-            .store(answered, std::sync::atomic::Ordering::Relaxed);
+            .store(current, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The cache of budgets (for metrics).
@@ -119,18 +128,24 @@ impl Budgets {
         self.store.clone()
     }
 
-    /// The budgets of `namespace`, once the cache of budgets is filled (a create must not
-    /// miss one because the operator just started), in name order.
+    /// The budgets of `namespace`, in name order: from the cache once it is filled and
+    /// current (a create must not miss one because the operator just started, or because
+    /// the watch failed), else by a list of the namespace's own.
     pub async fn of_namespace(
         &self,
         namespace: &str,
     ) -> Result<Vec<Arc<RentedHostBudget>>, Unreadable> {
-        match tokio::time::timeout(CACHE_WAIT, self.store.wait_until_ready()).await {
-            Ok(Ok(())) => {}
-            _ => return Err(Unreadable),
-        }
-        if !self.watching.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Unreadable);
+        let filled = tokio::time::timeout(CACHE_WAIT, self.store.wait_until_ready()).await;
+        let current = self.watching.load(std::sync::atomic::Ordering::Relaxed);
+        if !matches!(filled, Ok(Ok(()))) || !current {
+            let api: Api<RentedHostBudget> = Api::namespaced(self.client.clone(), namespace);
+            let listed = api.list(&Default::default()).await.map_err(|error| {
+                tracing::warn!(%error, "the namespace's budgets cannot be listed");
+                Unreadable
+            })?;
+            let mut budgets: Vec<_> = listed.items.into_iter().map(Arc::new).collect();
+            budgets.sort_by_key(|b| b.name_any());
+            return Ok(budgets);
         }
         let mut budgets: Vec<_> = self
             .store
@@ -225,7 +240,17 @@ impl Budgets {
             return Ok(());
         };
         let uid = obj.uid().unwrap_or_default();
-        for budget in budgets {
+        for cached in budgets {
+            // Read now: a reservation the cache lacks would be left to the sweep, which
+            // spends it (the object is gone).
+            let api: Api<RentedHostBudget> = Api::namespaced(self.client.clone(), &namespace(obj));
+            let Some(budget) = api
+                .get_opt(&cached.name_any())
+                .await
+                .map_err(Error::from_kube)?
+            else {
+                continue;
+            };
             let held: Vec<Reservation> = budget
                 .status
                 .iter()

@@ -244,7 +244,7 @@ pub async fn run(
     let budget_changes = watcher(budget_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .inspect(move |event| {
-            budgets_watched.watched(event.is_ok());
+            budgets_watched.watched(event);
             if let Ok(watcher::Event::InitDone) = event {
                 budget_metrics.readiness.synced(Cache::RentedHostBudgets);
             }

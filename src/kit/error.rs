@@ -12,6 +12,9 @@ pub enum Error {
     /// Leadership lapsed: protocol writes and releases wait for the next leader.
     #[error("this replica no longer leads; the leader carries on")]
     NotLeading,
+    /// A budget could not take what a step must settle in it first: the step waits.
+    #[error("a RentedHostBudget of the namespace could not be written; retrying")]
+    BudgetUnsettled,
 }
 
 /// A Kubernetes error for people: the API server's own message, without kube's Debug dump of
@@ -40,7 +43,7 @@ impl Error {
         match self {
             Error::Conflict => Some(Duration::from_millis(200)),
             Error::NotLeading => Some(Duration::from_secs(5)),
-            Error::Kube(_) => None,
+            Error::Kube(_) | Error::BudgetUnsettled => None,
         }
     }
 
@@ -49,6 +52,7 @@ impl Error {
         match self {
             Error::Conflict => "Conflict",
             Error::Kube(_) => "KubernetesApiError",
+            Error::BudgetUnsettled => "BudgetUnsettled",
             Error::NotLeading => "NotLeading",
         }
     }

@@ -303,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn a_create_not_sent_for_a_budget_asks_for_the_first_package_next() {
+    fn a_create_not_sent_for_a_budget_keeps_its_package_until_the_spec_changes() {
         let mut o = obj(None);
         o.spec.fallback_package_ids = vec!["B".into()];
         o.status = Some(RentedHostStatus {
@@ -326,12 +326,14 @@ mod tests {
                 .contains("no createRent sent: this host costs 1.00 CNY")
         );
         assert_eq!(t.requeue, Requeue::Retry(Reason::BudgetExceeded));
+        let mut refused = o.clone();
+        refused.status = Some(t.status);
         assert_eq!(
-            next_package(&obj(Some(t.status))).as_deref(),
-            Some("teTapaSUFq"),
-            "once a budget lets it, the first (a cheaper one, perhaps)"
+            next_package(&refused).as_deref(),
+            Some("B"),
+            "the package refused for the budget: the first answered 6002"
         );
-        // A changed spec starts from its first package too.
+        // A changed spec starts from its first package.
         o.status.as_mut().unwrap().package_id = Some("B".into());
         o.metadata.generation = Some(2);
         assert_eq!(next_package(&o).as_deref(), Some("teTapaSUFq"));

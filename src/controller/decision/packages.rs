@@ -26,17 +26,13 @@ fn askable(obj: &RentedHost) -> Vec<&str> {
 /// package for the image (7005).
 pub fn next_package(obj: &RentedHost) -> Option<String> {
     let askable = askable(obj);
-    // Named for this generation: a changed spec starts from its first package, and so
-    // does a create a budget refused (the first may be cheaper).
-    let budget_refused = |s: &RentedHostStatus| {
-        s.last_error
-            .as_ref()
-            .is_some_and(|e| e.reason.waits_for_budget())
-    };
+    // Named for this generation: a changed spec starts from its first package. (After a
+    // budget's refusal the package stays: going back to a first one that answered 6002
+    // would send a createRent at every change of a budget.)
     let status = obj
         .status
         .as_ref()
-        .filter(|s| s.observed_generation == obj.metadata.generation && !budget_refused(s));
+        .filter(|s| s.observed_generation == obj.metadata.generation);
     let named = status
         .and_then(|s| s.package_id.as_deref())
         .filter(|p| askable.contains(p));

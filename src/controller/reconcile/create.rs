@@ -202,7 +202,9 @@ async fn reserve(
         amount: price.prepaid_total,
         // Set by each budget to its own.
         window: String::new(),
-        expires: (since + SWEEP_AFTER).to_string(),
+        // Past any recording sent within RECORD_WITHIN, however long the Secret's read and
+        // the write may take.
+        expires: (since + SWEEP_AFTER + ctx.guard.create_window() * 2).to_string(),
     };
     Ok(match ctx.budgets.reserve(&budgets, &reservation).await? {
         Reserved::Held => Reserving::Held(Some(reservation)),

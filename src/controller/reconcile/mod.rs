@@ -93,7 +93,7 @@ pub fn error_policy(obj: Arc<RentedHost>, error: &Error, ctx: Arc<Context>) -> A
             };
             Action::requeue(wait)
         }
-        Error::Kube(_) => {
+        Error::Kube(_) | Error::BudgetUnsettled => {
             let retry = Reason::ProviderUnavailable;
             let attempt = ctx.holds.next_attempt(&obj, retry);
             // The first failure, then the 2nd, 3rd, 5th, 9th…: a lasting one stays in sight

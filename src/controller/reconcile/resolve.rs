@@ -150,8 +150,8 @@ pub(super) async fn resolve_and_write(
             && let Some(since) = &since
             && !ctx.budgets.spend(&obj, since).await
         {
-            // Tried again before the create is given up.
-            return Err(Error::Conflict);
+            // Tried again (with a backoff) before the create is given up.
+            return Err(Error::BudgetUnsettled);
         }
         return match write_protocol(ctx, &obj, &t.status, provider.id()).await {
             Ok(written) => {
