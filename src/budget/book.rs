@@ -66,6 +66,15 @@ pub fn shown(amount: Decimal) -> String {
     format!("{grouped}.{fraction}")
 }
 
+/// What the reservations hold together (`status.reserved`).
+fn held(status: &RentedHostBudgetStatus) -> Decimal {
+    status
+        .reservations
+        .iter()
+        .map(|r| read(Some(&r.amount)))
+        .sum()
+}
+
 fn read(amount: Option<&str>) -> Decimal {
     amount
         .and_then(|a| Decimal::from_str(a).ok())
@@ -91,18 +100,14 @@ pub fn current(budget: &RentedHostBudget, now: Timestamp) -> RentedHostBudgetSta
             status.hosts = None;
             status.window = Some(window);
         }
-        // Not a month later: keep what was spent (in the later month, if ours is behind).
-        Some(before) if before > window.as_str() && window != "Total" && before != "Total" => {}
+        // A month behind the recorded one (this clock behind another replica's): the
+        // later month and its spend stay.
+        Some(before) if turned(&window, before) => {}
         _ => status.window = Some(window),
     }
     status.spent = Some(money(read(status.spent.as_deref())));
     status.hosts = Some(status.hosts.unwrap_or(0));
-    let reserved: Decimal = status
-        .reservations
-        .iter()
-        .map(|r| read(Some(&r.amount)))
-        .sum();
-    status.reserved = Some(money(reserved));
+    status.reserved = Some(money(held(&status)));
     status.observed_generation = budget.metadata.generation;
     status
 }
@@ -119,8 +124,8 @@ pub fn reserve(
     // Spent, if at all, in the window it is held in.
     let mut reservation = reservation;
     reservation.window = status.window.clone().unwrap_or_default();
-    let held = |r: &Reservation| r.uid == reservation.uid && r.since == reservation.since;
-    if status.reservations.iter().any(held) {
+    let same = |r: &Reservation| r.uid == reservation.uid && r.since == reservation.since;
+    if status.reservations.iter().any(same) {
         return Ok(status);
     }
     let name = budget.name_any();
@@ -131,7 +136,7 @@ pub fn reserve(
     };
     let amount = read(Some(&reservation.amount));
     let spent = read(status.spent.as_deref());
-    let reserved = read(status.reserved.as_deref());
+    let reserved = held(&status);
     let window = status.window.clone().unwrap_or_default();
     let within = match window.as_str() {
         "Total" => "in total".to_string(),
@@ -163,7 +168,7 @@ pub fn reserve(
         ));
     }
     status.reservations.push(reservation);
-    status.reserved = Some(money(reserved + amount));
+    status.reserved = Some(money(held(&status)));
     Ok(status)
 }
 
@@ -175,8 +180,7 @@ fn take(status: &mut RentedHostBudgetStatus, uid: &str, since: &str) -> Option<R
         .iter()
         .position(|r| r.uid == uid && r.since == since)?;
     let taken = status.reservations.remove(i);
-    let reserved = read(status.reserved.as_deref()) - read(Some(&taken.amount));
-    status.reserved = Some(money(reserved.max(Decimal::ZERO)));
+    status.reserved = Some(money(held(status)));
     Some(taken)
 }
 
@@ -225,33 +229,29 @@ pub enum Settle {
     Return,
 }
 
-/// How the sweep settles `reservation`, given its object (`None`: no object of that name).
-/// The object records the create (`createPending.since`) before createRent is called, and
-/// the host it rented with that create's `since` (`status.rentedSince`).
-pub fn settle(reservation: &Reservation, object: Option<&RentedHost>) -> Settle {
-    let Some(object) = object.filter(|o| o.uid().as_deref() == Some(reservation.uid.as_str()))
-    else {
-        // Deleted (its finalizer settles creates first, but not its budgets): it may
+/// How the reservation of create (`uid`, `since`) is settled, given its object (`None`: no
+/// object of that name). The object records the create (`createPending.since`) before
+/// createRent is called, and the host it rented with that create's `since`
+/// (`status.rentedSince`).
+pub fn settle(uid: &str, since: &str, object: Option<&RentedHost>) -> Settle {
+    let Some(object) = object.filter(|o| o.uid().as_deref() == Some(uid)) else {
+        // Gone without its finalizer settling this (a crash, budgets unreadable): it may
         // have rented with this create, so the money counts.
         return Settle::Spend;
     };
     let status = object.status.as_ref();
-    let since = Some(reservation.since.as_str());
-    if status
-        .and_then(|s| s.create_pending.as_ref())
-        .map(|p| p.since.as_str())
-        == since
-    {
+    let pending = status.and_then(|s| s.create_pending.as_ref());
+    if pending.is_some_and(|p| p.since == since) {
         return Settle::Keep;
     }
-    match status.and_then(|s| s.rented_since.as_deref()) == since {
+    match status.and_then(|s| s.rented_since.as_deref()) == Some(since) {
         true => Settle::Spend,
         false => Settle::Return,
     }
 }
 
-/// Reservations whose recording can no longer land: each is returned unless its object
-/// still waits for that create.
+/// Reservations whose recording can no longer land: the sweep settles each by what its
+/// object records.
 pub fn expired(budget: &RentedHostBudget, now: Timestamp) -> Vec<Reservation> {
     let status = budget.status.clone().unwrap_or_default();
     status
@@ -278,6 +278,15 @@ mod tests {
                 window,
                 max_hosts,
             },
+        )
+    }
+
+    /// Spent, reserved, hosts.
+    fn figures(status: &RentedHostBudgetStatus) -> (Option<&str>, Option<&str>, Option<u32>) {
+        (
+            status.spent.as_deref(),
+            status.reserved.as_deref(),
+            status.hosts,
         )
     }
 
@@ -360,14 +369,7 @@ mod tests {
             b.status = status;
         }
         let status = b.status.clone().unwrap();
-        assert_eq!(
-            (
-                status.spent.as_deref(),
-                status.reserved.as_deref(),
-                status.hosts
-            ),
-            (Some("500.00"), Some("250.00"), Some(2))
-        );
+        assert_eq!(figures(&status), (Some("500.00"), Some("250.00"), Some(2)));
         assert!(
             spend(&b, "a", "2026-12-06T07:00:00Z", now).is_none(),
             "spent once"
@@ -421,14 +423,7 @@ mod tests {
         );
         // November's create rented in December: it spent in November, gone now.
         let status = spend(&b, "b", "2026-11-30T23:59:30Z", dec).unwrap();
-        assert_eq!(
-            (
-                status.spent.as_deref(),
-                status.reserved.as_deref(),
-                status.hosts
-            ),
-            (Some("0.00"), Some("0.00"), Some(0))
-        );
+        assert_eq!(figures(&status), (Some("0.00"), Some("0.00"), Some(0)));
     }
 
     #[test]
@@ -495,26 +490,44 @@ mod tests {
             rented_since: Some(since.into()),
             ..Default::default()
         };
-        assert_eq!(settle(&r, Some(&object(pending(&r.since)))), Settle::Keep);
-        assert_eq!(settle(&r, Some(&object(rented(&r.since)))), Settle::Spend);
         assert_eq!(
-            settle(&r, Some(&object(rented("2026-12-06T08:00:00Z")))),
+            settle(&r.uid, &r.since, Some(&object(pending(&r.since)))),
+            Settle::Keep
+        );
+        assert_eq!(
+            settle(&r.uid, &r.since, Some(&object(rented(&r.since)))),
+            Settle::Spend
+        );
+        assert_eq!(
+            settle(
+                &r.uid,
+                &r.since,
+                Some(&object(rented("2026-12-06T08:00:00Z")))
+            ),
             Settle::Return,
             "rented by a later create: this one was never recorded"
         );
         assert_eq!(
-            settle(&r, Some(&object(pending("2026-12-06T08:00:00Z")))),
+            settle(
+                &r.uid,
+                &r.since,
+                Some(&object(pending("2026-12-06T08:00:00Z")))
+            ),
             Settle::Return
         );
         assert_eq!(
-            settle(&r, Some(&object(RentedHostStatus::default()))),
+            settle(&r.uid, &r.since, Some(&object(RentedHostStatus::default()))),
             Settle::Return
         );
-        assert_eq!(settle(&r, None), Settle::Spend, "gone: it may have rented");
+        assert_eq!(
+            settle(&r.uid, &r.since, None),
+            Settle::Spend,
+            "gone: it may have rented"
+        );
         let mut other = object(rented(&r.since));
         other.metadata.uid = Some("uid-2".into());
         assert_eq!(
-            settle(&r, Some(&other)),
+            settle(&r.uid, &r.since, Some(&other)),
             Settle::Spend,
             "another object of that name"
         );

@@ -1,11 +1,11 @@
 //! Budgets: the spend limits of namespaces (`RentedHostBudget`). A create reserves its
 //! host's prepaid total in every budget of its namespace before `createPending` is recorded
-//! (`Budgets::reserve`). The reservation is settled only after the object records the
-//! create's outcome: spent once the host id is written with the create's `since`
-//! (`status.rentedSince`, `Budgets::spend`), returned once the object records that the
-//! create rented nothing (`Budgets::give_back`). What a crash leaves unsettled, the budget
-//! controller settles by what the object records, once the create's recording can no
-//! longer land (`book::settle`, `reconcile`).
+//! (`Budgets::reserve`). The reservation is settled only by what the object records, one
+//! rule for every path (`book::settle`): spent once the host id is written with the
+//! create's `since` (`status.rentedSince`), returned once the object records that the
+//! create rented nothing (`Budgets::settle`, after each write). What a crash leaves
+//! unsettled the budget controller settles by the same rule, once the create's recording
+//! can no longer land (`reconcile`).
 
 pub mod book;
 mod reconcile;
@@ -175,60 +175,62 @@ impl Budgets {
                     }
                 })
                 .await;
-            match updated {
-                Ok(Updated::Refused(why)) => {
-                    self.give_back_in(&held, &reservation.uid, &reservation.since)
-                        .await;
-                    return Ok(Reserved::Refused(why));
+            let refused = match updated {
+                Ok(Updated::Refused(why)) => Ok(Reserved::Refused(why)),
+                Ok(_) => {
+                    held.push(budget);
+                    continue;
                 }
-                Ok(_) => held.push(budget),
-                Err(e) => {
-                    // Not recorded on the object: nothing was sent against them.
-                    self.give_back_in(&held, &reservation.uid, &reservation.since)
-                        .await;
-                    return Err(e);
-                }
+                Err(e) => Err(e),
+            };
+            // Not recorded on the object: nothing was sent against what the others hold.
+            let (uid, since) = (&reservation.uid, &reservation.since);
+            for budget in held {
+                self.settle_logged(budget, uid, since, book::Settle::Return)
+                    .await;
             }
+            return refused;
         }
         Ok(Reserved::Held)
     }
 
-    /// The create `since` of `obj` rented a host, and the object records so
-    /// (`status.rentedSince`): what it holds in the budgets of its namespace becomes spend.
-    /// A failure is left to the budget controller's sweep (it holds the money meanwhile);
+    /// Spends what the create `since` of `obj` holds in the budgets of its namespace,
+    /// whatever the object records (a person's word that it rented nothing is no proof);
     /// whether every budget took it.
     pub async fn spend(&self, obj: &RentedHost, since: &str) -> bool {
-        let uid = obj.uid().unwrap_or_default();
         let Ok(budgets) = self.of_namespace(&namespace(obj)).await else {
             return false;
         };
+        let uid = obj.uid().unwrap_or_default();
         let mut all = true;
-        for budget in budgets {
+        for budget in &budgets {
             let spent = self
-                .update(&budget, |b| {
-                    match book::spend(b, &uid, since, Timestamp::now()) {
-                        Some(status) => Change::Write(status),
-                        None => Change::Absent,
-                    }
-                })
+                .settle_in(budget, &uid, since, book::Settle::Spend)
                 .await;
             if let Err(error) = spent {
-                tracing::warn!(budget = %budget.name_any(), %error, "spending a reservation failed; the budget's sweep spends it");
+                tracing::warn!(budget = %budget.name_any(), %error, "spending a reservation failed");
                 all = false;
             }
         }
         all
     }
 
-    /// The create `since` of `obj` rented nothing, and the object records so: what it
-    /// holds is returned. A failure is left to the budget controller's sweep.
-    pub async fn give_back(&self, obj: &RentedHost, since: &str) {
+    /// Settles what the create `since` of `obj` holds in the budgets of its namespace by
+    /// what `obj` (as just written) records (`book::settle`): kept while it waits for that
+    /// create, spent once its host is recorded with it, returned otherwise. A failure is
+    /// left to the budget controller's sweep, which settles the same way.
+    pub async fn settle(&self, obj: &RentedHost, since: &str) {
+        let uid = obj.uid().unwrap_or_default();
+        let settle = book::settle(&uid, since, Some(obj));
+        if settle == book::Settle::Keep {
+            return;
+        }
         let Ok(budgets) = self.of_namespace(&namespace(obj)).await else {
             return;
         };
-        let budgets: Vec<&RentedHostBudget> = budgets.iter().map(|b| &**b).collect();
-        self.give_back_in(&budgets, &obj.uid().unwrap_or_default(), since)
-            .await;
+        for budget in &budgets {
+            self.settle_logged(budget, &uid, since, settle).await;
+        }
     }
 
     /// Settles what `obj`, about to go, still holds (its finalizer's last step): spent for
@@ -240,46 +242,25 @@ impl Budgets {
             return Ok(());
         };
         let uid = obj.uid().unwrap_or_default();
+        let api: Api<RentedHostBudget> = Api::namespaced(self.client.clone(), &namespace(obj));
         for cached in budgets {
             // Read now: a reservation the cache lacks would be left to the sweep, which
             // spends it (the object is gone).
-            let api: Api<RentedHostBudget> = Api::namespaced(self.client.clone(), &namespace(obj));
-            let Some(budget) = api
-                .get_opt(&cached.name_any())
-                .await
-                .map_err(Error::from_kube)?
-            else {
+            let read = api.get_opt(&cached.name_any()).await;
+            let Some(budget) = read.map_err(Error::from_kube)? else {
                 continue;
             };
-            let held: Vec<Reservation> = budget
-                .status
-                .iter()
-                .flat_map(|s| &s.reservations)
+            let held = budget.status.iter().flat_map(|s| &s.reservations);
+            let sinces: Vec<String> = held
                 .filter(|r| r.uid == uid)
-                .cloned()
+                .map(|r| r.since.clone())
                 .collect();
-            for reservation in held {
-                let settle = book::settle(&reservation, Some(obj));
-                self.settle(&budget, &reservation, settle).await?;
+            for since in sinces {
+                let settle = book::settle(&uid, &since, Some(obj));
+                self.settle_in(&budget, &uid, &since, settle).await?;
             }
         }
         Ok(())
-    }
-
-    async fn give_back_in(&self, budgets: &[&RentedHostBudget], uid: &str, since: &str) {
-        for budget in budgets {
-            let returned = self
-                .update(budget, |b| {
-                    match book::give_back(b, uid, since, Timestamp::now()) {
-                        Some(status) => Change::Write(status),
-                        None => Change::Absent,
-                    }
-                })
-                .await;
-            if let Err(error) = returned {
-                tracing::warn!(budget = %budget.name_any(), %error, "returning a reservation failed; the budget's sweep returns it");
-            }
-        }
     }
 
     /// Brings `budget`'s status up to date (its window, its figures).
@@ -295,26 +276,28 @@ impl Budgets {
         .map(drop)
     }
 
-    /// Settles `reservation` as `settle` says; a failure is logged (the sweep tries again).
-    async fn sweep(
+    /// Settles the reservation of create (`uid`, `since`) in `budget` as `settle` says; a
+    /// failure is logged (the sweep settles it later).
+    async fn settle_logged(
         &self,
         budget: &RentedHostBudget,
-        reservation: &Reservation,
+        uid: &str,
+        since: &str,
         settle: book::Settle,
     ) {
-        if let Err(error) = self.settle(budget, reservation, settle).await {
-            tracing::warn!(budget = %budget.name_any(), %error, "settling a reservation failed; retried");
+        if let Err(error) = self.settle_in(budget, uid, since, settle).await {
+            tracing::warn!(budget = %budget.name_any(), %error, ?settle, "settling a reservation failed; the sweep settles it");
         }
     }
 
-    /// Settles `reservation` as `settle` says.
-    async fn settle(
+    /// Settles the reservation of create (`uid`, `since`) in `budget` as `settle` says.
+    async fn settle_in(
         &self,
         budget: &RentedHostBudget,
-        reservation: &Reservation,
+        uid: &str,
+        since: &str,
         settle: book::Settle,
     ) -> Result<(), Error> {
-        let (uid, since) = (&reservation.uid, &reservation.since);
         self.update(budget, |b| {
             let status = match settle {
                 book::Settle::Keep => return Change::Unchanged,

@@ -78,11 +78,12 @@ async fn reconcile(budget: Arc<RentedHostBudget>, ctx: Arc<Context>) -> Result<A
             .get_opt(&reservation.object)
             .await
             .map_err(Error::from_kube)?;
-        let settle = book::settle(&reservation, object.as_ref());
+        let (uid, since) = (&reservation.uid, &reservation.since);
+        let settle = book::settle(uid, since, object.as_ref());
         if settle != book::Settle::Keep {
             tracing::info!(budget = %budget.name_any(), object = %reservation.object, amount = %reservation.amount, ?settle, "settling the reservation of a create its operator left unsettled");
         }
-        ctx.budgets.sweep(&budget, &reservation, settle).await;
+        ctx.budgets.settle_logged(&budget, uid, since, settle).await;
     }
     ctx.budgets.refresh(&budget, now).await?;
     // Back when the window turns, or the next reservation may be swept.

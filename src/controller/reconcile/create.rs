@@ -35,9 +35,11 @@ pub(super) async fn create(
             return Ok(Outcome::Done(Action::requeue(Duration::from_secs(5))));
         }
     };
-    let give_back = async |obj: &RentedHost| {
+    // Settled by what the object records of this create (`budget::book::settle`): until
+    // it is recorded, the reservation goes back.
+    let settle = async |obj: &RentedHost| {
         if reservation.is_some() {
-            ctx.budgets.give_back(obj, &since.to_string()).await;
+            ctx.budgets.settle(obj, &since.to_string()).await;
         }
     };
     // No resolution of this account runs while the call is in flight: its host would look
@@ -47,7 +49,7 @@ pub(super) async fn create(
     // The recording is sent within RECORD_WITHIN of the reservation, so that it has landed
     // long before the budget's sweep settles the reservation by what the object records.
     let Some(left) = RECORD_WITHIN.checked_sub(started.elapsed()) else {
-        give_back(&obj).await;
+        settle(&obj).await;
         return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
     };
     // The recording and the call (token and rate limit included) end within this budget,
@@ -62,20 +64,20 @@ pub(super) async fn create(
     let obj = match write_kept(ctx, &obj, &recorded, provider.id(), send_by).await {
         Ok(Kept::Written(written)) => *written,
         Ok(Kept::Late) => {
-            give_back(&obj).await;
+            settle(&obj).await;
             return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1))));
         }
         Ok(Kept::Refused(problem)) => {
-            give_back(&obj).await;
+            settle(&obj).await;
             let t = decision::credentials_missing(&obj, &problem, now());
             return finish(ctx, &obj, t, "CreateRent").await.map(Outcome::Done);
         }
-        // The recording may still land: the budget's sweep returns the reservation once it
-        // cannot, unless the object then waits for this create.
+        // The recording may still land: the budget's sweep settles the reservation once it
+        // cannot, by what the object then records.
         Ok(Kept::TooSlow) => return Ok(Outcome::Done(Action::requeue(Duration::from_secs(1)))),
         Err(e @ (Error::Conflict | Error::NotLeading)) => {
             // Not recorded, so not sent.
-            give_back(&obj).await;
+            settle(&obj).await;
             return Err(e);
         }
         Err(e) => return Err(e),
@@ -130,22 +132,9 @@ pub(super) async fn create(
         }
         Err(_) => write.await?,
     };
-    let settled = written
-        .status
-        .as_ref()
-        .is_none_or(|s| s.create_pending.is_none());
-    let since = since.to_string();
-    let rented_here = written
-        .status
-        .as_ref()
-        .and_then(|s| s.rented_since.as_ref());
-    if answer.is_ok() && reservation.is_some() && rented_here == Some(&since) {
-        // Recorded with the create that rented it: its reservation is spent.
-        ctx.budgets.spend(&written, &since).await;
-    } else if answer.is_err() && settled && reservation.is_some() {
-        // A proven refusal, recorded: the create rented nothing.
-        ctx.budgets.give_back(&written, &since).await;
-    }
+    // Its host recorded with it (spent), a proven refusal recorded (returned), or an
+    // unknown outcome (kept, for the resolution).
+    settle(&written).await;
     // A rented host is observed in the same reconcile, on the object just written: its
     // first look's note (running, most often) joins this one in one event.
     let rented = written.status.as_ref().is_some_and(|s| s.host_id.is_some());

@@ -156,16 +156,7 @@ pub(super) async fn resolve_and_write(
         return match write_protocol(ctx, &obj, &t.status, provider.id()).await {
             Ok(written) => {
                 if let Some(since) = &since {
-                    let rented = t.status.host_id.is_some();
-                    match rented {
-                        true => {
-                            ctx.budgets.spend(&written, since).await;
-                        }
-                        false if creates_again && !by_word => {
-                            ctx.budgets.give_back(&written, since).await
-                        }
-                        false => {}
-                    }
+                    ctx.budgets.settle(&written, since).await;
                 }
                 Ok(Ok((written, t)))
             }
@@ -380,7 +371,7 @@ pub(super) async fn adopt(
                 // The user's answer to a pending create: that create rented this host
                 // (`rentedSince`), and spends what it held.
                 if let Some(since) = pending_since(&obj) {
-                    ctx.budgets.spend(&written, &since).await;
+                    ctx.budgets.settle(&written, &since).await;
                 }
                 *written
             }
