@@ -505,3 +505,47 @@ async fn without_budgets_to_read_nothing_is_created_and_readyz_says_why() {
     world.wait_rented("rh", Duration::from_secs(60)).await;
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 1);
 }
+
+/// A lost create that a person says rented nothing still counts: a person's word is no
+/// proof that nothing bills, so its reservation is spent, not returned; the new create
+/// reserves its own.
+#[tokio::test]
+async fn a_create_a_person_says_rented_nothing_is_spent_not_returned() {
+    let mut world = World::start("rhb-word", |_| {}).await;
+    apply_budget(&world, "team", "  limit: 21600\n");
+    crate::create::kill_during_create(&mut world, "rh").await;
+    // Someone rents the same package by hand meanwhile: the operator cannot pair.
+    let body = serde_json::json!({"packageId": "teTapaSUFq", "imageId": "507", "periodNumber": 5, "periodType": 3});
+    assert_eq!(world.sim.state().create_rent("demo-account", &body).code, 0);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    world.start_controller();
+    let obj = world
+        .wait_condition("rh", "Ready", "False", "CreateOutcomeUnknown")
+        .await;
+    let status = budget_status(&world, "team").await;
+    assert_eq!(
+        (status.spent.as_deref(), status.reserved.as_deref()),
+        (Some("0.00"), Some("7200.00")),
+        "held while its outcome is unknown"
+    );
+    let since = obj.status.unwrap().create_pending.unwrap().since;
+    world
+        .annotate("rh", "xuandashi.dev/create-not-rented", &since)
+        .await;
+    world.wait_rented("rh", Duration::from_secs(30)).await;
+    assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
+    let start = Instant::now();
+    let status = loop {
+        let status = budget_status(&world, "team").await;
+        if status.reservations.is_empty() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (status.spent.as_deref(), status.hosts),
+        (Some("14400.00"), Some(2)),
+        "the create given up on a person's word, and the new one"
+    );
+}
