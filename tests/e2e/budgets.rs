@@ -199,13 +199,19 @@ async fn twenty_objects_under_a_budget_for_ten_rent_ten_until_the_limit_is_raise
         row[..6],
         ["team", "480", "480.00", "0.00", month.as_str(), "10"]
     );
-    let metrics = world.metrics.render();
+    // Metrics come from the operator's cache of budgets, which may trail the read above.
     let labels = format!("namespace=\"{}\",budget=\"team\"", world.ns);
-    assert!(
-        metrics.contains(&format!("rentedhost_budget_spent{{{labels}}} 480.0"))
-            && metrics.contains(&format!("rentedhost_budget_limit{{{labels}}} 480.0")),
-        "{metrics}"
-    );
+    let start = Instant::now();
+    loop {
+        let metrics = world.metrics.render();
+        if metrics.contains(&format!("rentedhost_budget_spent{{{labels}}} 480.0"))
+            && metrics.contains(&format!("rentedhost_budget_limit{{{labels}}} 480.0"))
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A budget never stops what it refuses to grow: nothing was released.
     assert_eq!(world.sim.calls(Endpoint::Delete), 0);
     // Raising the limit is all it takes: the waiting objects rent at once.
