@@ -15,8 +15,14 @@
 //! limiter gives creates: all of the rate, before any listing page), until all are Ready,
 //! the listing's age, and a power change made meanwhile (which must not wait for a listing).
 //!
+//! The budget row: `BENCH_BUDGETED_N` (1000) objects, the provider's limit lifted, in a
+//! namespace with one RentedHostBudget that fits every create, so each create reserves its
+//! price and spends it in the budget's status: what a budget costs, against the row of the
+//! same N without one.
+//!
 //! Settings (environment): `BENCH_N` (`100,1000,5000`), `BENCH_RATE_LIMITED_N` (`1000`, the
-//! row at the default provider rate limit; `0` leaves it out), `BENCH_LARGE_ACCOUNT`
+//! row at the default provider rate limit; `0` leaves it out), `BENCH_BUDGETED_N` (`1000`;
+//! `0` leaves the row out), `BENCH_LARGE_ACCOUNT`
 //! (`20000`; `0` leaves the row out), `BENCH_LARGE_NEW` (`100`), `BENCH_LATENCY` (`50ms`),
 //! `BENCH_CONCURRENCY` (`8`), `BENCH_STEADY_SECONDS` (`180`), `BENCH_OPERATOR` (the
 //! release binary), `BENCH_SIMULATOR` (`xds-simulator`, built optimised), `BENCH_RESULTS` (`bench/results.md`; empty: not written).
@@ -29,7 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use rentedhost_operator::api::RentedHost;
+use rentedhost_operator::api::{RentedHost, RentedHostBudget};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,6 +47,8 @@ use support::process::{Process, free_port, wait_http};
 struct Settings {
     sizes: Vec<usize>,
     rate_limited: usize,
+    /// Objects of the row under a budget (0: no such row).
+    budgeted: usize,
     /// Hosts already on the account of the large-account row (0: no such row).
     large_account: usize,
     /// Objects created in the large-account row.
@@ -77,6 +85,7 @@ impl Settings {
                 })
                 .collect(),
             rate_limited: number("BENCH_RATE_LIMITED_N", "1000"),
+            budgeted: number("BENCH_BUDGETED_N", "1000"),
             large_account: number("BENCH_LARGE_ACCOUNT", "20000"),
             large_new: number("BENCH_LARGE_NEW", "100"),
             latency: env_or("BENCH_LATENCY", "50ms"),
@@ -113,6 +122,8 @@ enum ProviderLimit {
 struct Row {
     n: usize,
     limit: ProviderLimit,
+    /// Whether the namespace has a budget (that fits every create).
+    budget: bool,
     /// Until every object had its host id (every create answered).
     rented: Duration,
     ready: Duration,
@@ -531,23 +542,45 @@ async fn start(
     }
 }
 
+/// A budget that fits every create of the bench (each costs a few CNY).
+async fn budget(client: &kube::Client, ns: &str) {
+    let budget: RentedHostBudget = serde_json::from_value(serde_json::json!({
+        "apiVersion": "xuandashi.dev/v1alpha1",
+        "kind": "RentedHostBudget",
+        "metadata": {"name": "bench"},
+        "spec": {"limit": "100000000", "window": "Total"},
+    }))
+    .expect("a valid RentedHostBudget");
+    Api::<RentedHostBudget>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &budget)
+        .await
+        .expect("budget created");
+}
+
 async fn row(
     plane: &ControlPlane,
     settings: &Settings,
     n: usize,
-    limit: ProviderLimit,
+    (limit, with_budget): (ProviderLimit, bool),
     logs: &Path,
 ) -> (Row, Running) {
     let client = plane.client().await;
-    let suffix = match limit {
-        ProviderLimit::Lifted => "",
-        ProviderLimit::Default => "-limited",
+    let suffix = match (limit, with_budget) {
+        (ProviderLimit::Lifted, false) => "",
+        (ProviderLimit::Lifted, true) => "-budget",
+        (ProviderLimit::Default, _) => "-limited",
     };
     let ns = format!("bench-{n}{suffix}");
     let (floor, protocol) = match limit {
         ProviderLimit::Lifted => {
-            let floor = floor(&client, &format!("floor-{n}"), n, settings.concurrency).await;
-            let ns = format!("protocol-floor-{n}");
+            let floor = floor(
+                &client,
+                &format!("floor-{n}{suffix}"),
+                n,
+                settings.concurrency,
+            )
+            .await;
+            let ns = format!("protocol-floor-{n}{suffix}");
             let (_simulator, url) =
                 simulator(settings, &logs.join(format!("{ns}-simulator.log"))).await;
             let protocol = protocol_floor(&client, &url, &ns, n, settings.concurrency).await;
@@ -563,6 +596,9 @@ async fn row(
         }
     };
     namespace(&client, &ns).await;
+    if with_budget {
+        budget(&client, &ns).await;
+    }
     let running = start(plane, settings, &ns, limit, logs, 0).await;
     let pid = running.controller.0.id();
     let (cpu_before, _, _) = usage(pid);
@@ -591,6 +627,7 @@ async fn row(
     let row = Row {
         n,
         limit,
+        budget: with_budget,
         rented,
         ready,
         floor,
@@ -830,9 +867,10 @@ fn report(
             out,
             "| {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.2} | {} | {} | {:.1} | {:.2} | {:.1} MiB | {:.2} | {:.2} |",
             r.n,
-            match r.limit {
-                ProviderLimit::Lifted => "lifted",
-                ProviderLimit::Default => "5/s",
+            match (r.limit, r.budget) {
+                (ProviderLimit::Lifted, false) => "lifted",
+                (ProviderLimit::Lifted, true) => "lifted, a budget",
+                (ProviderLimit::Default, _) => "5/s",
             },
             r.rented.as_secs_f64(),
             r.ready.as_secs_f64(),
@@ -860,12 +898,44 @@ fn report(
             out,
             "- N = {} ({}): provider {}; Kubernetes {}",
             r.n,
-            match r.limit {
-                ProviderLimit::Lifted => "limit lifted",
-                ProviderLimit::Default => "5 requests/s",
+            match (r.limit, r.budget) {
+                (ProviderLimit::Lifted, false) => "limit lifted",
+                (ProviderLimit::Lifted, true) => "limit lifted, a budget",
+                (ProviderLimit::Default, _) => "5 requests/s",
             },
             brief(&r.provider),
             brief(&r.kubernetes)
+        );
+    }
+    for b in rows.iter().filter(|r| r.budget) {
+        let Some(plain) = rows
+            .iter()
+            .find(|r| r.n == b.n && r.limit == b.limit && !r.budget)
+        else {
+            continue;
+        };
+        let requests = |r: &Row| r.kubernetes.values().sum::<f64>();
+        let _ = writeln!(
+            out,
+            "\nA budget, N = {}: all Ready in {:.1} s against {:.1} s without one (ratio {:.2}); \
+             CPU {:.2} against {:.2} ms/object ({:.2}); {:.2} against {:.2} Kubernetes requests \
+             per object (budgets' share: {}).",
+            b.n,
+            b.ready.as_secs_f64(),
+            plain.ready.as_secs_f64(),
+            b.ready.as_secs_f64() / plain.ready.as_secs_f64(),
+            b.cpu * 1000.0 / b.n as f64,
+            plain.cpu * 1000.0 / plain.n as f64,
+            b.cpu / plain.cpu,
+            requests(b),
+            requests(plain),
+            brief(
+                &b.kubernetes
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("rentedhostbudgets"))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect()
+            ),
         );
     }
     if let Some(l) = large {
@@ -922,15 +992,26 @@ async fn main() {
     support::apply_crd(&plane);
     let mut rows = Vec::new();
     let mut steady_state = None;
-    let mut plan: Vec<(usize, ProviderLimit)> = Vec::new();
+    let mut plan: Vec<(usize, (ProviderLimit, bool))> = Vec::new();
     if settings.rate_limited > 0 {
-        plan.push((settings.rate_limited, ProviderLimit::Default));
+        plan.push((settings.rate_limited, (ProviderLimit::Default, false)));
     }
-    plan.extend(settings.sizes.iter().map(|n| (*n, ProviderLimit::Lifted)));
+    plan.extend(
+        settings
+            .sizes
+            .iter()
+            .map(|n| (*n, (ProviderLimit::Lifted, false))),
+    );
+    if settings.budgeted > 0 {
+        plan.push((settings.budgeted, (ProviderLimit::Lifted, true)));
+    }
     let largest = settings.sizes.iter().copied().max();
-    for (n, limit) in plan {
-        eprintln!("bench: N = {n}…");
-        let (row, running) = row(&plane, &settings, n, limit, &logs).await;
+    for (n, kind) in plan {
+        eprintln!(
+            "bench: N = {n}{}…",
+            if kind.1 { " under a budget" } else { "" }
+        );
+        let (row, running) = row(&plane, &settings, n, kind, &logs).await;
         eprintln!(
             "bench: N = {n}: all Ready in {:.1} s (API-server floor {:.1} s, protocol floor {:?}), CPU {:.1} s",
             row.ready.as_secs_f64(),
@@ -938,7 +1019,10 @@ async fn main() {
             row.protocol,
             row.cpu
         );
-        if limit == ProviderLimit::Lifted && Some(n) == largest && !settings.steady.is_zero() {
+        if kind == (ProviderLimit::Lifted, false)
+            && Some(n) == largest
+            && !settings.steady.is_zero()
+        {
             eprintln!("bench: N = {n}: idle for {:?}…", settings.steady);
             steady_state = Some(steady(&running, n, settings.steady).await);
         }
