@@ -185,6 +185,14 @@ mod tests {
             ("ops", "xds")
         );
         assert_eq!(defaults.retry_scale, 1.0, "the retry table at full scale");
+        assert_eq!(
+            defaults.sweep_seen_for, None,
+            "the sweep's wait follows the timeout"
+        );
+        assert_eq!(
+            rentedhost_operator::budget::seen_before_sweep(defaults.provider.timeout),
+            std::time::Duration::from_secs(150)
+        );
         let lease = args.election.lease("ops", "pod-0").unwrap();
         assert_eq!(
             (lease.name.as_str(), lease.namespace.as_str()),

@@ -97,7 +97,12 @@ pub async fn run(
             budget::run(
                 client.clone(),
                 budgets,
-                config.namespace.clone(),
+                budget::Settings {
+                    namespace: config.namespace.clone(),
+                    seen_before_sweep: config
+                        .sweep_seen_for
+                        .unwrap_or(budget::seen_before_sweep(config.provider.timeout)),
+                },
                 leadership.clone(),
                 shutdown.clone()
             ),

@@ -10,7 +10,7 @@
 pub mod book;
 mod reconcile;
 
-pub use reconcile::run;
+pub use reconcile::{Settings, run};
 
 use crate::api::{RentedHost, RentedHostBudget, RentedHostBudgetStatus, Reservation};
 use crate::kit::Error;
@@ -31,8 +31,20 @@ pub const MANAGER: &str = "rentedhost-operator-budget";
 pub const RECORD_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// When the sweep may settle a reservation, after its `since`: past any write of its
-/// recording sent within [`RECORD_WITHIN`] (the API server ends a request within a minute).
+/// recording sent within [`RECORD_WITHIN`] (the API server ends a request within a minute)
+/// on clocks that agree; [`seen_before_sweep`] covers one that does not.
 pub const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long the sweep must itself have seen a reservation, on its machine's monotonic
+/// clock, before it may settle it, for creates whose requests end within
+/// `request_timeout`: by then the create that reserved it has sent its recording (within
+/// [`RECORD_WITHIN`]) and had its answer (within its window, `request_timeout`), or will
+/// never call createRent, whatever any wall clock says (one stepped forward must not
+/// return a reservation whose create may still be recorded and sent). Twice the window,
+/// and a minute more, as the reservation's own expiry allows.
+pub fn seen_before_sweep(request_timeout: std::time::Duration) -> std::time::Duration {
+    RECORD_WITHIN + request_timeout * 2 + std::time::Duration::from_secs(60)
+}
 
 /// How long a create waits for the cache of budgets to be filled before giving up.
 const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -68,6 +68,12 @@ pub struct Config {
     /// Clock difference allowed between us and the provider when matching creation times.
     #[arg(long, default_value = "30s", value_parser = crate::config::positive_duration)]
     pub clock_skew: Duration,
+    /// How long the budget controller must itself have seen a reservation before its sweep
+    /// may settle it. Tests only: by default it follows the request timeout
+    /// (`budget::seen_before_sweep`), and a shorter one lets a stepped clock return a
+    /// reservation whose create may still rent.
+    #[arg(long, hide = true, value_parser = crate::config::positive_duration)]
+    pub sweep_seen_for: Option<Duration>,
     /// Multiplies every delay of the retry table (tests shorten it; 1.0 in production).
     #[arg(long, default_value_t = 1.0, hide = true, value_parser = crate::config::positive_factor)]
     pub retry_scale: f64,

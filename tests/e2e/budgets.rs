@@ -405,10 +405,13 @@ async fn with_a_budget_an_unknown_price_sends_nothing_until_the_package_list_is_
 
 /// What a crash leaves held is settled by the budget once its create's recording can no
 /// longer land, by what the object records: kept while the object waits for the create,
-/// returned when it does not, spent when the object is gone (it may have rented).
+/// returned when it does not, spent when the object is gone (it may have rented). Not by
+/// the wall clock alone: these expired long ago, and still wait until the budget
+/// controller has seen them for its gate (3 s here).
 #[tokio::test]
 async fn the_budget_settles_what_no_operator_settled_by_what_the_object_records() {
-    let world = World::start("rhb-sweep", |_| {}).await;
+    let gate = Duration::from_secs(3);
+    let world = World::start("rhb-sweep", |c| c.sweep_seen_for = Some(gate)).await;
     apply_budget(&world, "team", "  limit: 1000\n");
     let start = Instant::now();
     while budget_status(&world, "team").await.window.is_none() {
@@ -468,6 +471,8 @@ async fn the_budget_settles_what_no_operator_settled_by_what_the_object_records(
             reservation("waiting", &waiting.metadata.uid.clone().unwrap()),
         ],
     }});
+    // Before the write: the controller cannot see the reservations any earlier.
+    let written = Instant::now();
     budgets(&world)
         .patch_status(
             "team",
@@ -476,13 +481,19 @@ async fn the_budget_settles_what_no_operator_settled_by_what_the_object_records(
         )
         .await
         .unwrap();
-    let start = Instant::now();
     let status = loop {
         let status = budget_status(&world, "team").await;
+        if status.reservations.len() != 3 {
+            assert!(
+                written.elapsed() >= gate,
+                "swept {:?} after the write, before the gate: {status:?}",
+                written.elapsed()
+            );
+        }
         if status.reservations.len() == 1 {
             break status;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
+        assert!(written.elapsed() < Duration::from_secs(30), "{status:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(

@@ -54,6 +54,7 @@ pub fn test_config(sim_url: &str, ns: &str) -> Config {
         create_grace: Duration::from_secs(3),
         clock_skew: Duration::from_secs(2),
         retry_scale: 0.02,
+        sweep_seen_for: Some(Duration::from_secs(1)),
         concurrency: 16,
         default_deletion_policy: rentedhost_operator::api::DeletionPolicy::Delete,
         instance: None,
