@@ -107,6 +107,19 @@ async fn budget_status(world: &World, name: &str) -> RentedHostBudgetStatus {
     budget.status.unwrap_or_default()
 }
 
+/// Budget `name`'s status once it holds no reservation (30 s at most).
+async fn settled_status(world: &World, name: &str) -> RentedHostBudgetStatus {
+    let start = Instant::now();
+    loop {
+        let status = budget_status(world, name).await;
+        if status.reservations.is_empty() {
+            return status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// This month, as a `Month` budget names its window.
 fn this_month() -> String {
     let date = jiff::Timestamp::now()
@@ -164,15 +177,7 @@ async fn twenty_objects_under_a_budget_for_ten_rent_ten_until_the_limit_is_raise
         assert!(o.status.as_ref().unwrap().create_pending.is_none());
     }
     // The figures settle: everything held was spent.
-    let start = Instant::now();
-    let status = loop {
-        let status = budget_status(&world, "team").await;
-        if status.reservations.is_empty() {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = settled_status(&world, "team").await;
     assert_eq!(
         (
             status.spent.as_deref(),
@@ -579,15 +584,7 @@ async fn a_create_a_person_says_rented_nothing_is_spent_not_returned() {
         .await;
     world.wait_rented("rh", Duration::from_secs(30)).await;
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
-    let start = Instant::now();
-    let status = loop {
-        let status = budget_status(&world, "team").await;
-        if status.reservations.is_empty() {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = settled_status(&world, "team").await;
     assert_eq!(
         (status.spent.as_deref(), status.hosts),
         (Some("14400.00"), Some(2)),
