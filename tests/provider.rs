@@ -168,16 +168,19 @@ async fn an_expired_token_is_renewed_once_and_a_wrong_secret_fails_after_one_try
 #[tokio::test]
 async fn tokens_are_renewed_before_they_expire() {
     let (sim, client) = simulator().await;
-    sim.state().timing.token_lifetime = Duration::from_millis(1000);
+    // Margins of half a second or more each side, for a busy machine: the token is taken
+    // at `start`, reused at 1 s (20 %), renewed at 4.5 s (90 %, before it expires at 5 s).
+    sim.state().timing.token_lifetime = Duration::from_secs(5);
+    let start = tokio::time::Instant::now();
     client.images().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     client.images().await.unwrap();
     assert_eq!(
         sim.calls(Endpoint::GetToken),
         1,
         "reused below 80 % of its lifetime"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep_until(start + Duration::from_millis(4500)).await;
     client.images().await.unwrap();
     assert_eq!(
         sim.calls(Endpoint::GetToken),

@@ -221,14 +221,7 @@ async fn observe_only_shows_a_host_and_never_operates_reboots_or_releases_it() {
         Some(DeletionPolicy::Orphan),
         "never released"
     );
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(world.client.clone(), &world.ns);
-    // Written beside the status that shows the host running, not before it.
-    let start = std::time::Instant::now();
-    while secrets.get_opt("rh-connection").await.unwrap().is_none() {
-        assert!(start.elapsed() < LIMIT, "the connection Secret");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    world.wait_secret("rh-connection").await;
     world
         .annotate("rh", rentedhost_operator::api::REBOOT_ANNOTATION, "now")
         .await;

@@ -106,15 +106,14 @@ async fn insufficient_resources_back_off_then_rent_when_capacity_appears() {
     world.create("rh", demo_spec()).await;
     let e = world.failed("rh", "Ready", "InsufficientResources").await;
     assert_eq!(e.code, Some(6002));
-    while world.sim.calls(Endpoint::CreateRent) < 4 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    world.wait_calls(Endpoint::CreateRent, 4).await;
     let times = world.sim.call_times(Endpoint::CreateRent);
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    // 30 s, 60 s, 120 s at 1/50: 0.6 s, 1.2 s, 2.4 s (±10 %).
+    // 30 s, 60 s, 120 s at 1/50: 0.6 s, 1.2 s, 2.4 s (±10 %). Each gap also holds the
+    // reconcile's own time, the same for each: 1.3 x leaves it 0.7 s on a busy machine.
     assert!(gaps[0] >= Duration::from_millis(500), "{gaps:?}");
     assert!(
-        gaps[1] > gaps[0].mul_f64(1.5) && gaps[2] > gaps[1].mul_f64(1.5),
+        gaps[1] > gaps[0].mul_f64(1.3) && gaps[2] > gaps[1].mul_f64(1.3),
         "delays grow: {gaps:?}"
     );
     assert!(world.sim.host_ids().is_empty());

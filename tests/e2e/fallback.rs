@@ -80,9 +80,7 @@ async fn package_a_at_capacity_rents_package_b_with_one_6002() {
     // Once every package is tried the create backs off and starts again from the first.
     world.sim.set_capacity(B, 0);
     world.create("rh2", spec(A, &[B])).await;
-    while world.sim.calls(Endpoint::CreateRent) < 2 + 4 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    world.wait_calls(Endpoint::CreateRent, 2 + 4).await;
     let asked = world.sim.state().create_requests.clone();
     let packages: Vec<&str> = asked[2..6].iter().map(|r| r.package_id.as_str()).collect();
     assert_eq!(packages, [A, B, A, B], "in turn, from the first again");
@@ -139,6 +137,7 @@ async fn a_package_of_another_type_is_skipped_with_a_note() {
         ("507", vec![OTHER_TYPE.to_string()])
     );
     assert_eq!(world.sim.calls(Endpoint::CreateRent), 2);
+    world.wait_events("rh", "TypeMismatch", 1).await;
     let events = world.events("rh").await;
     let noted = events
         .iter()

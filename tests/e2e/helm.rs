@@ -35,19 +35,25 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
     let subject = format!("system:serviceaccount:{ns}:{sa}");
     // tests/e2e/chart.rs asks verb by verb; here: the namespaced install reads no Secret
     // outside its namespaces.
+    // A "yes" is asked again for a few seconds: the authorizer learns a new binding from
+    // its watch, just after `helm install` returned.
     for (namespace, want) in [(&hosts, "yes"), (&ns, "yes"), (&elsewhere, "no")] {
-        let out = plane
-            .kubectl()
-            .args([
-                "auth", "can-i", "get", "secrets", "-n", namespace, "--as", &subject,
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            want,
-            "{namespace}"
-        );
+        let start = std::time::Instant::now();
+        loop {
+            let out = plane
+                .kubectl()
+                .args([
+                    "auth", "can-i", "get", "secrets", "-n", namespace, "--as", &subject,
+                ])
+                .output()
+                .unwrap();
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if got == want || want == "no" || start.elapsed() > Duration::from_secs(5) {
+                assert_eq!(got, want, "{namespace}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     // The chart's ServiceAccount, by impersonation, in a kubeconfig of its own.
@@ -88,15 +94,32 @@ async fn helm_install_then_the_binary_runs_as_the_charts_service_account() {
         "{table}"
     );
     assert_eq!(row[1].len(), 10, "a host id in HOST: {table}");
-    let login = run_ok(plane.kubectl().args([
-        "get",
-        "secret",
-        "render-01-connection",
-        "-n",
-        &hosts,
-        "-o",
-        "json",
-    ]));
+    // The login is written beside the status that shows the host running.
+    let start = Instant::now();
+    let login = loop {
+        let out = plane
+            .kubectl()
+            .args([
+                "get",
+                "secret",
+                "render-01-connection",
+                "-n",
+                &hosts,
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let login: k8s_openapi::api::core::v1::Secret = serde_json::from_str(&login).unwrap();
     let password = String::from_utf8(login.data.unwrap()["hostPw"].0.clone()).unwrap();
     assert_eq!(password.len(), 16);

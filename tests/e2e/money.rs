@@ -246,9 +246,7 @@ async fn a_failed_create_never_adopts_a_host_whose_answer_is_in_flight() {
         [Fault::Latency(Duration::from_millis(1800)), Fault::NonJson],
     );
     world.create("q", demo_spec()).await;
-    while world.sim.calls(Endpoint::CreateRent) == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    world.wait_calls(Endpoint::CreateRent, 1).await;
     world.create("p", demo_spec()).await;
     let q = world.wait_rented("q", LIMIT).await;
     let p = world.wait_rented("p", LIMIT).await;

@@ -6,7 +6,7 @@
 use crate::support::node::NodeCluster;
 use crate::support::operator::demo_spec;
 use crate::support::process::{Process, demo_hosts, free_port, simulator_with};
-use crate::support::run_ok;
+use crate::support::{eventually, run_ok};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -222,7 +222,20 @@ impl Install {
     }
 
     /// The `Created` events: which pod recorded each create, and when.
-    fn creates(&self) -> Vec<(String, jiff::Timestamp)> {
+    /// The Created events, once there are `count` of them: they are sent by the operator's
+    /// event queue after the status write a test waited for.
+    async fn creates(&self, count: usize) -> Vec<(String, jiff::Timestamp)> {
+        eventually(Duration::from_secs(30), "Created events", || async {
+            let creates = self.created_events();
+            match creates.len() >= count {
+                true => Ok(creates),
+                false => Err(format!("{} of {count}", creates.len())),
+            }
+        })
+        .await
+    }
+
+    fn created_events(&self) -> Vec<(String, jiff::Timestamp)> {
         let out = run_ok(self.cluster.plane.kubectl().args([
             "get",
             "events.events.k8s.io",
@@ -491,7 +504,7 @@ async fn helm_upgrade_rolls_over_while_objects_are_created_and_rents_once_each()
     let ids = install.all_ready(Duration::from_secs(90)).await;
     assert_eq!(ids.len(), 43);
     install.rented_once_each(&ids).await;
-    let creates = install.creates();
+    let creates = install.creates(43).await;
     let by_old = creates.iter().filter(|(i, _)| *i == old).count();
     let first_new = creates
         .iter()
@@ -618,7 +631,7 @@ async fn deleting_the_leader_during_a_slow_create_records_the_answer_before_it_e
         deleted.elapsed()
     );
     install.rented_once_each(&ids).await;
-    let creates = install.creates();
+    let creates = install.creates(1).await;
     assert_eq!(creates.len(), 1, "{creates:?}");
     assert_eq!(
         creates[0].0, leader,

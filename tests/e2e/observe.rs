@@ -1,6 +1,7 @@
 //! Observing and operating rented hosts: the account-wide poll at N/25 cost, power state,
 //! the connection Secret, adoption, drift and reboot.
 
+use crate::support::eventually;
 use crate::support::operator::{World, demo_spec, host_id, is};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -125,7 +126,7 @@ async fn the_connection_secret_holds_the_login_and_goes_with_its_object() {
     let host = world.sim.state().hosts.get(&id).unwrap().host.clone();
     let read =
         |s: &Secret, k: &str| String::from_utf8(s.data.as_ref().unwrap()[k].0.clone()).unwrap();
-    let secret = secrets.get("render-login").await.unwrap();
+    let secret = world.wait_secret("render-login").await;
     let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
     assert_eq!(keys, ["address", "hostAccount", "hostPw", "port"]);
     assert_eq!(read(&secret, "hostPw"), host.host_pw.clone().unwrap());
@@ -135,10 +136,8 @@ async fn the_connection_secret_holds_the_login_and_goes_with_its_object() {
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
         ("RentedHost", "rh", Some(true))
     );
-    assert!(
-        secrets.get_opt("plain-connection").await.unwrap().is_some(),
-        "default name <name>-connection"
-    );
+    // The default name is <name>-connection.
+    world.wait_secret("plain-connection").await;
 
     // The provider changes the password: the Secret follows within a poll.
     world.sim.state().hosts.get_mut(&id).unwrap().host.host_pw = Some("n3w-pa55word".into());
@@ -264,6 +263,7 @@ async fn the_reboot_annotation_reboots_once_per_value() {
     let (world, _) = running("reboot", |_| {}).await;
     request_reboot(&world, "2026-11-26T08:00:00Z").await;
     rented(&world, "rh").await;
+    world.wait_events("rh", "Rebooting", 1).await;
     // Unrelated changes do not reboot again.
     world.annotate("rh", "example.com/note", "hello").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -416,12 +416,20 @@ async fn renting_two_hundred_hosts_lists_the_account_about_once_per_poll() {
         "one/{{id}} once per host at most"
     );
     // A host running at its first look: one event, the create's and the look's together.
+    // Events go out from a queue after the status write: awaited, then counted.
     let events: kube::Api<k8s_openapi::api::core::v1::Event> =
         kube::Api::namespaced(world.client.clone(), &world.ns);
-    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
-    for e in events.list(&Default::default()).await.unwrap().items {
-        *reasons.entry(e.reason.unwrap_or_default()).or_default() += 1;
-    }
+    let reasons = eventually(Duration::from_secs(30), "the Created events", || async {
+        let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+        for e in events.list(&Default::default()).await.unwrap().items {
+            *reasons.entry(e.reason.unwrap_or_default()).or_default() += 1;
+        }
+        match reasons.values().sum::<usize>() >= n {
+            true => Ok(reasons),
+            false => Err(format!("{reasons:?}")),
+        }
+    })
+    .await;
     println!("events by reason: {reasons:?}");
     let created = [("Created".to_string(), n)].into_iter().collect();
     assert_eq!(reasons, created, "one event per object");

@@ -110,7 +110,7 @@ async fn the_connection_secret_is_repaired_and_a_foreign_one_refused() {
     world.create("rh", demo_spec()).await;
     world.wait_condition("rh", "Ready", "True", "Running").await;
     let password = |s: &Secret| s.data.as_ref().and_then(|d| d.get("hostPw")).cloned();
-    let written = secrets.get("rh-connection").await.unwrap();
+    let written = world.wait_secret("rh-connection").await;
     secrets
         .delete("rh-connection", &Default::default())
         .await

@@ -114,3 +114,24 @@ pub async fn test_namespace(client: &kube::Client, prefix: &str) -> String {
         .unwrap();
     created.metadata.name.unwrap()
 }
+
+/// Polls `probe` every 100 ms until it gives `Ok`, failing with `what` and its last `Err`
+/// after `limit`. What a background task writes (events, metrics from the operator's cache,
+/// a Secret written beside a status) is awaited this way, never read at a fixed moment.
+pub async fn eventually<T, Fut>(
+    limit: std::time::Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if start.elapsed() >= limit => panic!("{what} within {limit:?}: {last}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -341,6 +341,32 @@ impl World {
         self.api().get(name).await.unwrap()
     }
 
+    /// Waits until the simulator counted `count` calls to `endpoint`.
+    pub async fn wait_calls(&self, endpoint: Endpoint, count: u64) {
+        let what = format!("{count} {} calls", endpoint.as_str());
+        super::eventually(Duration::from_secs(30), &what, || async {
+            match self.sim.calls(endpoint) {
+                n if n >= count => Ok(()),
+                n => Err(format!("{n} so far")),
+            }
+        })
+        .await
+    }
+
+    /// A Secret of the namespace, awaited: a connection Secret is written beside the status
+    /// that shows its host running, so it may land just after it.
+    pub async fn wait_secret(&self, name: &str) -> Secret {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        super::eventually(Duration::from_secs(30), name, || async {
+            match secrets.get_opt(name).await {
+                Ok(Some(secret)) => Ok(secret),
+                Ok(None) => Err("not found".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
     /// Polls the object every 50 ms until `done` holds; fails with the last state.
     pub async fn wait_for(
         &self,
