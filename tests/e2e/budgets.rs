@@ -73,6 +73,7 @@ async fn budgets_are_validated_naming_the_field() {
     );
 }
 
+use crate::support::eventually;
 use crate::support::operator::{World, condition, demo_spec, host_id, is};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -109,15 +110,14 @@ async fn budget_status(world: &World, name: &str) -> RentedHostBudgetStatus {
 
 /// Budget `name`'s status once it holds no reservation (30 s at most).
 async fn settled_status(world: &World, name: &str) -> RentedHostBudgetStatus {
-    let start = Instant::now();
-    loop {
+    eventually(Duration::from_secs(30), "no reservation left", || async {
         let status = budget_status(world, name).await;
-        if status.reservations.is_empty() {
-            return status;
+        match status.reservations.is_empty() {
+            true => Ok(status),
+            false => Err(format!("{status:?}")),
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "{status:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// This month, as a `Month` budget names its window.
@@ -206,17 +206,17 @@ async fn twenty_objects_under_a_budget_for_ten_rent_ten_until_the_limit_is_raise
     );
     // Metrics come from the operator's cache of budgets, which may trail the read above.
     let labels = format!("namespace=\"{}\",budget=\"team\"", world.ns);
-    let start = Instant::now();
-    loop {
+    eventually(Duration::from_secs(10), "the budget's metrics", || async {
         let metrics = world.metrics.render();
-        if metrics.contains(&format!("rentedhost_budget_spent{{{labels}}} 480.0"))
-            && metrics.contains(&format!("rentedhost_budget_limit{{{labels}}} 480.0"))
+        let shown = |line: String| metrics.contains(&line);
+        match shown(format!("rentedhost_budget_spent{{{labels}}} 480.0"))
+            && shown(format!("rentedhost_budget_limit{{{labels}}} 480.0"))
         {
-            break;
+            true => Ok(()),
+            false => Err(metrics),
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{metrics}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     // A budget never stops what it refuses to grow: nothing was released.
     assert_eq!(world.sim.calls(Endpoint::Delete), 0);
     // Raising the limit is all it takes: the waiting objects rent at once.
